@@ -1,0 +1,525 @@
+//! The embedded SQLite backend.
+//!
+//! Layout (one file, WAL mode):
+//! - `log`: one row per write — the revision (the row id), the key, whether it was a delete, the
+//!   key's create revision and the value (for a delete: the last value). This is the history that
+//!   lists at a revision and watches from a revision read.
+//! - `kv`: key → revision of its current row in `log`, so reads at the latest revision are an
+//!   index lookup rather than a scan of history.
+//! - `meta`: the compacted revision.
+//!
+//! Writes go through one connection under a mutex, so revisions are assigned and published to
+//! watchers in commit order. Reads use a second connection (WAL lets them run beside writes).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::broadcast;
+
+use crate::store::{
+    prefix_end, Event, EventKind, KeyValue, ListResult, Revision, Store, WatchStream,
+};
+use crate::StoreError;
+
+/// How hard SQLite syncs. `Normal` (the default) keeps every acknowledged write across a crash or
+/// `kill -9` of the process; `Full` also across power loss, at the cost of an fsync per commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    /// How many live events a watcher may fall behind before it must re-list.
+    pub watch_buffer: usize,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            synchronous: Synchronous::Normal,
+            watch_buffer: 16 * 1024,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log (
+    rev INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    create_rev INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_key_rev ON log(key, rev);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    rev INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+fn open(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::backend(format!("open {}", path.display()), e))?;
+    let sync = match sync {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=OFF;"
+    ))
+    .map_err(|e| StoreError::backend("configure sqlite", e))?;
+    Ok(conn)
+}
+
+fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::backend(what, e)
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave SQLite inconsistent (the transaction rolls
+    // back when dropped), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `opts.path`.
+    pub fn open(opts: SqliteOptions) -> Result<Self, StoreError> {
+        if let Some(dir) = opts.path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::backend(format!("create {}", dir.display()), e))?;
+            }
+        }
+        let writer = open(&opts.path, opts.synchronous)?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(db_err("create schema"))?;
+        let reader = open(&opts.path, opts.synchronous)?;
+        let (events, _) = broadcast::channel(opts.watch_buffer.max(16));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+                events,
+            }),
+        })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::backend("store task failed", e))?
+    }
+}
+
+fn current_rev(conn: &Connection) -> Result<Revision, StoreError> {
+    conn.query_row("SELECT COALESCE(MAX(rev), 0) FROM log", [], |r| r.get(0))
+        .map_err(db_err("read revision"))
+}
+
+fn compacted_rev(conn: &Connection) -> Result<Revision, StoreError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE name = 'compacted'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(db_err("read compacted revision"))?
+        .unwrap_or(0))
+}
+
+fn row_kv(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
+    Ok(KeyValue {
+        key: r.get(0)?,
+        mod_revision: r.get(1)?,
+        create_revision: r.get(2)?,
+        value: Bytes::from(r.get::<_, Vec<u8>>(3)?),
+    })
+}
+
+fn get_current(conn: &Connection, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    conn.prepare_cached("SELECT l.key, l.rev, l.create_rev, l.value FROM kv JOIN log l ON l.rev = kv.rev WHERE kv.key = ?1")
+        .and_then(|mut s| s.query_row([key], row_kv).optional())
+        .map_err(db_err("get"))
+}
+
+impl Inner {
+    /// Run one write in a transaction and publish its event while still holding the writer lock,
+    /// so events reach watchers in revision order.
+    fn write(
+        &self,
+        key: &str,
+        op: impl FnOnce(Option<KeyValue>) -> Result<Option<Bytes>, StoreError>,
+    ) -> Result<Event, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(db_err("begin"))?;
+        let prev = get_current(&tx, key)?;
+        let new_value = op(prev.clone())?;
+        let event = match new_value {
+            Some(value) => {
+                let create_rev = prev.as_ref().map(|p| p.create_revision);
+                tx.prepare_cached("INSERT INTO log (key, deleted, create_rev, value) VALUES (?1, 0, COALESCE(?2, 0), ?3)")
+                    .and_then(|mut s| s.execute(params![key, create_rev, value.as_ref()]))
+                    .map_err(db_err("insert"))?;
+                let rev = tx.last_insert_rowid();
+                if create_rev.is_none() {
+                    tx.prepare_cached("UPDATE log SET create_rev = rev WHERE rev = ?1")
+                        .and_then(|mut s| s.execute([rev]))
+                        .map_err(db_err("insert"))?;
+                }
+                tx.prepare_cached("INSERT INTO kv (key, rev) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET rev = excluded.rev")
+                    .and_then(|mut s| s.execute(params![key, rev]))
+                    .map_err(db_err("insert"))?;
+                let kv = KeyValue {
+                    key: key.to_string(),
+                    value,
+                    create_revision: create_rev.unwrap_or(rev),
+                    mod_revision: rev,
+                };
+                Event {
+                    kind: EventKind::Put,
+                    kv,
+                    prev,
+                }
+            }
+            None => {
+                let prev = prev.ok_or_else(|| StoreError::NotFound {
+                    key: key.to_string(),
+                })?;
+                tx.prepare_cached(
+                    "INSERT INTO log (key, deleted, create_rev, value) VALUES (?1, 1, ?2, ?3)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![key, prev.create_revision, prev.value.as_ref()])
+                })
+                .map_err(db_err("delete"))?;
+                let rev = tx.last_insert_rowid();
+                tx.prepare_cached("DELETE FROM kv WHERE key = ?1")
+                    .and_then(|mut s| s.execute([key]))
+                    .map_err(db_err("delete"))?;
+                let kv = KeyValue {
+                    mod_revision: rev,
+                    ..prev.clone()
+                };
+                Event {
+                    kind: EventKind::Delete,
+                    kv,
+                    prev: Some(prev),
+                }
+            }
+        };
+        tx.commit().map_err(db_err("commit"))?;
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(Arc::new(event.clone()));
+        Ok(event)
+    }
+}
+
+fn list_rows(
+    conn: &Connection,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+    revision: Option<Revision>,
+) -> Result<ListResult, StoreError> {
+    let current = current_rev(conn)?;
+    let compacted = compacted_rev(conn)?;
+    let at = match revision {
+        Some(r) if r > current => {
+            return Err(StoreError::FutureRevision {
+                requested: r,
+                current,
+            })
+        }
+        Some(r) if r < compacted => {
+            return Err(StoreError::Compacted {
+                requested: r,
+                compacted,
+            })
+        }
+        Some(r) => r,
+        None => current,
+    };
+    // Key range [lo, hi): the prefix range, narrowed by the continue key.
+    let lo = match start_after {
+        Some(s) if s >= prefix => format!("{s}\0"),
+        _ => prefix.to_string(),
+    };
+    let hi = prefix_end(prefix).unwrap_or_else(|| "\u{7f}".repeat(8));
+    // Fetch one more than asked to learn whether there is more.
+    let fetch = if limit == 0 { -1 } else { (limit + 1) as i64 };
+    let mut kvs = if at == current {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT l.key, l.rev, l.create_rev, l.value FROM kv JOIN log l ON l.rev = kv.rev \
+                 WHERE kv.key >= ?1 AND kv.key < ?2 ORDER BY kv.key LIMIT ?3",
+            )
+            .map_err(db_err("list"))?;
+        let rows = stmt
+            .query_map(params![lo, hi, fetch], row_kv)
+            .map_err(db_err("list"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(db_err("list"))?
+    } else {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT l.key, l.rev, l.create_rev, l.value FROM log l JOIN \
+                 (SELECT key, MAX(rev) AS r FROM log WHERE key >= ?1 AND key < ?2 AND rev <= ?3 GROUP BY key) m \
+                 ON l.rev = m.r WHERE l.deleted = 0 ORDER BY l.key LIMIT ?4",
+            )
+            .map_err(db_err("list"))?;
+        let rows = stmt
+            .query_map(params![lo, hi, at, fetch], row_kv)
+            .map_err(db_err("list"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(db_err("list"))?
+    };
+    let more = limit > 0 && kvs.len() > limit;
+    kvs.truncate(if limit == 0 { kvs.len() } else { limit });
+    Ok(ListResult {
+        kvs,
+        revision: at,
+        more,
+    })
+}
+
+/// History after `after` for keys under `prefix`, as events (with their previous values).
+fn history(
+    conn: &Connection,
+    prefix: &str,
+    after: Revision,
+    upto: Revision,
+) -> Result<Vec<Event>, StoreError> {
+    let hi = prefix_end(prefix).unwrap_or_else(|| "\u{7f}".repeat(8));
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT l.key, l.rev, l.create_rev, l.value, l.deleted, \
+                    p.rev, p.create_rev, p.value, p.deleted \
+             FROM log l LEFT JOIN log p ON p.rev = (SELECT MAX(rev) FROM log WHERE key = l.key AND rev < l.rev) \
+             WHERE l.rev > ?1 AND l.rev <= ?2 AND l.key >= ?3 AND l.key < ?4 ORDER BY l.rev",
+        )
+        .map_err(db_err("watch history"))?;
+    let rows = stmt
+        .query_map(params![after, upto, prefix, hi], |r| {
+            let kv = row_kv(r)?;
+            let deleted: bool = r.get(4)?;
+            let prev_rev: Option<Revision> = r.get(5)?;
+            let prev_deleted: Option<bool> = r.get(8)?;
+            let prev = match (prev_rev, prev_deleted) {
+                (Some(rev), Some(false)) => Some(KeyValue {
+                    key: kv.key.clone(),
+                    mod_revision: rev,
+                    create_revision: r.get(6)?,
+                    value: Bytes::from(r.get::<_, Vec<u8>>(7)?),
+                }),
+                _ => None,
+            };
+            Ok(if deleted {
+                // A delete row carries the last value; its previous state is that value at the
+                // revision before.
+                let prev = prev.unwrap_or_else(|| kv.clone());
+                Event {
+                    kind: EventKind::Delete,
+                    kv,
+                    prev: Some(prev),
+                }
+            } else {
+                Event {
+                    kind: EventKind::Put,
+                    kv,
+                    prev,
+                }
+            })
+        })
+        .map_err(db_err("watch history"))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(db_err("watch history"))
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let key = key.to_string();
+        self.blocking(move |i| get_current(&lock(&i.reader), &key))
+            .await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<Revision>,
+    ) -> Result<ListResult, StoreError> {
+        let prefix = prefix.to_string();
+        let start_after = start_after.map(str::to_string);
+        self.blocking(move |i| {
+            let mut conn = lock(&i.reader);
+            // One read transaction so the revision and the rows agree.
+            let tx = conn.transaction().map_err(db_err("begin"))?;
+            let res = list_rows(&tx, &prefix, start_after.as_deref(), limit, revision);
+            drop(tx);
+            res
+        })
+        .await
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StoreError> {
+        let key = key.to_string();
+        self.blocking(move |i| {
+            i.write(&key, |prev| match prev {
+                Some(_) => Err(StoreError::AlreadyExists { key: key.clone() }),
+                None => Ok(Some(value)),
+            })
+            .map(|e| e.kv)
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Revision,
+    ) -> Result<KeyValue, StoreError> {
+        let key = key.to_string();
+        self.blocking(move |i| {
+            i.write(&key, |prev| match prev {
+                None => Err(StoreError::NotFound { key: key.clone() }),
+                Some(p) if p.mod_revision != expected => Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected,
+                    actual: p.mod_revision,
+                }),
+                Some(_) => Ok(Some(value)),
+            })
+            .map(|e| e.kv)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
+        let key = key.to_string();
+        self.blocking(move |i| {
+            i.write(&key, |prev| match (prev, expected) {
+                (None, _) => Err(StoreError::NotFound { key: key.clone() }),
+                (Some(p), Some(e)) if p.mod_revision != e => Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected: e,
+                    actual: p.mod_revision,
+                }),
+                (Some(_), _) => Ok(None),
+            })
+            .map(|e| e.kv)
+        })
+        .await
+    }
+
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        self.blocking(|i| current_rev(&lock(&i.reader))).await
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.blocking(move |i| {
+            let mut conn = lock(&i.writer);
+            let tx = conn.transaction().map_err(db_err("begin"))?;
+            let current = current_rev(&tx)?;
+            let compacted = compacted_rev(&tx)?;
+            if revision > current {
+                return Err(StoreError::FutureRevision { requested: revision, current });
+            }
+            if revision <= compacted {
+                return Err(StoreError::Compacted { requested: revision, compacted });
+            }
+            // Rows at or before `revision` that a later row (also at or before it) supersedes,
+            // and tombstones at or before it, are no longer needed to read at `revision`.
+            tx.execute(
+                "DELETE FROM log WHERE rev <= ?1 AND (deleted = 1 OR rev < \
+                 (SELECT MAX(rev) FROM log l2 WHERE l2.key = log.key AND l2.rev <= ?1))",
+                [revision],
+            )
+            .map_err(db_err("compact"))?;
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('compacted', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [revision],
+            )
+            .map_err(db_err("compact"))?;
+            tx.commit().map_err(db_err("commit"))
+        })
+        .await
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision, StoreError> {
+        self.blocking(|i| compacted_rev(&lock(&i.reader))).await
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+        // Subscribe before reading history, so nothing falls between the two.
+        let rx = self.inner.events.subscribe();
+        let p = prefix.to_string();
+        let backlog = self
+            .blocking(move |i| {
+                let conn = lock(&i.reader);
+                let compacted = compacted_rev(&conn)?;
+                let current = current_rev(&conn)?;
+                if after < compacted {
+                    return Err(StoreError::Compacted {
+                        requested: after,
+                        compacted,
+                    });
+                }
+                history(&conn, &p, after, current)
+            })
+            .await?;
+        let last = backlog.last().map(|e| e.revision()).unwrap_or(after);
+        let live =
+            futures::stream::unfold(Some((rx, last, prefix.to_string())), |state| async move {
+                let (mut rx, last, prefix) = state?;
+                loop {
+                    match rx.recv().await {
+                        Ok(ev) if ev.revision() <= last || !ev.kv.key.starts_with(&prefix) => {
+                            continue
+                        }
+                        Ok(ev) => {
+                            let rev = ev.revision();
+                            return Some((Ok(Event::clone(&ev)), Some((rx, rev, prefix))));
+                        }
+                        // Report the lag once, then end: the watcher must re-list.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((Err(StoreError::WatchLagged), None))
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+        let stream = futures::stream::iter(backlog.into_iter().map(Ok)).chain(live);
+        Ok(Box::pin(stream))
+    }
+}
