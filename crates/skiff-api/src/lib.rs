@@ -3,3 +3,16 @@
 //!
 //! This crate is pure: it does no I/O, spawns nothing and never depends on the store, the
 //! API server or any runtime. Everything here is a function of its inputs.
+
+pub mod builtin;
+pub mod crd;
+pub mod defaults;
+pub mod field;
+pub mod registry;
+pub mod selector;
+pub mod table;
+pub mod validation;
+
+pub use field::{FieldError, Path};
+pub use registry::{builtin_types, custom_types, ResourceType, ScalePaths};
+pub use selector::{FieldSelector, LabelSelector};
