@@ -109,6 +109,15 @@ hooks_table! {
     "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiext::CustomResourceDefinition;
 }
 
+/// Decode `metadata` as an `ObjectMeta` (for custom resources, whose metadata is typed even
+/// though the rest is schema-driven).
+pub fn normalize_metadata(meta: &Value) -> Result<Value, DecodeError> {
+    normalize::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(meta).map_err(|e| DecodeError {
+        path: format!("metadata.{}", e.path),
+        message: format!("metadata.{}", e.message),
+    })
+}
+
 /// Paths of fields present (and not null) in `original` but dropped by `normalized`: the
 /// unknown fields that `fieldValidation=Strict` rejects and `Warn` reports.
 pub fn unknown_fields(original: &Value, normalized: &Value) -> Vec<String> {

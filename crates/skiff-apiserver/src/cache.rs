@@ -1,0 +1,230 @@
+//! The watch cache: one store watch feeds an in-memory copy of every object plus a window of
+//! recent events, so lists and any number of watchers cost no store reads (upstream's cacher).
+//!
+//! Objects are kept both parsed (for selectors, tables, patches) and serialized with their
+//! `resourceVersion` set (so lists and watch events are byte copies).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use skiff_store::{EventKind, KeyValue, Revision, Store, StoreError};
+
+/// One object as the cache holds it.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub key: String,
+    pub rev: Revision,
+    /// The object with `metadata.resourceVersion` set.
+    pub obj: Arc<Value>,
+    /// `obj` serialized.
+    pub bytes: Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchEventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl WatchEventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchEventType::Added => "ADDED",
+            WatchEventType::Modified => "MODIFIED",
+            WatchEventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub kind: WatchEventType,
+    pub rev: Revision,
+    /// For a deletion: the last state, with `resourceVersion` set to the deletion's revision.
+    pub obj: Arc<CachedObject>,
+    pub prev: Option<Arc<CachedObject>>,
+}
+
+struct State {
+    objects: BTreeMap<String, Arc<CachedObject>>,
+    events: VecDeque<Arc<CacheEvent>>,
+    rev: Revision,
+    /// Watches from revisions before this cannot be served.
+    oldest: Revision,
+}
+
+pub struct Cache {
+    state: RwLock<State>,
+    tx: broadcast::Sender<Arc<CacheEvent>>,
+    rev_tx: watch::Sender<Revision>,
+    capacity: usize,
+}
+
+/// A watch from the cache: events already past the start revision, then the live feed.
+pub struct CacheWatch {
+    pub backlog: Vec<Arc<CacheEvent>>,
+    pub live: broadcast::Receiver<Arc<CacheEvent>>,
+}
+
+pub fn cached(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, serde_json::Error> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)?;
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&obj)?);
+    Ok(Arc::new(CachedObject { key: kv.key.clone(), rev, obj: Arc::new(obj), bytes }))
+}
+
+impl Cache {
+    /// Load everything under `prefix` and follow the store from there, in a background task.
+    pub async fn start(store: Arc<dyn Store>, prefix: &str, capacity: usize) -> Result<Arc<Cache>, StoreError> {
+        let (tx, _) = broadcast::channel(capacity.max(1024));
+        let (rev_tx, _) = watch::channel(0);
+        let cache = Arc::new(Cache {
+            state: RwLock::new(State { objects: BTreeMap::new(), events: VecDeque::new(), rev: 0, oldest: 0 }),
+            tx,
+            rev_tx,
+            capacity,
+        });
+        let rev = cache.relist(&*store, prefix).await?;
+        let c = cache.clone();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move { c.follow(store, prefix, rev).await });
+        Ok(cache)
+    }
+
+    async fn relist(&self, store: &dyn Store, prefix: &str) -> Result<Revision, StoreError> {
+        let list = store.list(prefix, None, 0, None).await?;
+        let mut objects = BTreeMap::new();
+        for kv in &list.kvs {
+            match cached(kv, kv.mod_revision) {
+                Ok(o) => {
+                    objects.insert(kv.key.clone(), o);
+                }
+                Err(e) => tracing::error!(key = %kv.key, error = %e, "stored object is not JSON; skipped"),
+            }
+        }
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        st.objects = objects;
+        st.events.clear();
+        st.rev = list.revision;
+        st.oldest = list.revision;
+        drop(st);
+        self.rev_tx.send_replace(list.revision);
+        Ok(list.revision)
+    }
+
+    async fn follow(self: Arc<Self>, store: Arc<dyn Store>, prefix: String, mut rev: Revision) {
+        loop {
+            match store.watch(&prefix, rev).await {
+                Ok(mut w) => {
+                    while let Some(item) = w.next().await {
+                        match item {
+                            Ok(ev) => {
+                                rev = ev.revision();
+                                self.apply(ev);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cache watch ended; re-listing");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cache watch failed; re-listing"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match self.relist(&*store, &prefix).await {
+                Ok(r) => rev = r,
+                Err(e) => tracing::error!(error = %e, "cache re-list failed"),
+            }
+        }
+    }
+
+    fn apply(&self, ev: skiff_store::Event) {
+        let rev = ev.revision();
+        let obj = match cached(&ev.kv, rev) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(key = %ev.kv.key, error = %e, "stored object is not JSON; skipped");
+                return;
+            }
+        };
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let prev = st.objects.get(&ev.kv.key).cloned();
+        let kind = match ev.kind {
+            EventKind::Delete => {
+                st.objects.remove(&ev.kv.key);
+                WatchEventType::Deleted
+            }
+            EventKind::Put => {
+                st.objects.insert(ev.kv.key.clone(), obj.clone());
+                if prev.is_some() {
+                    WatchEventType::Modified
+                } else {
+                    WatchEventType::Added
+                }
+            }
+        };
+        let event = Arc::new(CacheEvent { kind, rev, obj, prev });
+        st.events.push_back(event.clone());
+        while st.events.len() > self.capacity {
+            if let Some(old) = st.events.pop_front() {
+                st.oldest = old.rev;
+            }
+        }
+        st.rev = rev;
+        // Sent under the lock so a watcher that registers under the lock sees no gap.
+        let _ = self.tx.send(event);
+        drop(st);
+        self.rev_tx.send_replace(rev);
+    }
+
+    pub fn revision(&self) -> Revision {
+        *self.rev_tx.borrow()
+    }
+
+    /// Wait until the cache has seen `rev` (a write this server just made, or a revision a
+    /// client asked for). False on timeout.
+    pub async fn wait_for(&self, rev: Revision, timeout: Duration) -> bool {
+        let mut rx = self.rev_tx.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).objects.get(key).cloned()
+    }
+
+    /// Every object under `prefix`, in key order, and the revision of the snapshot.
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision) {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let items = st.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect();
+        (items, st.rev)
+    }
+
+    /// Watch changes with a revision greater than `after`. `Err(oldest)` when `after` is older
+    /// than the window of events the cache keeps.
+    pub fn watch(&self, prefix: &str, after: Revision) -> Result<CacheWatch, Revision> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if after < st.oldest {
+            return Err(st.oldest);
+        }
+        let backlog = st.events.iter().filter(|e| e.rev > after && e.obj.key.starts_with(prefix)).cloned().collect();
+        let live = self.tx.subscribe();
+        Ok(CacheWatch { backlog, live })
+    }
+
+    /// A snapshot of everything under `prefix` plus a live feed from exactly that point.
+    pub fn list_and_watch(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let items = st.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect();
+        (items, st.rev, self.tx.subscribe())
+    }
+}

@@ -1,0 +1,551 @@
+//! Managed fields: who set which field (`metadata.managedFields`, `FieldsV1`), and server-side
+//! apply built on it — merging an applied configuration, removing fields a manager stopped
+//! applying, and reporting conflicts with other managers.
+//!
+//! Field paths are leaf paths in upstream's FieldsV1 notation: `f:name` for map keys,
+//! `k:{"name":"x"}` for elements of keyed lists, `v:"x"` for set members, `i:N` otherwise.
+//! Written by hand: no crate implements structured-merge-diff for Rust.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Map, Value};
+
+use crate::objects::Part;
+
+type FieldPath = Vec<String>;
+
+/// The keys that identify elements of a list field, by field name (as the Kubernetes types
+/// declare them), or `None` for atomic lists.
+fn list_keys(field: &str, items: &[Value]) -> Option<Vec<&'static str>> {
+    let keys: &[&'static str] = match field {
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims" => &["name"],
+        "volumeMounts" => &["mountPath"],
+        "volumeDevices" => &["devicePath"],
+        "conditions" => &["type"],
+        "ownerReferences" => &["uid"],
+        "hostAliases" => &["ip"],
+        "topologySpreadConstraints" => &["topologyKey", "whenUnsatisfiable"],
+        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => &["containerPort", "protocol"],
+        "ports" if items.iter().any(|i| i.get("port").is_some()) => &["port", "protocol"],
+        _ => return None,
+    };
+    Some(keys.to_vec())
+}
+
+fn is_set(field: &str) -> bool {
+    matches!(field, "finalizers")
+}
+
+fn key_segment(item: &Value, keys: &[&str]) -> String {
+    let mut m = Map::new();
+    for k in keys {
+        let v = match (item.get(*k), *k) {
+            (Some(v), _) => v.clone(),
+            // Protocol defaults to TCP in list-map keys.
+            (None, "protocol") => json!("TCP"),
+            (None, _) => continue,
+        };
+        m.insert((*k).to_string(), v);
+    }
+    format!("k:{}", Value::Object(m))
+}
+
+/// Leaf paths of a value, with `.` entries for list elements (their existence).
+fn leaves(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, child) in m {
+                path.push(format!("f:{k}"));
+                match child {
+                    Value::Array(items) if !items.is_empty() => {
+                        if let Some(keys) = list_keys(k, items) {
+                            for it in items {
+                                path.push(key_segment(it, &keys));
+                                let mut dot = path.clone();
+                                dot.push(".".into());
+                                out.insert(dot);
+                                leaves(it, path, out);
+                                path.pop();
+                            }
+                        } else if is_set(k) {
+                            for it in items {
+                                path.push(format!("v:{it}"));
+                                out.insert(path.clone());
+                                path.pop();
+                            }
+                        } else {
+                            out.insert(path.clone());
+                        }
+                    }
+                    _ => leaves(child, path, out),
+                }
+                path.pop();
+            }
+        }
+        _ => {
+            if !path.is_empty() {
+                out.insert(path.clone());
+            }
+        }
+    }
+}
+
+/// Fields of an object that managers can own: everything but the server-maintained metadata.
+fn owned_leaves(obj: &Value, part: Part) -> BTreeSet<FieldPath> {
+    let mut c = obj.clone();
+    if let Some(m) = c.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        match part {
+            Part::Status => {
+                let status = m.remove("status");
+                m.clear();
+                if let Some(s) = status {
+                    m.insert("status".into(), s);
+                }
+            }
+            Part::Main => {
+                m.remove("status");
+            }
+        }
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in ["uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink", "namespace", "name", "generateName"] {
+                meta.remove(k);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    leaves(&c, &mut Vec::new(), &mut out);
+    out
+}
+
+/// The value at a leaf path, for comparisons.
+fn value_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = v;
+    for seg in path {
+        if seg == "." {
+            return Some(cur);
+        }
+        if let Some(f) = seg.strip_prefix("f:") {
+            let next = cur.get(f)?;
+            cur = next;
+        } else if let Some(k) = seg.strip_prefix("k:") {
+            let want: Map<String, Value> = serde_json::from_str(k).ok()?;
+            cur = cur.as_array()?.iter().find(|it| want.iter().all(|(wk, wv)| it.get(wk).unwrap_or(&json!("TCP")) == wv))?;
+        } else if let Some(val) = seg.strip_prefix("v:") {
+            let want: Value = serde_json::from_str(val).ok()?;
+            return cur.as_array()?.iter().find(|x| **x == want);
+        } else {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+/// FieldsV1 trie from a set of leaf paths.
+fn to_fields_v1(set: &BTreeSet<FieldPath>) -> Value {
+    let mut root = Map::new();
+    for path in set {
+        let mut cur = &mut root;
+        for seg in path {
+            let entry = cur.entry(seg.clone()).or_insert_with(|| json!({}));
+            cur = entry.as_object_mut().expect("trie nodes are objects");
+        }
+    }
+    // Interior list elements carry "." (already inserted); interior maps do not need it.
+    Value::Object(root)
+}
+
+fn from_fields_v1(v: &Value) -> BTreeSet<FieldPath> {
+    fn walk(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
+        match v.as_object() {
+            Some(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    if k == "." {
+                        out.insert(path.clone());
+                    } else {
+                        walk(child, path, out);
+                    }
+                    path.pop();
+                }
+            }
+            _ => {
+                if !path.is_empty() {
+                    out.insert(path.clone());
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(v, &mut Vec::new(), &mut out);
+    out
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: String,
+    subresource: String,
+    fields: BTreeSet<FieldPath>,
+}
+
+fn read_entries(obj: &Value) -> Vec<Entry> {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| Entry {
+                    manager: e["manager"].as_str().unwrap_or("").into(),
+                    operation: e["operation"].as_str().unwrap_or("Update").into(),
+                    api_version: e["apiVersion"].as_str().unwrap_or("").into(),
+                    time: e["time"].as_str().unwrap_or("").into(),
+                    subresource: e["subresource"].as_str().unwrap_or("").into(),
+                    fields: from_fields_v1(&e["fieldsV1"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn write_entries(obj: &mut Value, entries: &[Entry]) {
+    let list: Vec<Value> = entries
+        .iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(|e| {
+            let mut v = json!({"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version, "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(&e.fields)});
+            if !e.subresource.is_empty() {
+                v["subresource"] = json!(e.subresource);
+            }
+            v
+        })
+        .collect();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        if list.is_empty() {
+            meta.remove("managedFields");
+        } else {
+            meta.insert("managedFields".into(), Value::Array(list));
+        }
+    }
+}
+
+fn subresource_name(part: Part) -> &'static str {
+    match part {
+        Part::Main => "",
+        Part::Status => "status",
+    }
+}
+
+/// Record an Update by `manager`: it gains every field it changed; others lose them. A client
+/// that sends `managedFields` itself (other than unchanged) sets them as given.
+pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_version: &str, part: Part) {
+    let explicit = new["metadata"].get("managedFields").cloned();
+    if let (Some(explicit), Some(old)) = (&explicit, old) {
+        if Some(explicit) != old["metadata"].get("managedFields") {
+            // Taken as given; `[{}]` clears.
+            let cleared = explicit.as_array().is_some_and(|a| a.iter().all(|e| e.as_object().is_none_or(|m| m.is_empty())));
+            if cleared {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove("managedFields");
+                }
+            }
+            return;
+        }
+    }
+    if old.is_none() && explicit.is_some() {
+        return;
+    }
+    let mut entries = old.map(read_entries).unwrap_or_default();
+    let new_leaves = owned_leaves(new, part);
+    let old_leaves = old.map(|o| owned_leaves(o, part)).unwrap_or_default();
+    let changed: BTreeSet<FieldPath> = new_leaves
+        .iter()
+        .filter(|p| !old_leaves.contains(*p) || old.and_then(|o| value_at(o, p)) != value_at(new, p))
+        .cloned()
+        .collect();
+    // Fields that no longer exist belong to nobody.
+    for e in entries.iter_mut() {
+        e.fields.retain(|p| new_leaves.contains(p) || (e.subresource != subresource_name(part)));
+        if e.manager != manager || e.operation != "Update" || e.subresource != subresource_name(part) {
+            e.fields.retain(|p| !changed.contains(p));
+        }
+    }
+    if !changed.is_empty() {
+        let time = crate::objects::now();
+        match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource_name(part)) {
+            Some(e) => {
+                e.fields.extend(changed);
+                e.time = time;
+                e.api_version = api_version.into();
+            }
+            None => entries.push(Entry {
+                manager: manager.into(),
+                operation: "Update".into(),
+                api_version: api_version.into(),
+                time,
+                subresource: subresource_name(part).into(),
+                fields: changed,
+            }),
+        }
+    }
+    write_entries(new, &entries);
+}
+
+/// A field owned by another manager that an apply would change.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    pub manager: String,
+    pub api_version: String,
+    pub field: String,
+}
+
+fn display_path(p: &[String]) -> String {
+    let mut s = String::new();
+    for seg in p {
+        if let Some(f) = seg.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(f);
+        } else if let Some(k) = seg.strip_prefix("k:") {
+            s.push('[');
+            s.push_str(&k.replace(':', "="));
+            s.push(']');
+        } else if let Some(v) = seg.strip_prefix("v:") {
+            s.push_str(&format!("[{v}]"));
+        }
+    }
+    s
+}
+
+/// Merge an applied configuration into `current` (SSA merge: maps recursively, keyed lists by
+/// key, sets by value, everything else replaced).
+fn merge(current: &mut Value, applied: &Value, field: &str) {
+    match (current, applied) {
+        (Value::Object(c), Value::Object(a)) => {
+            for (k, av) in a {
+                match c.get_mut(k) {
+                    Some(cv) if !av.is_null() => merge(cv, av, k),
+                    _ => {
+                        c.insert(k.clone(), av.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(c), Value::Array(a)) => {
+            let all: Vec<Value> = c.iter().chain(a.iter()).cloned().collect();
+            if let Some(keys) = list_keys(field, &all) {
+                for av in a {
+                    let seg = key_segment(av, &keys);
+                    match c.iter_mut().find(|cv| key_segment(cv, &keys) == seg) {
+                        Some(cv) => merge(cv, av, ""),
+                        None => c.push(av.clone()),
+                    }
+                }
+            } else if is_set(field) {
+                for av in a {
+                    if !c.contains(av) {
+                        c.push(av.clone());
+                    }
+                }
+            } else {
+                *c = a.clone();
+            }
+        }
+        (c, a) => *c = a.clone(),
+    }
+}
+
+/// Remove a leaf path from an object (a field a manager stopped applying).
+fn remove_path(v: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    if last == "." {
+        // Remove the list element itself.
+        if let Some((elem, list_parents)) = parents.split_last() {
+            if let (Some(k), Some(list)) = (elem.strip_prefix("k:"), navigate(v, list_parents).and_then(Value::as_array_mut)) {
+                if let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) {
+                    list.retain(|it| !want.iter().all(|(wk, wv)| it.get(wk).unwrap_or(&json!("TCP")) == wv));
+                }
+            }
+        }
+        return;
+    }
+    let Some(parent) = navigate(v, parents) else { return };
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = parent.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(val) = last.strip_prefix("v:") {
+        if let (Ok(want), Some(list)) = (serde_json::from_str::<Value>(val), parent.as_array_mut()) {
+            list.retain(|x| *x != want);
+        }
+    }
+}
+
+fn navigate<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for seg in path {
+        if let Some(f) = seg.strip_prefix("f:") {
+            cur = cur.get_mut(f)?;
+        } else if let Some(k) = seg.strip_prefix("k:") {
+            let want: Map<String, Value> = serde_json::from_str(k).ok()?;
+            cur = cur.as_array_mut()?.iter_mut().find(|it| want.iter().all(|(wk, wv)| it.get(wk).unwrap_or(&json!("TCP")) == wv))?;
+        } else {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+/// Server-side apply of `applied` by `manager` onto `current`. Returns the new object (managed
+/// fields updated) or the conflicts (when not forced).
+pub fn apply(current: &Value, applied: &Value, manager: &str, api_version: &str, part: Part, force: bool) -> Result<Value, Vec<Conflict>> {
+    let applied_leaves = owned_leaves(applied, part);
+    let mut entries = read_entries(current);
+    let mut next = current.clone();
+    // Fields this manager applied before and no longer does are removed, unless others own them.
+    let previous: BTreeSet<FieldPath> = entries
+        .iter()
+        .filter(|e| e.manager == manager && e.operation == "Apply" && e.subresource == subresource_name(part))
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
+    let mut merged = current.clone();
+    if let (Some(m), Some(a)) = (merged.as_object_mut(), applied.as_object()) {
+        for (k, v) in a {
+            if k == "metadata" {
+                let cm = m.entry("metadata").or_insert_with(|| json!({}));
+                for mk in ["labels", "annotations", "finalizers", "ownerReferences"] {
+                    if let Some(av) = v.get(mk) {
+                        match cm.get_mut(mk) {
+                            Some(cv) => merge(cv, av, mk),
+                            None => {
+                                cm[mk] = av.clone();
+                            }
+                        }
+                    }
+                }
+            } else if k != "apiVersion" && k != "kind" {
+                match m.get_mut(k) {
+                    Some(cv) => merge(cv, v, k),
+                    None => {
+                        m.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut conflicts = Vec::new();
+    for e in entries.iter_mut().filter(|e| !(e.manager == manager && e.operation == "Apply") && e.subresource == subresource_name(part)) {
+        let clashing: Vec<FieldPath> = e.fields.iter().filter(|p| applied_leaves.contains(*p) && value_at(current, p) != value_at(&merged, p)).cloned().collect();
+        if clashing.is_empty() {
+            continue;
+        }
+        if force {
+            e.fields.retain(|p| !clashing.contains(p));
+        } else {
+            for p in clashing {
+                conflicts.push(Conflict { manager: e.manager.clone(), api_version: e.api_version.clone(), field: display_path(&p) });
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(conflicts);
+    }
+    next = merged;
+    let others: BTreeSet<FieldPath> = entries.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")).flat_map(|e| e.fields.iter().cloned()).collect();
+    let mut dropped: Vec<&FieldPath> = previous.iter().filter(|p| !applied_leaves.contains(*p) && !others.contains(*p)).collect();
+    // Remove deeper paths first.
+    dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in dropped {
+        remove_path(&mut next, p);
+    }
+    let time = crate::objects::now();
+    entries.retain(|e| !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource_name(part)));
+    entries.push(Entry {
+        manager: manager.into(),
+        operation: "Apply".into(),
+        api_version: api_version.into(),
+        time,
+        subresource: subresource_name(part).into(),
+        fields: applied_leaves,
+    });
+    // Apply entries first, like upstream's ordering of operations by time is not guaranteed;
+    // keep a stable order by manager for readability.
+    let mut by_key: BTreeMap<(String, String, String), Entry> = BTreeMap::new();
+    for e in entries {
+        by_key.insert((e.manager.clone(), e.operation.clone(), e.subresource.clone()), e);
+    }
+    let entries: Vec<Entry> = by_key.into_values().collect();
+    write_entries(&mut next, &entries);
+    Ok(next)
+}
+
+/// The 409 message upstream gives for apply conflicts.
+pub fn conflict_message(conflicts: &[Conflict]) -> String {
+    let mut by_mgr: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for c in conflicts {
+        by_mgr.entry((c.manager.clone(), c.api_version.clone())).or_default().push(c.field.clone());
+    }
+    let n = conflicts.len();
+    let head = if n == 1 { "Apply failed with 1 conflict".to_string() } else { format!("Apply failed with {n} conflicts") };
+    let parts: Vec<String> = by_mgr
+        .iter()
+        .map(|((m, v), fields)| {
+            if fields.len() == 1 {
+                format!("conflict with \"{m}\" using {v}: {}", fields[0])
+            } else {
+                format!("conflicts with \"{m}\" using {v}:\n- {}", fields.join("\n- "))
+            }
+        })
+        .collect();
+    format!("{head}: {}", parts.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(replicas: i64, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}},
+               "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    #[test]
+    fn update_records_changed_fields_and_takes_them_from_others() {
+        let mut v1 = deploy(1, "i:1");
+        record_update(&mut v1, None, "creator", "apps/v1", Part::Main);
+        let mf = &v1["metadata"]["managedFields"][0];
+        assert_eq!(mf["manager"], "creator");
+        assert!(mf["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"].is_object());
+        let mut v2 = v1.clone();
+        v2["spec"]["replicas"] = json!(3);
+        record_update(&mut v2, Some(&v1), "scaler", "apps/v1", Part::Main);
+        let entries = read_entries(&v2);
+        let scaler = entries.iter().find(|e| e.manager == "scaler").expect("scaler entry");
+        assert_eq!(scaler.fields.len(), 1);
+        let creator = entries.iter().find(|e| e.manager == "creator").expect("creator entry");
+        assert!(!creator.fields.iter().any(|p| p.last().map(String::as_str) == Some("f:replicas")));
+    }
+
+    #[test]
+    fn apply_conflicts_then_force() {
+        let mut cur = deploy(1, "i:1");
+        record_update(&mut cur, None, "kubectl.1.33", "apps/v1", Part::Main);
+        let cur = apply(&cur, &deploy(1, "i:1"), "kubectl", "apps/v1", Part::Main, false).expect("same values: no conflict");
+        let err = apply(&cur, &deploy(5, "i:1"), "kubectl", "apps/v1", Part::Main, false).expect_err("conflict");
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].field, ".spec.replicas");
+        assert_eq!(conflict_message(&err), "Apply failed with 1 conflict: conflict with \"kubectl.1.33\" using apps/v1: .spec.replicas");
+        let forced = apply(&cur, &deploy(5, "i:1"), "kubectl", "apps/v1", Part::Main, true).expect("forced");
+        assert_eq!(forced["spec"]["replicas"], 5);
+    }
+
+    #[test]
+    fn apply_removes_fields_no_longer_applied() {
+        let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
+        let v1 = apply(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}), &base, "m", "v1", Part::Main, false).expect("apply");
+        let applied2 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
+        let v2 = apply(&v1, &applied2, "m", "v1", Part::Main, false).expect("apply");
+        assert_eq!(v2["data"], json!({"a": "1"}));
+    }
+}
