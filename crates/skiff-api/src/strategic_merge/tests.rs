@@ -179,6 +179,21 @@ fn new_elements_go_before_the_untouched_ones_without_set_element_order() {
 }
 
 #[test]
+fn design_doc_example_without_set_element_order() {
+    // preserve-order-in-strategic-merge-patch.md: live [B, C, A], patch [A', B', D] gives
+    // [C, A', B', D]: the server-only C first, then the patch items in patch order.
+    let original = pod(json!([{"name": "B"}, {"name": "C"}, {"name": "A"}]));
+    let patch = json!({"spec": {"containers": [
+        {"name": "A", "image": "a2"}, {"name": "B", "image": "b2"}, {"name": "D"}
+    ]}});
+    let result = patched("Pod", original, patch);
+    assert_eq!(
+        containers_of(&result),
+        &json!([{"name": "C"}, {"name": "A", "image": "a2"}, {"name": "B", "image": "b2"}, {"name": "D"}])
+    );
+}
+
+#[test]
 fn nested_lists_merge_by_their_own_keys() {
     let original = pod(json!([{
         "name": "app",
