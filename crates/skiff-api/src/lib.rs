@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod field;
 pub mod registry;
 pub mod selector;
+pub mod strategic_merge;
 pub mod table;
 pub mod validation;
 
