@@ -1,0 +1,218 @@
+//! WATCH: a chunked stream of `WatchEvent`s from the watch cache, with upstream's
+//! resourceVersion semantics (synthetic ADDED events for `""`/`"0"`, exact resume for `N`,
+//! `410 Expired` as an ERROR event when `N` is too old), selector transitions, bookmarks,
+//! `sendInitialEvents`, Table output and timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, StatusCode};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+
+use skiff_api::ResourceType;
+use skiff_store::Revision;
+
+use crate::cache::{CacheEvent, CachedObject, WatchEventType};
+use crate::error::{ApiError, ApiResult};
+use crate::handlers::{table, Selectors};
+use crate::request::{wants_table, Query};
+use crate::server::Shared;
+
+struct Watcher {
+    shared: Arc<Shared>,
+    rt: Arc<ResourceType>,
+    prefix: String,
+    sel: Selectors,
+    table: bool,
+    q: Query,
+    sent_header: bool,
+    convert: bool,
+}
+
+impl Watcher {
+    fn render(&mut self, ty: &str, obj: &CachedObject) -> Bytes {
+        if self.table {
+            let shown = if self.convert { Arc::new(self.shared.objects.present(&self.rt, &obj.obj)) } else { obj.obj.clone() };
+            let t = table(&self.rt, &[shown], &obj.rev.to_string(), None, &self.q, !self.sent_header);
+            self.sent_header = true;
+            let mut line = serde_json::to_vec(&json!({"type": ty, "object": t})).unwrap_or_default();
+            line.push(b'\n');
+            return Bytes::from(line);
+        }
+        let body: Bytes = if self.convert { Bytes::from(serde_json::to_vec(&self.shared.objects.present(&self.rt, &obj.obj)).unwrap_or_default()) } else { obj.bytes.clone() };
+        let mut line = Vec::with_capacity(body.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(ty.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(&body);
+        line.extend_from_slice(b"}\n");
+        Bytes::from(line)
+    }
+
+    /// The event this watcher sees for a change, after prefix and selector filtering
+    /// (an object that stops matching is DELETED for this watcher; one that starts, ADDED).
+    fn translate(&mut self, ev: &CacheEvent) -> Option<Bytes> {
+        if !ev.obj.key.starts_with(&self.prefix) {
+            return None;
+        }
+        let now = self.sel.matches(&ev.obj.obj);
+        let before = ev.prev.as_ref().is_some_and(|p| self.sel.matches(&p.obj));
+        let ty = match ev.kind {
+            WatchEventType::Deleted => (before || now).then_some("DELETED")?,
+            WatchEventType::Added => now.then_some("ADDED")?,
+            WatchEventType::Modified => match (before, now) {
+                (true, true) => "MODIFIED",
+                (false, true) => "ADDED",
+                (true, false) => "DELETED",
+                (false, false) => return None,
+            },
+        };
+        Some(self.render(ty, &ev.obj))
+    }
+
+    fn bookmark(&self, rev: Revision, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rev.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj = json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta});
+        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+}
+
+fn error_event(e: &ApiError) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn stream_response(rx: mpsc::Receiver<Bytes>, table: bool) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
+    let ct = if table { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
+    (StatusCode::OK, [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache, private")], Body::from_stream(stream)).into_response()
+}
+
+pub async fn watch(shared: Arc<Shared>, rt: Arc<ResourceType>, ns: Option<String>, q: &Query, accept: &str) -> ApiResult<Response> {
+    let sel = Selectors::parse(&rt, q)?;
+    let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
+    let rv_num: Option<Revision> = match rv {
+        Some(s) => Some(s.parse().map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: \"{s}\": must be a non-negative integer")))?),
+        None => None,
+    };
+    let send_initial = match q.get("sendInitialEvents") {
+        Some("true") => {
+            if q.get("resourceVersionMatch") != Some("NotOlderThan") {
+                return Err(ApiError::bad_request("sendInitialEvents: Forbidden: sendInitialEvents is allowed only with resourceVersionMatch set to NotOlderThan"));
+            }
+            if !q.flag("allowWatchBookmarks") {
+                return Err(ApiError::bad_request("allowWatchBookmarks: Forbidden: allowWatchBookmarks must be set to true when sendInitialEvents is set"));
+            }
+            true
+        }
+        Some("false") | None => rv_num.is_none_or(|r| r == 0) && q.get("sendInitialEvents").is_none(),
+        Some(other) => return Err(ApiError::bad_request(format!("sendInitialEvents: Invalid value: \"{other}\""))),
+    };
+    let explicit_initial = q.get("sendInitialEvents") == Some("true");
+    let bookmarks = q.flag("allowWatchBookmarks");
+    let timeout = match q.int("timeoutSeconds")? {
+        Some(t) if t > 0 => Duration::from_secs(t as u64),
+        _ => {
+            use rand::Rng;
+            Duration::from_secs(1800 + rand::rng().random_range(0..1800))
+        }
+    };
+    let prefix = rt.prefix(ns.as_deref());
+    let cache = shared.objects.cache.clone();
+    if let Some(r) = rv_num.filter(|r| *r > 0) {
+        if r > cache.revision() && !cache.wait_for(r, Duration::from_secs(3)).await {
+            return Err(ApiError::timeout(format!("Too large resource version: {r}, current: {}", cache.revision())));
+        }
+    }
+    let table_mode = wants_table(accept);
+    let convert = skiff_api::builtin::storage_api_version(&rt.group, &rt.kind).is_some_and(|s| s != rt.api_version());
+    let mut w = Watcher { shared: shared.clone(), rt: rt.clone(), prefix: prefix.clone(), sel, table: table_mode, q: q.clone(), sent_header: false, convert };
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+
+    // Decide the starting point under the cache's lock: initial state + live feed, or the
+    // backlog after `rv` + live feed.
+    let (initial, backlog, live, start_rev): (Vec<Arc<CachedObject>>, Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>, Revision) = if send_initial {
+        let (items, rev, live) = cache.list_and_watch(&prefix);
+        (items, Vec::new(), live, rev)
+    } else {
+        let after = match rv_num {
+            Some(r) if r > 0 => r,
+            _ => cache.revision(),
+        };
+        match cache.watch(&prefix, after) {
+            Ok(cw) => (Vec::new(), cw.backlog, cw.live, after),
+            Err(oldest) => {
+                let e = ApiError::gone(format!("too old resource version: {after} ({oldest})"));
+                let _ = tx.try_send(error_event(&e));
+                drop(tx);
+                return Ok(stream_response(rx, table_mode));
+            }
+        }
+    };
+    let mut shutdown = shared.shutdown.clone();
+    tokio::spawn(async move {
+        let mut last_rev = start_rev;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        for o in initial.iter().filter(|o| w.sel.matches(&o.obj)) {
+            let b = w.render("ADDED", o);
+            if tx.send(b).await.is_err() {
+                return;
+            }
+        }
+        if explicit_initial && bookmarks {
+            if tx.send(w.bookmark(start_rev, true)).await.is_err() {
+                return;
+            }
+        }
+        for ev in &backlog {
+            last_rev = ev.rev;
+            if let Some(b) = w.translate(ev) {
+                if tx.send(b).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let mut live = live;
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                _ = shutdown.changed() => return,
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(w.bookmark(last_rev, false)).await.is_err() {
+                        return;
+                    }
+                }
+                ev = live.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.rev <= last_rev {
+                            continue;
+                        }
+                        last_rev = ev.rev;
+                        if let Some(b) = w.translate(&ev) {
+                            if tx.send(b).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    // Too slow a reader: end the watch; the client resumes from its last revision.
+                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    });
+    Ok(stream_response(rx, table_mode))
+}
