@@ -3,3 +3,5 @@
 //!
 //! This crate is pure: it does no I/O, spawns nothing and never depends on the store, the
 //! API server or any runtime. Everything here is a function of its inputs.
+
+pub mod protobuf;
