@@ -24,6 +24,12 @@ Usage:
         [--k8s-pb DIR] [--k8s-openapi DIR] \\
         --out crates/skiff-api/src/protobuf/descriptors.rs
 
+k8s-pb 0.9.0 is generated from the 1.35 protos (its apiextensions/v1
+CustomResourceDefinitionCondition has observedGeneration, tag 6, which 1.35 added), so the Go
+side must be release-1.35: the generator stops on any field number one source has and the
+other lacks, so a version mismatch cannot slip through. Kubernetes protobuf only ever adds
+field numbers, so the table decodes bodies from older clients (kubectl 1.32-1.34) too.
+
 The generator fails loudly on anything it does not understand, rather than guessing.
 """
 

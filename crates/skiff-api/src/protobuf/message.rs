@@ -22,8 +22,8 @@
 //! * non-pointer struct: always written, because `omitempty` has no effect on structs in
 //!   Go (`spec: {}`, `status: {}`, `resources: {}`); only `omitzero`
 //!   (`metadata.creationTimestamp`) drops it when zero;
-//! * a value whose Go `MarshalJSON` says `null` (a zero `Time`, an empty `RawExtension`)
-//!   is left out rather than written as `null`.
+//! * a value whose Go `MarshalJSON` says `null` (a zero `Time`, i.e. an empty message or
+//!   Go's zero instant, an empty `RawExtension`) is left out rather than written as `null`.
 //!
 //! So a protobuf body decodes to the JSON body the same kubectl command sent before 1.32,
 //! minus its `null`s: `create namespace foo` gives
@@ -376,7 +376,8 @@ fn special(
             } else {
                 well_known::micro_time(seconds, int(nanos))
             };
-            Value::String(text.map_err(Failure::wire)?)
+            text.map_err(Failure::wire)?
+                .map_or(Value::Null, Value::String)
         }
         Special::Duration => Value::String(well_known::duration(int(one(message, slots, 1)))),
         Special::Quantity => match one(message, slots, 1) {

@@ -6,16 +6,24 @@ use serde_json::{Number, Value};
 
 use super::WireProblem;
 
+/// Go's zero `time.Time` (January 1, year 1, UTC) in Unix seconds. `Time.MarshalJSON`
+/// writes it as null.
+const GO_ZERO_TIME: i64 = -62_135_596_800;
+
 /// `metav1.Time`: RFC 3339 in UTC, whole seconds (the protobuf nanos are dropped on decode,
-/// `apimachinery/pkg/apis/meta/v1/time_proto.go`).
-pub(super) fn time(seconds: i64) -> Result<String, WireProblem> {
+/// `apimachinery/pkg/apis/meta/v1/time_proto.go`); `None` for Go's zero time.
+pub(super) fn time(seconds: i64) -> Result<Option<String>, WireProblem> {
+    if seconds == GO_ZERO_TIME {
+        return Ok(None);
+    }
     let t = datetime(seconds, 0)?;
-    Ok(t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    Ok(Some(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()))
 }
 
 /// `metav1.MicroTime`: RFC 3339 in UTC with exactly six fractional digits
-/// (`RFC3339Micro = "2006-01-02T15:04:05.000000Z07:00"`), nanos truncated to micros.
-pub(super) fn micro_time(seconds: i64, nanos: i64) -> Result<String, WireProblem> {
+/// (`RFC3339Micro = "2006-01-02T15:04:05.000000Z07:00"`), nanos truncated to micros;
+/// `None` for Go's zero time.
+pub(super) fn micro_time(seconds: i64, nanos: i64) -> Result<Option<String>, WireProblem> {
     // Go's time.Unix normalises nanos outside [0, 1e9) into the seconds.
     let total = i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
     let secs = total.div_euclid(1_000_000_000);
@@ -23,8 +31,11 @@ pub(super) fn micro_time(seconds: i64, nanos: i64) -> Result<String, WireProblem
     let out_of_range = WireProblem::TimeOutOfRange { seconds, nanos: 0 };
     let secs = i64::try_from(secs).map_err(|_| out_of_range.clone())?;
     let micros = u32::try_from(nanos / 1000 * 1000).map_err(|_| out_of_range)?;
+    if secs == GO_ZERO_TIME && micros == 0 {
+        return Ok(None);
+    }
     let t = datetime(secs, micros)?;
-    Ok(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+    Ok(Some(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()))
 }
 
 fn datetime(seconds: i64, nanos: u32) -> Result<DateTime<chrono::Utc>, WireProblem> {
@@ -124,15 +135,25 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_utc() {
-        assert_eq!(time(0).as_deref(), Ok("1970-01-01T00:00:00Z"));
-        assert_eq!(time(1_700_000_000).as_deref(), Ok("2023-11-14T22:13:20Z"));
+        let text = |t: Result<Option<String>, WireProblem>| t.ok().flatten();
+        assert_eq!(text(time(0)).as_deref(), Some("1970-01-01T00:00:00Z"));
         assert_eq!(
-            micro_time(1_700_000_000, 123_456_789).as_deref(),
-            Ok("2023-11-14T22:13:20.123456Z")
+            text(time(1_700_000_000)).as_deref(),
+            Some("2023-11-14T22:13:20Z")
         );
         assert_eq!(
-            micro_time(0, -1_000).as_deref(),
-            Ok("1969-12-31T23:59:59.999999Z")
+            text(micro_time(1_700_000_000, 123_456_789)).as_deref(),
+            Some("2023-11-14T22:13:20.123456Z")
+        );
+        assert_eq!(
+            text(micro_time(0, -1_000)).as_deref(),
+            Some("1969-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(time(GO_ZERO_TIME), Ok(None));
+        assert_eq!(micro_time(GO_ZERO_TIME, 999), Ok(None));
+        assert_eq!(
+            text(micro_time(GO_ZERO_TIME, 1_000)).as_deref(),
+            Some("0001-01-01T00:00:00.000001Z")
         );
         assert!(time(i64::MAX).is_err());
         assert!(time(300_000_000_000).is_err(), "year 11476");
