@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod crd;
 pub mod defaults;
 pub mod field;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod strategic_merge;
