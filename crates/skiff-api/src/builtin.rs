@@ -140,8 +140,7 @@ fn walk_unknown(orig: &Value, norm: &Value, path: &str, out: &mut Vec<String>) {
                     None if v.is_null() => {}
                     // Empty maps and lists of optional fields are dropped only when typed as
                     // unset; treat them as known.
-                    None if v.as_object().is_some_and(Map::is_empty)
-                        || v.as_array().is_some_and(Vec::is_empty) => {}
+                    None if v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty) => {}
                     None => out.push(p),
                 }
             }
@@ -175,10 +174,7 @@ pub fn storage_api_version(group: &str, kind: &str) -> Option<&'static str> {
 }
 
 fn convert_hpa(mut obj: Value, to: &str) -> Value {
-    let from = obj["apiVersion"]
-        .as_str()
-        .unwrap_or("autoscaling/v2")
-        .to_string();
+    let from = obj["apiVersion"].as_str().unwrap_or("autoscaling/v2").to_string();
     let target = format!("autoscaling/{to}");
     if from == target {
         return obj;
@@ -268,14 +264,10 @@ mod tests {
     fn every_registered_builtin_has_typed_hooks() {
         for t in crate::registry::builtin_types() {
             let h = t.builtin.expect("builtin");
-            let probe = json!({"apiVersion": t.api_version(), "kind": t.kind, "metadata": {"name": "x"}, "bogusField": 1});
-            let n = (h.normalize)(&probe)
-                .unwrap_or_else(|e| panic!("{} decodes a minimal object: {e}", t.kind));
-            assert!(
-                n.get("bogusField").is_none(),
-                "{} must be typed, not opaque",
-                t.kind
-            );
+            let probe =
+                json!({"apiVersion": t.api_version(), "kind": t.kind, "metadata": {"name": "x"}, "bogusField": 1});
+            let n = (h.normalize)(&probe).unwrap_or_else(|e| panic!("{} decodes a minimal object: {e}", t.kind));
+            assert!(n.get("bogusField").is_none(), "{} must be typed, not opaque", t.kind);
         }
     }
 
@@ -304,19 +296,14 @@ mod tests {
         let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
             "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "d"}, "maxReplicas": 5, "targetCPUUtilizationPercentage": 70}});
         let v2 = convert(v1.clone(), "autoscaling", "HorizontalPodAutoscaler", "v2");
-        assert_eq!(
-            v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
-            70
-        );
-        assert_eq!(
-            convert(v2, "autoscaling", "HorizontalPodAutoscaler", "v1"),
-            v1
-        );
+        assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70);
+        assert_eq!(convert(v2, "autoscaling", "HorizontalPodAutoscaler", "v1"), v1);
     }
 
     #[test]
     fn events_convert_between_groups() {
-        let core = json!({"apiVersion": "v1", "kind": "Event", "involvedObject": {"name": "p"}, "message": "hi", "count": 2});
+        let core =
+            json!({"apiVersion": "v1", "kind": "Event", "involvedObject": {"name": "p"}, "message": "hi", "count": 2});
         let ev = convert(core.clone(), "events.k8s.io", "Event", "v1");
         assert_eq!(ev["regarding"]["name"], "p");
         assert_eq!(ev["note"], "hi");

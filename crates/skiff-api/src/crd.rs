@@ -50,10 +50,7 @@ pub fn validate_crd(crd: &Value, errs: &mut Vec<FieldError>) {
             "must have exactly one version marked as storage version",
         ));
     }
-    let storage = versions
-        .iter()
-        .filter(|v| v["storage"] == Value::Bool(true))
-        .count();
+    let storage = versions.iter().filter(|v| v["storage"] == Value::Bool(true)).count();
     if !versions.is_empty() && storage != 1 {
         errs.push(FieldError::invalid(
             "spec.versions",
@@ -73,10 +70,7 @@ pub fn validate_crd(crd: &Value, errs: &mut Vec<FieldError>) {
             ));
         } else if v["schema"]["openAPIV3Schema"]["type"].as_str() != Some("object") {
             errs.push(FieldError::invalid(
-                p.child("schema")
-                    .child("openAPIV3Schema")
-                    .child("type")
-                    .as_str(),
+                p.child("schema").child("openAPIV3Schema").child("type").as_str(),
                 v["schema"]["openAPIV3Schema"]["type"].clone(),
                 "must be object at the root",
             ));
@@ -199,18 +193,12 @@ pub fn validate(schema: &Value, v: &Value) -> Vec<FieldError> {
     }
     // The root schema may describe metadata; we validated that elsewhere.
     let mut root_schema = schema.clone();
-    if let Some(props) = root_schema
-        .get_mut("properties")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(props) = root_schema.get_mut("properties").and_then(Value::as_object_mut) {
         for k in ["apiVersion", "kind", "metadata"] {
             props.remove(k);
         }
     }
-    if let Some(req) = root_schema
-        .get_mut("required")
-        .and_then(Value::as_array_mut)
-    {
+    if let Some(req) = root_schema.get_mut("required").and_then(Value::as_array_mut) {
         req.retain(|r| !matches!(r.as_str(), Some("apiVersion" | "kind" | "metadata")));
     }
     validate_at(&root_schema, &body, &Path::new(""), &mut errs);
@@ -263,11 +251,7 @@ fn validate_at(schema: &Value, v: &Value, path: &Path, errs: &mut Vec<FieldError
         if !en.contains(v) {
             let valid: Vec<String> = en
                 .iter()
-                .map(|e| {
-                    e.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| e.to_string())
-                })
+                .map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string()))
                 .collect();
             let refs: Vec<&str> = valid.iter().map(String::as_str).collect();
             errs.push(FieldError::not_supported(field.clone(), v.clone(), &refs));
@@ -310,11 +294,7 @@ fn validate_at(schema: &Value, v: &Value, path: &Path, errs: &mut Vec<FieldError
             }
             if let Some(max) = schema["maxLength"].as_u64() {
                 if len > max {
-                    errs.push(FieldError::too_long(
-                        field.clone(),
-                        s.as_str(),
-                        max as usize,
-                    ));
+                    errs.push(FieldError::too_long(field.clone(), s.as_str(), max as usize));
                 }
             }
         }
@@ -355,9 +335,7 @@ fn validate_at(schema: &Value, v: &Value, path: &Path, errs: &mut Vec<FieldError
             for (k, child) in map {
                 if let Some(sub) = props.and_then(|p| p.get(k)) {
                     validate_at(sub, child, &path.child(k), errs);
-                } else if let Some(ap) =
-                    schema.get("additionalProperties").filter(|a| a.is_object())
-                {
+                } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
                     validate_at(ap, child, &path.child(k), errs);
                 }
             }

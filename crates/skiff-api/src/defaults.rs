@@ -29,11 +29,7 @@ fn image_pull_policy(image: &str) -> &'static str {
 
 fn default_container(c: &mut Value) {
     let Some(m) = obj(c) else { return };
-    let image = m
-        .get("image")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let image = m.get("image").and_then(Value::as_str).unwrap_or("").to_string();
     set_default(m, "imagePullPolicy", json!(image_pull_policy(&image)));
     set_default(m, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(m, "terminationMessagePolicy", json!("File"));
@@ -141,11 +137,7 @@ pub fn apply(t: &ResourceType, v: &mut Value) {
             if let Some(s) = root.get_mut("spec").and_then(Value::as_object_mut) {
                 set_default(s, "type", json!("ClusterIP"));
                 set_default(s, "sessionAffinity", json!("None"));
-                let ty = s
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("ClusterIP")
-                    .to_string();
+                let ty = s.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
                 if ty != "ExternalName" {
                     set_default(s, "internalTrafficPolicy", json!("Cluster"));
                     set_default(s, "ipFamilyPolicy", json!("SingleStack"));
@@ -166,8 +158,7 @@ pub fn apply(t: &ResourceType, v: &mut Value) {
                     }
                 }
             }
-            root.entry("status")
-                .or_insert_with(|| json!({"loadBalancer": {}}));
+            root.entry("status").or_insert_with(|| json!({"loadBalancer": {}}));
         }
         ("apps", "Deployment") => {
             if let Some(s) = root.get_mut("spec").and_then(Value::as_object_mut) {
@@ -209,10 +200,7 @@ pub fn apply(t: &ResourceType, v: &mut Value) {
                     "persistentVolumeClaimRetentionPolicy",
                     json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
                 );
-                if let Some(tpls) = s
-                    .get_mut("volumeClaimTemplates")
-                    .and_then(Value::as_array_mut)
-                {
+                if let Some(tpls) = s.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
                     for c in tpls.iter_mut().filter_map(Value::as_object_mut) {
                         c.insert("apiVersion".into(), json!("v1"));
                         c.insert("kind".into(), json!("PersistentVolumeClaim"));
@@ -314,10 +302,7 @@ pub fn apply(t: &ResourceType, v: &mut Value) {
             .and_then(|m| m.get("name"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        if let (Some(name), Some(meta)) = (
-            name,
-            root.get_mut("metadata").and_then(Value::as_object_mut),
-        ) {
+        if let (Some(name), Some(meta)) = (name, root.get_mut("metadata").and_then(Value::as_object_mut)) {
             let labels = meta.entry("labels").or_insert_with(|| json!({}));
             if let Some(l) = labels.as_object_mut() {
                 l.insert("kubernetes.io/metadata.name".into(), json!(name));
@@ -349,10 +334,7 @@ mod tests {
         assert_eq!(c["imagePullPolicy"], "Always");
         assert_eq!(c["ports"][0]["protocol"], "TCP");
         assert_eq!(s["spec"]["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(
-            s["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"],
-            "Filesystem"
-        );
+        assert_eq!(s["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"], "Filesystem");
         let once = s.clone();
         apply(&ty("StatefulSet"), &mut s);
         assert_eq!(s, once, "idempotent");
@@ -362,10 +344,7 @@ mod tests {
     fn pull_policy_follows_tag() {
         assert_eq!(image_pull_policy("nginx"), "Always");
         assert_eq!(image_pull_policy("registry.local:5000/nginx"), "Always");
-        assert_eq!(
-            image_pull_policy("registry.local:5000/nginx:1.2"),
-            "IfNotPresent"
-        );
+        assert_eq!(image_pull_policy("registry.local:5000/nginx:1.2"), "IfNotPresent");
         assert_eq!(image_pull_policy("nginx@sha256:abc"), "IfNotPresent");
     }
 

@@ -33,11 +33,7 @@ impl FieldError {
             detail: detail.into(),
         }
     }
-    pub fn invalid(
-        field: impl Into<String>,
-        value: impl Into<Value>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             kind: ErrorType::Invalid(value.into()),
@@ -51,17 +47,10 @@ impl FieldError {
             detail: detail.into(),
         }
     }
-    pub fn not_supported(
-        field: impl Into<String>,
-        value: impl Into<Value>,
-        valid: &[&str],
-    ) -> Self {
+    pub fn not_supported(field: impl Into<String>, value: impl Into<Value>, valid: &[&str]) -> Self {
         Self {
             field: field.into(),
-            kind: ErrorType::NotSupported(
-                value.into(),
-                valid.iter().map(|s| s.to_string()).collect(),
-            ),
+            kind: ErrorType::NotSupported(value.into(), valid.iter().map(|s| s.to_string()).collect()),
             detail: String::new(),
         }
     }
@@ -86,11 +75,7 @@ impl FieldError {
             detail: String::new(),
         }
     }
-    pub fn type_invalid(
-        field: impl Into<String>,
-        value: impl Into<Value>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn type_invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             kind: ErrorType::TypeInvalid(value.into()),
@@ -128,9 +113,7 @@ impl FieldError {
             ErrorType::TypeInvalid(v) => with_detail(format!("Invalid value: {}", show(v))),
             ErrorType::Duplicate(v) => with_detail(format!("Duplicate value: {}", show(v))),
             ErrorType::NotFound(v) => with_detail(format!("Not found: {}", show(v))),
-            ErrorType::TooLong(_, max) => {
-                with_detail(format!("Too long: may not be more than {max} bytes"))
-            }
+            ErrorType::TooLong(_, max) => with_detail(format!("Too long: may not be more than {max} bytes")),
             ErrorType::NotSupported(v, valid) => {
                 let quoted: Vec<String> = valid.iter().map(|s| format!("\"{s}\"")).collect();
                 with_detail(format!(
@@ -162,10 +145,7 @@ pub fn aggregate(errors: &[FieldError]) -> String {
         [one] => one.to_string(),
         many => format!(
             "[{}]",
-            many.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
         ),
     }
 }
@@ -219,13 +199,13 @@ mod tests {
             "Bad_Name",
             "a lowercase RFC 1123 subdomain must consist of ...",
         );
-        assert_eq!(e.to_string(), "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of ...");
+        assert_eq!(
+            e.to_string(),
+            "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of ..."
+        );
         let r = FieldError::required("spec.containers[0].image", "");
         assert_eq!(r.to_string(), "spec.containers[0].image: Required value");
-        assert_eq!(
-            aggregate(&[r.clone()]),
-            "spec.containers[0].image: Required value"
-        );
+        assert_eq!(aggregate(&[r.clone()]), "spec.containers[0].image: Required value");
         assert_eq!(aggregate(&[r.clone(), r]).matches(", ").count(), 1);
         let ns = FieldError::not_supported("spec.type", "Foo", &["ClusterIP", "NodePort"]);
         assert_eq!(

@@ -55,10 +55,7 @@ pub enum ProtobufError {
     #[error("malformed protobuf at {path}: {problem}")]
     Malformed { path: String, problem: WireProblem },
     #[error("in the object embedded at {path}: {inner}")]
-    Embedded {
-        path: String,
-        inner: Box<ProtobufError>,
-    },
+    Embedded { path: String, inner: Box<ProtobufError> },
 }
 
 /// What is wrong with the bytes at a place in the message.
@@ -74,11 +71,7 @@ pub enum WireProblem {
     #[error("field {field} has wire type {wire_type}, which kubernetes never uses")]
     UnsupportedWireType { field: u32, wire_type: u8 },
     #[error("truncated field {field} (needs {needed} bytes, {left} left)")]
-    Truncated {
-        field: u32,
-        needed: u64,
-        left: usize,
-    },
+    Truncated { field: u32, needed: u64, left: usize },
     #[error("field {field} has wire type {got}, expected {expected}")]
     WrongWireType { field: u32, got: u8, expected: u8 },
     #[error("invalid JSON in raw bytes: {0}")]

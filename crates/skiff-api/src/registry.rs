@@ -161,48 +161,26 @@ const BUILTIN: &[Spec] = &[
     spec("", "v1", "Namespace", "namespaces", CLUSTER)
         .short(&["ns"])
         .status(),
-    spec("", "v1", "Pod", "pods", NS)
-        .short(&["po"])
-        .all()
-        .status(),
+    spec("", "v1", "Pod", "pods", NS).short(&["po"]).all().status(),
     spec("", "v1", "PodTemplate", "podtemplates", NS),
-    spec(
-        "",
-        "v1",
-        "ReplicationController",
-        "replicationcontrollers",
-        NS,
-    )
-    .short(&["rc"])
-    .all()
-    .status()
-    .scale(),
-    spec("", "v1", "Service", "services", NS)
-        .short(&["svc"])
+    spec("", "v1", "ReplicationController", "replicationcontrollers", NS)
+        .short(&["rc"])
         .all()
-        .status(),
+        .status()
+        .scale(),
+    spec("", "v1", "Service", "services", NS).short(&["svc"]).all().status(),
     spec("", "v1", "Endpoints", "endpoints", NS).short(&["ep"]),
     spec("", "v1", "ConfigMap", "configmaps", NS).short(&["cm"]),
     spec("", "v1", "Secret", "secrets", NS),
     spec("", "v1", "ServiceAccount", "serviceaccounts", NS).short(&["sa"]),
-    spec("", "v1", "Node", "nodes", CLUSTER)
-        .short(&["no"])
-        .status(),
-    spec("", "v1", "Event", "events", NS)
-        .short(&["ev"])
-        .storage("events"),
+    spec("", "v1", "Node", "nodes", CLUSTER).short(&["no"]).status(),
+    spec("", "v1", "Event", "events", NS).short(&["ev"]).storage("events"),
     spec("", "v1", "PersistentVolume", "persistentvolumes", CLUSTER)
         .short(&["pv"])
         .status(),
-    spec(
-        "",
-        "v1",
-        "PersistentVolumeClaim",
-        "persistentvolumeclaims",
-        NS,
-    )
-    .short(&["pvc"])
-    .status(),
+    spec("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", NS)
+        .short(&["pvc"])
+        .status(),
     spec("", "v1", "LimitRange", "limitranges", NS).short(&["limits"]),
     spec("", "v1", "ResourceQuota", "resourcequotas", NS)
         .short(&["quota"])
@@ -226,52 +204,20 @@ const BUILTIN: &[Spec] = &[
         .short(&["ds"])
         .all()
         .status(),
-    spec(
-        "apps",
-        "v1",
-        "ControllerRevision",
-        "controllerrevisions",
-        NS,
-    ),
+    spec("apps", "v1", "ControllerRevision", "controllerrevisions", NS),
     spec("batch", "v1", "Job", "jobs", NS).all().status(),
     spec("batch", "v1", "CronJob", "cronjobs", NS)
         .short(&["cj"])
         .all()
         .status(),
-    spec(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        NS,
-    ),
+    spec("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", NS),
     spec("coordination.k8s.io", "v1", "Lease", "leases", NS),
-    spec(
-        "storage.k8s.io",
-        "v1",
-        "StorageClass",
-        "storageclasses",
-        CLUSTER,
-    )
-    .short(&["sc"]),
+    spec("storage.k8s.io", "v1", "StorageClass", "storageclasses", CLUSTER).short(&["sc"]),
     spec("networking.k8s.io", "v1", "Ingress", "ingresses", NS)
         .short(&["ing"])
         .status(),
-    spec(
-        "networking.k8s.io",
-        "v1",
-        "IngressClass",
-        "ingressclasses",
-        CLUSTER,
-    ),
-    spec(
-        "networking.k8s.io",
-        "v1",
-        "NetworkPolicy",
-        "networkpolicies",
-        NS,
-    )
-    .short(&["netpol"]),
+    spec("networking.k8s.io", "v1", "IngressClass", "ingressclasses", CLUSTER),
+    spec("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", NS).short(&["netpol"]),
     spec("rbac.authorization.k8s.io", "v1", "Role", "roles", NS),
     spec(
         "rbac.authorization.k8s.io",
@@ -280,13 +226,7 @@ const BUILTIN: &[Spec] = &[
         "clusterroles",
         CLUSTER,
     ),
-    spec(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "RoleBinding",
-        "rolebindings",
-        NS,
-    ),
+    spec("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", NS),
     spec(
         "rbac.authorization.k8s.io",
         "v1",
@@ -317,26 +257,13 @@ const BUILTIN: &[Spec] = &[
     .all()
     .status()
     .storage("horizontalpodautoscalers"),
-    spec(
-        "policy",
-        "v1",
-        "PodDisruptionBudget",
-        "poddisruptionbudgets",
-        NS,
-    )
-    .short(&["pdb"])
-    .status(),
+    spec("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", NS)
+        .short(&["pdb"])
+        .status(),
     spec("events.k8s.io", "v1", "Event", "events", NS)
         .short(&["ev"])
         .storage("events"),
-    spec(
-        "scheduling.k8s.io",
-        "v1",
-        "PriorityClass",
-        "priorityclasses",
-        CLUSTER,
-    )
-    .short(&["pc"]),
+    spec("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", CLUSTER).short(&["pc"]),
     spec(
         "apiextensions.k8s.io",
         "v1",
@@ -357,11 +284,7 @@ pub fn builtin_types() -> Vec<Arc<ResourceType>> {
         .map(|s| {
             let preferred = !seen_groups.contains(&s.group) || {
                 // The same group at the same version as the first-seen one.
-                BUILTIN
-                    .iter()
-                    .find(|o| o.group == s.group)
-                    .map(|o| o.version)
-                    == Some(s.version)
+                BUILTIN.iter().find(|o| o.group == s.group).map(|o| o.version) == Some(s.version)
             };
             if !seen_groups.contains(&s.group) {
                 seen_groups.push(s.group);
@@ -410,11 +333,7 @@ pub fn custom_types(crd: &Value) -> Vec<Arc<ResourceType>> {
     }
     let strs = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     };
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
@@ -431,20 +350,11 @@ pub fn custom_types(crd: &Value) -> Vec<Arc<ResourceType>> {
             continue;
         };
         let sub = &v["subresources"];
-        let scale = sub
-            .get("scale")
-            .filter(|s| s.is_object())
-            .map(|s| ScalePaths {
-                spec_replicas: json_path_to_pointer(
-                    s["specReplicasPath"].as_str().unwrap_or(".spec.replicas"),
-                ),
-                status_replicas: json_path_to_pointer(
-                    s["statusReplicasPath"]
-                        .as_str()
-                        .unwrap_or(".status.replicas"),
-                ),
-                label_selector: s["labelSelectorPath"].as_str().map(json_path_to_pointer),
-            });
+        let scale = sub.get("scale").filter(|s| s.is_object()).map(|s| ScalePaths {
+            spec_replicas: json_path_to_pointer(s["specReplicasPath"].as_str().unwrap_or(".spec.replicas")),
+            status_replicas: json_path_to_pointer(s["statusReplicasPath"].as_str().unwrap_or(".status.replicas")),
+            label_selector: s["labelSelectorPath"].as_str().map(json_path_to_pointer),
+        });
         out.push(Arc::new(ResourceType {
             group: group.clone(),
             version: version.to_string(),
@@ -466,10 +376,7 @@ pub fn custom_types(crd: &Value) -> Vec<Arc<ResourceType>> {
             storage: format!("{group}/{plural}"),
             builtin: None,
             schema: v["schema"].get("openAPIV3Schema").cloned().map(Arc::new),
-            printer_columns: v["additionalPrinterColumns"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
+            printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
             preferred: i == storage_first,
         }));
     }
@@ -516,16 +423,10 @@ mod tests {
     fn keys_follow_scope() {
         let types = builtin_types();
         let pods = types.iter().find(|t| t.plural == "pods").expect("pods");
-        assert_eq!(
-            pods.key(Some("default"), "web"),
-            "/registry/pods/default/web"
-        );
+        assert_eq!(pods.key(Some("default"), "web"), "/registry/pods/default/web");
         let nodes = types.iter().find(|t| t.plural == "nodes").expect("nodes");
         assert_eq!(nodes.key(Some("default"), "n1"), "/registry/nodes/n1");
-        let deploy = types
-            .iter()
-            .find(|t| t.plural == "deployments")
-            .expect("deployments");
+        let deploy = types.iter().find(|t| t.plural == "deployments").expect("deployments");
         assert_eq!(deploy.prefix(None), "/registry/apps/deployments/");
         assert_eq!(deploy.qualified_plural(), "deployments.apps");
     }
@@ -546,9 +447,6 @@ mod tests {
             t[0].scale.as_ref().map(|s| s.spec_replicas.as_str()),
             Some("/spec/size")
         );
-        assert_eq!(
-            t[0].key(Some("ns1"), "w"),
-            "/registry/example.com/widgets/ns1/w"
-        );
+        assert_eq!(t[0].key(Some("ns1"), "w"), "/registry/example.com/widgets/ns1/w");
     }
 }

@@ -26,12 +26,8 @@ impl Requirement {
         match self {
             Requirement::Eq(k, v) => label_of(labels, k) == Some(v),
             Requirement::NotEq(k, v) => label_of(labels, k) != Some(v),
-            Requirement::In(k, vs) => {
-                label_of(labels, k).is_some_and(|l| vs.iter().any(|v| v == l))
-            }
-            Requirement::NotIn(k, vs) => {
-                label_of(labels, k).is_none_or(|l| !vs.iter().any(|v| v == l))
-            }
+            Requirement::In(k, vs) => label_of(labels, k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => label_of(labels, k).is_none_or(|l| !vs.iter().any(|v| v == l)),
             Requirement::Exists(k) => label_of(labels, k).is_some(),
             Requirement::DoesNotExist(k) => label_of(labels, k).is_none(),
         }
@@ -63,10 +59,7 @@ impl LabelSelector {
             if part.is_empty() {
                 return Err(format!("invalid label selector {s:?}: empty requirement"));
             }
-            reqs.push(
-                Self::parse_requirement(part)
-                    .map_err(|e| format!("unable to parse requirement: {e}"))?,
-            );
+            reqs.push(Self::parse_requirement(part).map_err(|e| format!("unable to parse requirement: {e}"))?);
         }
         Ok(LabelSelector(reqs))
     }
@@ -103,10 +96,7 @@ impl LabelSelector {
                     .strip_prefix('(')
                     .and_then(|x| x.strip_suffix(')'))
                     .ok_or_else(|| format!("found '{set}', expected: '('"))?;
-                let vals = inner
-                    .split(',')
-                    .map(check_val)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let vals = inner.split(',').map(check_val).collect::<Result<Vec<_>, _>>()?;
                 return Ok(if neg {
                     Requirement::NotIn(key, vals)
                 } else {
@@ -131,10 +121,7 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(ml) = v["matchLabels"].as_object() {
             for (k, val) in ml {
-                reqs.push(Requirement::Eq(
-                    k.clone(),
-                    val.as_str().unwrap_or("").to_string(),
-                ));
+                reqs.push(Requirement::Eq(k.clone(), val.as_str().unwrap_or("").to_string()));
             }
         }
         if let Some(exprs) = v["matchExpressions"].as_array() {
@@ -142,11 +129,7 @@ impl LabelSelector {
                 let key = e["key"].as_str().unwrap_or("").to_string();
                 let values: Vec<String> = e["values"]
                     .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_string))
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
                     .unwrap_or_default();
                 let op = e["operator"].as_str().unwrap_or("");
                 reqs.push(match op {
@@ -159,11 +142,7 @@ impl LabelSelector {
                     "NotIn" => Requirement::NotIn(key, values),
                     "Exists" => Requirement::Exists(key),
                     "DoesNotExist" => Requirement::DoesNotExist(key),
-                    other => {
-                        return Err(format!(
-                            "\"{other}\" is not a valid label selector operator"
-                        ))
-                    }
+                    other => return Err(format!("\"{other}\" is not a valid label selector operator")),
                 });
             }
         }
@@ -209,9 +188,7 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (k, true, v)
             } else {
-                return Err(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                ));
+                return Err(format!("invalid selector: '{s}'; can't understand '{part}'"));
             };
             out.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
@@ -325,17 +302,14 @@ mod tests {
 
     #[test]
     fn parses_and_matches_set_based() {
-        let s = LabelSelector::parse("app=web,tier!=db,env in (prod, staging),!legacy,track")
-            .expect("parses");
+        let s = LabelSelector::parse("app=web,tier!=db,env in (prod, staging),!legacy,track").expect("parses");
         assert_eq!(s.0.len(), 5);
         assert!(s.matches(&json!({"app": "web", "env": "prod", "track": "x"})));
         assert!(!s.matches(&json!({"app": "web", "env": "dev", "track": "x"})));
         assert!(!s.matches(&json!({"app": "web", "env": "prod", "track": "x", "legacy": "1"})));
         assert!(!s.matches(&json!({"app": "web", "env": "prod"})));
         assert_eq!(
-            LabelSelector::parse("a notin (b)")
-                .expect("notin")
-                .to_query(),
+            LabelSelector::parse("a notin (b)").expect("notin").to_query(),
             "a notin (b)"
         );
         assert!(LabelSelector::parse("a in b").is_err());
@@ -346,8 +320,7 @@ mod tests {
     #[test]
     fn field_selectors() {
         let pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        let f = FieldSelector::parse("metadata.name=p,status.phase!=Pending,spec.nodeName==n1")
-            .expect("parses");
+        let f = FieldSelector::parse("metadata.name=p,status.phase!=Pending,spec.nodeName==n1").expect("parses");
         assert!(f.matches(&pod));
         assert_eq!(f.exact_name(), Some("p"));
         assert!(f.check_supported("", "Pod", &[]).is_ok());

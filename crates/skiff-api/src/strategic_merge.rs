@@ -134,9 +134,7 @@ pub fn patch_meta(kind: &str, path: &[&str]) -> Option<PatchMeta> {
 /// A `null` patch changes nothing and a `null` original counts as `{}`, as upstream; any other
 /// non-object is an error.
 pub fn apply(original: &Value, patch: &Value, kind: &str) -> Result<Value, StrategicMergeError> {
-    let ty = schema::kind_type(kind).ok_or_else(|| StrategicMergeError::UnsupportedKind {
-        kind: kind.to_owned(),
-    })?;
+    let ty = schema::kind_type(kind).ok_or_else(|| StrategicMergeError::UnsupportedKind { kind: kind.to_owned() })?;
     let original = match original {
         Value::Object(object) => object.clone(),
         Value::Null => Map::new(),
@@ -183,11 +181,7 @@ fn merge_map(
     let ordered = apply_set_element_order(&mut original, patch, ty, path)?;
 
     for (key, value) in patch {
-        if key == PATCH
-            || key == RETAIN_KEYS
-            || key.starts_with(SET_ELEMENT_ORDER)
-            || ordered.contains(&key.as_str())
-        {
+        if key == PATCH || key == RETAIN_KEYS || key.starts_with(SET_ELEMENT_ORDER) || ordered.contains(&key.as_str()) {
             continue;
         }
         if let Some(field) = key.strip_prefix(DELETE_FROM_PRIMITIVE_LIST) {
@@ -219,12 +213,7 @@ fn merge_field(
             if field.is_some_and(|f| f.strategy == ListStrategy::Atomic) {
                 *current = verbatim_map(patch);
             } else {
-                let merged = merge_map(
-                    std::mem::take(current),
-                    patch,
-                    field.and_then(|f| f.ty),
-                    &path,
-                )?;
+                let merged = merge_map(std::mem::take(current), patch, field.and_then(|f| f.ty), &path)?;
                 *current = merged;
             }
         }
@@ -232,13 +221,7 @@ fn merge_field(
             let field = field.filter(|f| f.shape == Shape::List);
             match field.map(|f| f.strategy) {
                 Some(ListStrategy::Merge { key }) => {
-                    let merged = merge_list(
-                        std::mem::take(current),
-                        patch,
-                        key,
-                        field.and_then(|f| f.ty),
-                        &path,
-                    )?;
+                    let merged = merge_list(std::mem::take(current), patch, key, field.and_then(|f| f.ty), &path)?;
                     *current = merged;
                 }
                 Some(ListStrategy::Atomic) | None => {
@@ -277,12 +260,8 @@ fn merge_list(
             expected: "a list of objects",
             found: "a list of primitives",
         }),
-        (ElementKind::Object, None) => Err(StrategicMergeError::NoMergeKey {
-            path: path.render(),
-        }),
-        (ElementKind::Object, Some(key)) => {
-            merge_keyed_list(original, patch, key, element_ty, path)
-        }
+        (ElementKind::Object, None) => Err(StrategicMergeError::NoMergeKey { path: path.render() }),
+        (ElementKind::Object, Some(key)) => merge_keyed_list(original, patch, key, element_ty, path),
     }
 }
 
@@ -333,13 +312,10 @@ fn merge_keyed_list(
         };
         match directive.as_str() {
             Some("delete") => {
-                let value =
-                    element
-                        .get(key)
-                        .ok_or_else(|| StrategicMergeError::MissingMergeKey {
-                            path: element_path.render(),
-                            key,
-                        })?;
+                let value = element.get(key).ok_or_else(|| StrategicMergeError::MissingMergeKey {
+                    path: element_path.render(),
+                    key,
+                })?;
                 original.retain(|item| id.of(item) != Some(value));
             }
             Some("replace") => replace = true,
@@ -372,12 +348,10 @@ fn merge_keyed_list(
     let mut patch_ids = Vec::with_capacity(elements.len());
     for (index, element) in elements {
         let element_path = path.index(index);
-        let value = element
-            .get(key)
-            .ok_or_else(|| StrategicMergeError::MissingMergeKey {
-                path: element_path.render(),
-                key,
-            })?;
+        let value = element.get(key).ok_or_else(|| StrategicMergeError::MissingMergeKey {
+            path: element_path.render(),
+            key,
+        })?;
         patch_ids.push(value.clone());
         let found = merged.iter_mut().find_map(|item| match item {
             Value::Object(object) if object.get(key) == Some(value) => Some(object),
@@ -393,13 +367,7 @@ fn merge_keyed_list(
     }
 
     let (patch_items, server_only) = order::partition(merged, &patch_ids, id);
-    Ok(order::normalize(
-        patch_items,
-        server_only,
-        &patch_ids,
-        &server_ids,
-        id,
-    ))
+    Ok(order::normalize(patch_items, server_only, &patch_ids, &server_ids, id))
 }
 
 /// Applies `$retainKeys`: checks that the patch only sets listed keys, then drops the keys of
@@ -417,10 +385,7 @@ fn apply_retain_keys(
         reason,
     };
     let Value::Array(retain) = retain else {
-        return Err(invalid(format!(
-            "must be a list, not {}",
-            json_type(retain)
-        )));
+        return Err(invalid(format!("must be a list, not {}", json_type(retain))));
     };
     let retained = |key: &str| retain.iter().any(|k| k.as_str() == Some(key));
     for (key, value) in patch {
@@ -429,9 +394,7 @@ fn apply_retain_keys(
             || key.starts_with(SET_ELEMENT_ORDER)
             || key.starts_with(DELETE_FROM_PRIMITIVE_LIST);
         if !directive && !value.is_null() && !retained(key) {
-            return Err(invalid(format!(
-                "the patch sets {key:?}, which it does not list"
-            )));
+            return Err(invalid(format!("the patch sets {key:?}, which it does not list")));
         }
     }
     original.retain(|key, _| retained(key));
@@ -458,9 +421,7 @@ fn apply_set_element_order<'p>(
                 reason: format!("must be a list, not {}", json_type(order)),
             });
         };
-        let field = ty
-            .and_then(|ty| ty.field(name))
-            .filter(|f| f.shape == Shape::List);
+        let field = ty.and_then(|ty| ty.field(name)).filter(|f| f.shape == Shape::List);
         let strategy = field.map_or(ListStrategy::Atomic, |f| f.strategy);
         let id = match strategy {
             ListStrategy::Merge { key: Some(key) } => Identity::Key(key),
@@ -489,9 +450,7 @@ fn apply_set_element_order<'p>(
             (Some(current), None) => current,
             (None, Some(list)) => list.iter().filter_map(take_patch_value).collect(),
             (Some(current), Some(list)) => match strategy {
-                ListStrategy::Merge { key } => {
-                    merge_list(current, list, key, field.and_then(|f| f.ty), &path)?
-                }
+                ListStrategy::Merge { key } => merge_list(current, list, key, field.and_then(|f| f.ty), &path)?,
                 ListStrategy::Atomic => list.iter().map(verbatim).collect(),
             },
             (None, None) => continue,
@@ -575,17 +534,11 @@ fn delete_from_primitive_list(
         other => return Err(invalid(format!("must be a list, not {}", json_type(other)))),
     };
     if let Some(bad) = values.iter().find(|v| !is_primitive(v)) {
-        return Err(invalid(format!(
-            "lists {}, not a primitive",
-            json_type(bad)
-        )));
+        return Err(invalid(format!("lists {}, not a primitive", json_type(bad))));
     }
     if let Some(Value::Array(current)) = original.get_mut(name) {
         if let Some(bad) = current.iter().find(|v| !is_primitive(v)) {
-            return Err(invalid(format!(
-                "the list holds {}, not primitives",
-                json_type(bad)
-            )));
+            return Err(invalid(format!("the list holds {}, not primitives", json_type(bad))));
         }
         current.retain(|item| !values.contains(item));
     }
@@ -602,35 +555,19 @@ enum ElementKind {
 }
 
 /// The common kind of the elements of both lists (upstream `sliceElementType`).
-fn element_kind(
-    original: &[Value],
-    patch: &[Value],
-    path: &Path<'_>,
-) -> Result<ElementKind, StrategicMergeError> {
+fn element_kind(original: &[Value], patch: &[Value], path: &Path<'_>) -> Result<ElementKind, StrategicMergeError> {
     let mut seen: Option<&'static str> = None;
     for item in original.iter().chain(patch) {
         match item {
-            Value::Null => {
-                return Err(StrategicMergeError::NullListElement {
-                    path: path.render(),
-                })
-            }
-            Value::Array(_) => {
-                return Err(StrategicMergeError::NestedList {
-                    path: path.render(),
-                })
-            }
+            Value::Null => return Err(StrategicMergeError::NullListElement { path: path.render() }),
+            Value::Array(_) => return Err(StrategicMergeError::NestedList { path: path.render() }),
             _ => {}
         }
         let kind = json_type(item);
         match seen {
             None => seen = Some(kind),
             Some(seen) if seen == kind => {}
-            Some(_) => {
-                return Err(StrategicMergeError::MixedList {
-                    path: path.render(),
-                })
-            }
+            Some(_) => return Err(StrategicMergeError::MixedList { path: path.render() }),
         }
     }
     // All elements share one type now, so the first one tells.
@@ -644,30 +581,20 @@ fn element_kind(
 
 /// The identities of every element of `list`; for merge-keyed lists each must be an object
 /// holding the key.
-fn identities(
-    list: &[Value],
-    id: Identity,
-    path: &Path<'_>,
-) -> Result<Vec<Value>, StrategicMergeError> {
+fn identities(list: &[Value], id: Identity, path: &Path<'_>) -> Result<Vec<Value>, StrategicMergeError> {
     list.iter()
         .enumerate()
         .map(|(index, item)| identity(item, id, &path.index(index)).cloned())
         .collect()
 }
 
-fn identity<'v>(
-    item: &'v Value,
-    id: Identity,
-    path: &Path<'_>,
-) -> Result<&'v Value, StrategicMergeError> {
+fn identity<'v>(item: &'v Value, id: Identity, path: &Path<'_>) -> Result<&'v Value, StrategicMergeError> {
     match (id, item) {
         (Identity::Key(key), Value::Object(object)) => {
-            object
-                .get(key)
-                .ok_or_else(|| StrategicMergeError::MissingMergeKey {
-                    path: path.render(),
-                    key,
-                })
+            object.get(key).ok_or_else(|| StrategicMergeError::MissingMergeKey {
+                path: path.render(),
+                key,
+            })
         }
         (Identity::Key(_), other) => Err(wrong_type(path, "an object", other)),
         (Identity::Value, item) => Ok(item),
@@ -698,10 +625,7 @@ fn is_primitive(value: &Value) -> bool {
 fn take_patch_value(value: &Value) -> Option<Value> {
     match value {
         Value::Object(object) => {
-            if object
-                .get(PATCH)
-                .is_some_and(|directive| !directive.is_null())
-            {
+            if object.get(PATCH).is_some_and(|directive| !directive.is_null()) {
                 return None;
             }
             let mut out = Map::with_capacity(object.len());
@@ -715,9 +639,7 @@ fn take_patch_value(value: &Value) -> Option<Value> {
             }
             Some(Value::Object(out))
         }
-        Value::Array(items) => Some(Value::Array(
-            items.iter().filter_map(take_patch_value).collect(),
-        )),
+        Value::Array(items) => Some(Value::Array(items.iter().filter_map(take_patch_value).collect())),
         other => Some(other.clone()),
     }
 }

@@ -74,12 +74,7 @@ fn columns(t: &ResourceType) -> Vec<Col> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
-        ("apps", "ControllerRevision") => vec![
-            NAME,
-            ("Controller", "string", 0),
-            ("Revision", "integer", 0),
-            AGE,
-        ],
+        ("apps", "ControllerRevision") => vec![NAME, ("Controller", "string", 0), ("Revision", "integer", 0), AGE],
         ("batch", "Job") => vec![
             NAME,
             ("Status", "string", 0),
@@ -263,10 +258,7 @@ fn or_none(x: String) -> String {
 }
 
 fn containers_images(pod_spec: &Value) -> (String, String) {
-    let cs = pod_spec["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let cs = pod_spec["containers"].as_array().cloned().unwrap_or_default();
     let names: Vec<&str> = cs.iter().map(|c| s(&c["name"])).collect();
     let images: Vec<&str> = cs.iter().map(|c| s(&c["image"])).collect();
     (names.join(","), images.join(","))
@@ -314,9 +306,7 @@ pub fn pod_status(pod: &Value) -> String {
                 } else {
                     format!("Init:{r}")
                 }
-            } else if !s(&st["waiting"]["reason"]).is_empty()
-                && s(&st["waiting"]["reason"]) != "PodInitializing"
-            {
+            } else if !s(&st["waiting"]["reason"]).is_empty() && s(&st["waiting"]["reason"]) != "PodInitializing" {
                 format!("Init:{}", s(&st["waiting"]["reason"]))
             } else {
                 format!("Init:{idx}/{total}")
@@ -345,15 +335,10 @@ pub fn pod_status(pod: &Value) -> String {
                 }
             }
             if reason == "Completed" && has_running {
-                let ready = status["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| s(&c["type"]) == "Ready" && s(&c["status"]) == "True")
-                });
-                reason = if ready {
-                    "Running".into()
-                } else {
-                    "NotReady".into()
-                };
+                let ready = status["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| s(&c["type"]) == "Ready" && s(&c["status"]) == "True"));
+                reason = if ready { "Running".into() } else { "NotReady".into() };
             }
         }
     }
@@ -375,15 +360,9 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let st = &o["status"];
     match (t.group.as_str(), t.kind.as_str()) {
         ("", "Pod") => {
-            let cs = st["containerStatuses"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let cs = st["containerStatuses"].as_array().cloned().unwrap_or_default();
             let total = spec["containers"].as_array().map_or(0, Vec::len);
-            let ready = cs
-                .iter()
-                .filter(|c| c["ready"] == Value::Bool(true))
-                .count();
+            let ready = cs.iter().filter(|c| c["ready"] == Value::Bool(true)).count();
             let restarts: i64 = cs.iter().map(|c| i(&c["restartCount"])).sum();
             let gates = spec["readinessGates"].as_array().map_or(0, Vec::len);
             vec![
@@ -434,23 +413,14 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 }
                 _ => spec["externalIPs"]
                     .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|x| s(x).to_string())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
+                    .map(|a| a.iter().map(|x| s(x).to_string()).collect::<Vec<_>>().join(","))
                     .unwrap_or_default(),
             };
             let cluster_ip = s(&spec["clusterIP"]);
             vec![
                 name,
                 json!(ty),
-                json!(if cluster_ip.is_empty() {
-                    "<none>"
-                } else {
-                    cluster_ip
-                }),
+                json!(if cluster_ip.is_empty() { "<none>" } else { cluster_ip }),
                 json!(or_none(external)),
                 json!(or_none(ports)),
                 json!(created),
@@ -461,11 +431,7 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             let (c, img) = containers_images(&spec["template"]["spec"]);
             vec![
                 name,
-                json!(format!(
-                    "{}/{}",
-                    i(&st["readyReplicas"]),
-                    i(&spec["replicas"])
-                )),
+                json!(format!("{}/{}", i(&st["readyReplicas"]), i(&spec["replicas"]))),
                 json!(i(&st["updatedReplicas"])),
                 json!(i(&st["availableReplicas"])),
                 json!(created),
@@ -478,11 +444,7 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             let (c, img) = containers_images(&spec["template"]["spec"]);
             vec![
                 name,
-                json!(format!(
-                    "{}/{}",
-                    i(&st["readyReplicas"]),
-                    i(&spec["replicas"])
-                )),
+                json!(format!("{}/{}", i(&st["readyReplicas"]), i(&spec["replicas"]))),
                 json!(created),
                 json!(c),
                 json!(img),
@@ -553,10 +515,9 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 ),
             };
             let cond = |ty: &str| {
-                st["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| s(&c["type"]) == ty && s(&c["status"]) == "True")
-                })
+                st["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| s(&c["type"]) == ty && s(&c["status"]) == "True"))
             };
             let status = if cond("Complete") {
                 "Complete"
@@ -574,10 +535,7 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 "Running"
             };
             let duration = match (st["startTime"].as_str(), st["completionTime"].as_str()) {
-                (Some(a), Some(b)) => match (
-                    DateTime::parse_from_rfc3339(a),
-                    DateTime::parse_from_rfc3339(b),
-                ) {
+                (Some(a), Some(b)) => match (DateTime::parse_from_rfc3339(a), DateTime::parse_from_rfc3339(b)) {
                     (Ok(a), Ok(b)) => human_duration((b - a).num_seconds()),
                     _ => String::new(),
                 },
@@ -636,10 +594,7 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 .as_object()
                 .map(|l| {
                     l.keys()
-                        .filter_map(|k| {
-                            k.strip_prefix("node-role.kubernetes.io/")
-                                .map(str::to_string)
-                        })
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -669,19 +624,14 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             ]
         }
         ("", "ConfigMap") => {
-            let n = o["data"].as_object().map_or(0, |m| m.len())
-                + o["binaryData"].as_object().map_or(0, |m| m.len());
+            let n = o["data"].as_object().map_or(0, |m| m.len()) + o["binaryData"].as_object().map_or(0, |m| m.len());
             vec![name, json!(n), json!(created)]
         }
         ("", "Secret") => {
             let n = o["data"].as_object().map_or(0, |m| m.len());
             vec![name, json!(s(&o["type"])), json!(n), json!(created)]
         }
-        ("", "ServiceAccount") => vec![
-            name,
-            json!(o["secrets"].as_array().map_or(0, Vec::len)),
-            json!(created),
-        ],
+        ("", "ServiceAccount") => vec![name, json!(o["secrets"].as_array().map_or(0, Vec::len)), json!(created)],
         ("", "Endpoints") => {
             let mut eps = Vec::new();
             for sub in o["subsets"].as_array().into_iter().flatten() {
@@ -717,11 +667,7 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             };
             let source = {
                 let c = s(&o["source"]["component"]);
-                let c = if c.is_empty() {
-                    s(&o["reportingComponent"])
-                } else {
-                    c
-                };
+                let c = if c.is_empty() { s(&o["reportingComponent"]) } else { c };
                 let h = s(&o["source"]["host"]);
                 if h.is_empty() {
                     c.to_string()
@@ -733,11 +679,7 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(age(last, now)),
                 json!(s(&o["type"])),
                 json!(s(&o["reason"])),
-                json!(format!(
-                    "{}/{}",
-                    s(&io["kind"]).to_lowercase(),
-                    s(&io["name"])
-                )),
+                json!(format!("{}/{}", s(&io["kind"]).to_lowercase(), s(&io["name"]))),
                 json!(s(&io["fieldPath"])),
                 json!(source),
                 json!(s(&o["message"]).trim()),
@@ -748,11 +690,7 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
         ("", "PersistentVolume") => {
             let claim = if spec["claimRef"].is_object() {
-                format!(
-                    "{}/{}",
-                    s(&spec["claimRef"]["namespace"]),
-                    s(&spec["claimRef"]["name"])
-                )
+                format!("{}/{}", s(&spec["claimRef"]["namespace"]), s(&spec["claimRef"]["name"]))
             } else {
                 String::new()
             };
@@ -776,11 +714,7 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 name,
                 json!(s(&st["phase"])),
                 json!(s(&spec["volumeName"])),
-                json!(if bound {
-                    s(&st["capacity"]["storage"])
-                } else {
-                    ""
-                }),
+                json!(if bound { s(&st["capacity"]["storage"]) } else { "" }),
                 json!(if bound {
                     access_modes(&st["accessModes"])
                 } else {
@@ -804,22 +738,14 @@ fn cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(s(&o["provisioner"])),
                 json!(o["reclaimPolicy"].as_str().unwrap_or("Delete")),
                 json!(o["volumeBindingMode"].as_str().unwrap_or("Immediate")),
-                json!(o["allowVolumeExpansion"]
-                    .as_bool()
-                    .unwrap_or(false)
-                    .to_string()),
+                json!(o["allowVolumeExpansion"].as_bool().unwrap_or(false).to_string()),
                 json!(created),
             ]
         }
         ("networking.k8s.io", "Ingress") => {
             let hosts: Vec<&str> = spec["rules"]
                 .as_array()
-                .map(|r| {
-                    r.iter()
-                        .map(|x| s(&x["host"]))
-                        .filter(|h| !h.is_empty())
-                        .collect()
-                })
+                .map(|r| r.iter().map(|x| s(&x["host"])).filter(|h| !h.is_empty()).collect())
                 .unwrap_or_default();
             let addrs: Vec<&str> = st["loadBalancer"]["ingress"]
                 .as_array()
@@ -917,11 +843,7 @@ fn hpa_targets(o: &Value) -> String {
 /// Evaluate a simple JSONPath of `additionalPrinterColumns` (`.spec.size`, `.status.conditions[0].type`).
 fn simple_jsonpath<'a>(o: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = o;
-    for seg in path
-        .trim_start_matches('.')
-        .split('.')
-        .filter(|s| !s.is_empty())
-    {
+    for seg in path.trim_start_matches('.').split('.').filter(|s| !s.is_empty()) {
         let (field, idx) = match seg.split_once('[') {
             Some((f, rest)) => (f, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (seg, None),
@@ -961,9 +883,7 @@ fn custom_cells(t: &ResourceType, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         cells.push(o["metadata"]["creationTimestamp"].clone());
     }
     for c in &t.printer_columns {
-        let v = simple_jsonpath(o, s(&c["jsonPath"]))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let v = simple_jsonpath(o, s(&c["jsonPath"])).cloned().unwrap_or(Value::Null);
         cells.push(match (c["type"].as_str(), &v) {
             (Some("date"), Value::String(_)) => json!(age(&v, now)),
             _ => v,

@@ -63,11 +63,7 @@ fn check_name(rule: NameRule, name: &str, field: &str, errs: &mut Vec<FieldError
     match rule {
         NameRule::Subdomain if !is_dns1123_subdomain(name) => {
             if name.len() > DNS1123_SUBDOMAIN_MAX {
-                errs.push(FieldError::invalid(
-                    field,
-                    name,
-                    "must be no more than 253 characters",
-                ));
+                errs.push(FieldError::invalid(field, name, "must be no more than 253 characters"));
             } else {
                 errs.push(FieldError::invalid(field, name, SUBDOMAIN_MSG));
             }
@@ -88,9 +84,7 @@ fn check_name(rule: NameRule, name: &str, field: &str, errs: &mut Vec<FieldError
             };
             errs.push(FieldError::invalid(field, name, msg));
         }
-        NameRule::PathSegment
-            if name == "." || name == ".." || name.contains('/') || name.contains('%') =>
-        {
+        NameRule::PathSegment if name == "." || name == ".." || name.contains('/') || name.contains('%') => {
             errs.push(FieldError::invalid(
                 field,
                 name,
@@ -114,11 +108,7 @@ fn check_qualified_name(key: &str, field: &str, errs: &mut Vec<FieldError>) {
     };
     if let Some(p) = prefix {
         if !is_dns1123_subdomain(p) {
-            errs.push(FieldError::invalid(
-                field,
-                key,
-                format!("prefix part {SUBDOMAIN_MSG}"),
-            ));
+            errs.push(FieldError::invalid(field, key, format!("prefix part {SUBDOMAIN_MSG}")));
             return;
         }
     }
@@ -181,10 +171,7 @@ pub fn validate_metadata(t: &ResourceType, obj: &Value, errs: &mut Vec<FieldErro
             errs.push(FieldError::required("metadata.namespace", ""));
         }
     } else if meta["namespace"].as_str().is_some_and(|s| !s.is_empty()) {
-        errs.push(FieldError::forbidden(
-            "metadata.namespace",
-            "not allowed on this type",
-        ));
+        errs.push(FieldError::forbidden("metadata.namespace", "not allowed on this type"));
     }
     check_labels(&meta["labels"], &path.child("labels"), errs);
     if let Some(ann) = meta["annotations"].as_object() {
@@ -210,10 +197,7 @@ pub fn validate_metadata(t: &ResourceType, obj: &Value, errs: &mut Vec<FieldErro
         }
     }
     if let Some(refs) = meta["ownerReferences"].as_array() {
-        let controllers = refs
-            .iter()
-            .filter(|r| r["controller"] == Value::Bool(true))
-            .count();
+        let controllers = refs.iter().filter(|r| r["controller"] == Value::Bool(true)).count();
         if controllers > 1 {
             errs.push(FieldError::invalid(
                 "metadata.ownerReferences",
@@ -277,6 +261,11 @@ fn check_int_or_port_name(v: &Value, field: &Path, errs: &mut Vec<FieldError>) {
 }
 
 fn validate_pod_spec(spec: &Value, path: &Path, errs: &mut Vec<FieldError>) {
+    validate_pod_spec_with(spec, path, &[], errs)
+}
+
+/// `claims` are extra volume names (a StatefulSet's volumeClaimTemplates).
+fn validate_pod_spec_with(spec: &Value, path: &Path, claims: &[&str], errs: &mut Vec<FieldError>) {
     let containers = spec["containers"].as_array();
     if containers.is_none_or(|c| c.is_empty()) {
         errs.push(FieldError::required(path.child("containers").as_str(), ""));
@@ -304,11 +293,7 @@ fn validate_pod_spec(spec: &Value, path: &Path, errs: &mut Vec<FieldError>) {
             if name.is_empty() {
                 errs.push(FieldError::required(p.child("name").as_str(), ""));
             } else if !is_dns1123_label(name) {
-                errs.push(FieldError::invalid(
-                    p.child("name").as_str(),
-                    name,
-                    LABEL_MSG,
-                ));
+                errs.push(FieldError::invalid(p.child("name").as_str(), name, LABEL_MSG));
             } else if !names.insert(name.to_string()) {
                 errs.push(FieldError::duplicate(p.child("name").as_str(), name));
             }
@@ -320,9 +305,7 @@ fn validate_pod_spec(spec: &Value, path: &Path, errs: &mut Vec<FieldError>) {
                     let pp = p.child("ports").index(j);
                     match port.get("containerPort") {
                         Some(v) if !v.is_null() => check_port(v, &pp.child("containerPort"), errs),
-                        _ => {
-                            errs.push(FieldError::required(pp.child("containerPort").as_str(), ""))
-                        }
+                        _ => errs.push(FieldError::required(pp.child("containerPort").as_str(), "")),
                     }
                     if let Some(hp) = port.get("hostPort").filter(|v| v.as_i64() != Some(0)) {
                         check_port(hp, &pp.child("hostPort"), errs);
@@ -344,7 +327,7 @@ fn validate_pod_spec(spec: &Value, path: &Path, errs: &mut Vec<FieldError>) {
                     let vname = s(m, "name");
                     if vname.is_empty() {
                         errs.push(FieldError::required(mp.child("name").as_str(), ""));
-                    } else if !volumes.contains(&vname) {
+                    } else if !volumes.contains(&vname) && !claims.contains(&vname) {
                         errs.push(FieldError::not_found(mp.child("name").as_str(), vname));
                     }
                     if s(m, "mountPath").is_empty() {
@@ -355,10 +338,7 @@ fn validate_pod_spec(spec: &Value, path: &Path, errs: &mut Vec<FieldError>) {
             if let Some(env) = c["env"].as_array() {
                 for (j, e) in env.iter().enumerate() {
                     if s(e, "name").is_empty() {
-                        errs.push(FieldError::required(
-                            p.child("env").index(j).child("name").as_str(),
-                            "",
-                        ));
+                        errs.push(FieldError::required(p.child("env").index(j).child("name").as_str(), ""));
                     }
                 }
             }
@@ -380,9 +360,7 @@ fn validate_selector_matches_template(spec: &Value, path: &Path, errs: &mut Vec<
     let sel = &spec["selector"];
     let empty = sel.is_null()
         || (sel["matchLabels"].as_object().is_none_or(|m| m.is_empty())
-            && sel["matchExpressions"]
-                .as_array()
-                .is_none_or(|m| m.is_empty()));
+            && sel["matchExpressions"].as_array().is_none_or(|m| m.is_empty()));
     if empty {
         errs.push(FieldError::required(path.child("selector").as_str(), ""));
         return;
@@ -392,10 +370,7 @@ fn validate_selector_matches_template(spec: &Value, path: &Path, errs: &mut Vec<
             let labels = &spec["template"]["metadata"]["labels"];
             if !selector.matches(labels) {
                 errs.push(FieldError::invalid(
-                    path.child("template")
-                        .child("metadata")
-                        .child("labels")
-                        .as_str(),
+                    path.child("template").child("metadata").child("labels").as_str(),
                     labels
                         .as_object()
                         .map(|m| {
@@ -409,11 +384,7 @@ fn validate_selector_matches_template(spec: &Value, path: &Path, errs: &mut Vec<
                 ));
             }
         }
-        Err(e) => errs.push(FieldError::invalid(
-            path.child("selector").as_str(),
-            sel.clone(),
-            e,
-        )),
+        Err(e) => errs.push(FieldError::invalid(path.child("selector").as_str(), sel.clone(), e)),
     }
 }
 
@@ -442,20 +413,20 @@ pub fn validate(t: &ResourceType, obj: &Value) -> Vec<FieldError> {
             &Path::new("template").child("spec"),
             &mut errs,
         ),
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
-        | ("", "ReplicationController") => {
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("", "ReplicationController") => {
             if t.kind != "ReplicationController" {
                 validate_selector_matches_template(spec, &sp, &mut errs);
             }
             non_negative(&spec["replicas"], &sp.child("replicas"), &mut errs);
-            non_negative(
-                &spec["minReadySeconds"],
-                &sp.child("minReadySeconds"),
-                &mut errs,
-            );
-            validate_pod_spec(
+            non_negative(&spec["minReadySeconds"], &sp.child("minReadySeconds"), &mut errs);
+            let claims: Vec<&str> = spec["volumeClaimTemplates"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c["metadata"]["name"].as_str()).collect())
+                .unwrap_or_default();
+            validate_pod_spec_with(
                 &spec["template"]["spec"],
                 &sp.child("template").child("spec"),
+                &claims,
                 &mut errs,
             );
             if t.kind == "StatefulSet" {
@@ -508,18 +479,11 @@ pub fn validate(t: &ResourceType, obj: &Value) -> Vec<FieldError> {
                 .child("spec")
                 .child("template")
                 .child("spec");
-            validate_pod_spec(
-                &spec["jobTemplate"]["spec"]["template"]["spec"],
-                &jt,
-                &mut errs,
-            );
+            validate_pod_spec(&spec["jobTemplate"]["spec"]["template"]["spec"], &jt, &mut errs);
         }
         ("", "Service") => {
             let ty = spec["type"].as_str().unwrap_or("ClusterIP");
-            if !matches!(
-                ty,
-                "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
-            ) {
+            if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
                 errs.push(FieldError::not_supported(
                     "spec.type",
                     ty,
@@ -527,10 +491,7 @@ pub fn validate(t: &ResourceType, obj: &Value) -> Vec<FieldError> {
                 ));
             }
             let ports = spec["ports"].as_array();
-            if ty != "ExternalName"
-                && ports.is_none_or(|p| p.is_empty())
-                && s(spec, "clusterIP") != "None"
-            {
+            if ty != "ExternalName" && ports.is_none_or(|p| p.is_empty()) && s(spec, "clusterIP") != "None" {
                 errs.push(FieldError::required("spec.ports", ""));
             }
             if ty == "ExternalName" && s(spec, "externalName").is_empty() {
@@ -551,10 +512,7 @@ pub fn validate(t: &ResourceType, obj: &Value) -> Vec<FieldError> {
                 } else if !name.is_empty() && !seen.insert(name.to_string()) {
                     errs.push(FieldError::duplicate(pp.child("name").as_str(), name));
                 }
-                if let Some(np) = p
-                    .get("nodePort")
-                    .filter(|v| v.as_i64().is_some_and(|n| n != 0))
-                {
+                if let Some(np) = p.get("nodePort").filter(|v| v.as_i64().is_some_and(|n| n != 0)) {
                     check_port(np, &pp.child("nodePort"), &mut errs);
                 }
             }
@@ -565,9 +523,8 @@ pub fn validate(t: &ResourceType, obj: &Value) -> Vec<FieldError> {
                     for k in m.keys() {
                         let ok = !k.is_empty()
                             && k.len() <= 253
-                            && k.bytes().all(|b| {
-                                b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
-                            })
+                            && k.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
                             && k != "."
                             && k != "..";
                         if !ok {
@@ -588,14 +545,11 @@ pub fn validate(t: &ResourceType, obj: &Value) -> Vec<FieldError> {
                     "at least 1 access mode is required",
                 ));
             }
-            if spec["resources"]["requests"]["storage"].is_null() && spec["dataSourceRef"].is_null()
-            {
+            if spec["resources"]["requests"]["storage"].is_null() && spec["dataSourceRef"].is_null() {
                 errs.push(FieldError::required("spec.resources[storage]", ""));
             }
         }
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            crate::crd::validate_crd(obj, &mut errs)
-        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => crate::crd::validate_crd(obj, &mut errs),
         _ => {}
     }
     if t.kind == "StatefulSet" {
@@ -603,15 +557,9 @@ pub fn validate(t: &ResourceType, obj: &Value) -> Vec<FieldError> {
             for (i, c) in tpls.iter().enumerate() {
                 let p = sp.child("volumeClaimTemplates").index(i);
                 if s(&c["metadata"], "name").is_empty() {
-                    errs.push(FieldError::required(
-                        p.child("metadata").child("name").as_str(),
-                        "",
-                    ));
+                    errs.push(FieldError::required(p.child("metadata").child("name").as_str(), ""));
                 }
-                if c["spec"]["accessModes"]
-                    .as_array()
-                    .is_none_or(|a| a.is_empty())
-                {
+                if c["spec"]["accessModes"].as_array().is_none_or(|a| a.is_empty()) {
                     errs.push(FieldError::required(
                         p.child("spec").child("accessModes").as_str(),
                         "at least 1 access mode is required",
@@ -629,20 +577,13 @@ pub fn validate_update(t: &ResourceType, new: &Value, old: &Value) -> Vec<FieldE
     let immutable = |ptr: &str, field: &str, msg: &str, errs: &mut Vec<FieldError>| {
         let (a, b) = (new.pointer(ptr), old.pointer(ptr));
         if a != b {
-            errs.push(FieldError::invalid(
-                field,
-                a.cloned().unwrap_or(Value::Null),
-                msg,
-            ));
+            errs.push(FieldError::invalid(field, a.cloned().unwrap_or(Value::Null), msg));
         }
     };
     match (t.group.as_str(), t.kind.as_str()) {
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => immutable(
-            "/spec/selector",
-            "spec.selector",
-            "field is immutable",
-            &mut errs,
-        ),
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") => {
+            immutable("/spec/selector", "spec.selector", "field is immutable", &mut errs)
+        }
         ("apps", "StatefulSet") => {
             let mut a = new["spec"].clone();
             let mut b = old["spec"].clone();
@@ -668,18 +609,8 @@ pub fn validate_update(t: &ResourceType, new: &Value, old: &Value) -> Vec<FieldE
             }
         }
         ("batch", "Job") => {
-            immutable(
-                "/spec/selector",
-                "spec.selector",
-                "field is immutable",
-                &mut errs,
-            );
-            immutable(
-                "/spec/completions",
-                "spec.completions",
-                "field is immutable",
-                &mut errs,
-            );
+            immutable("/spec/selector", "spec.selector", "field is immutable", &mut errs);
+            immutable("/spec/completions", "spec.completions", "field is immutable", &mut errs);
         }
         ("", "Service") => {
             let old_ip = old["spec"]["clusterIP"].as_str().unwrap_or("");
@@ -696,10 +627,7 @@ pub fn validate_update(t: &ResourceType, new: &Value, old: &Value) -> Vec<FieldE
             if old["immutable"] == Value::Bool(true) {
                 for f in ["data", "binaryData"] {
                     if new[f] != old[f] {
-                        errs.push(FieldError::forbidden(
-                            f,
-                            "field is immutable when `immutable` is set",
-                        ));
+                        errs.push(FieldError::forbidden(f, "field is immutable when `immutable` is set"));
                     }
                 }
                 if new["immutable"] != old["immutable"] {
@@ -710,11 +638,7 @@ pub fn validate_update(t: &ResourceType, new: &Value, old: &Value) -> Vec<FieldE
                 }
             }
             if t.kind == "Secret" && new["type"] != old["type"] {
-                errs.push(FieldError::invalid(
-                    "type",
-                    new["type"].clone(),
-                    "field is immutable",
-                ));
+                errs.push(FieldError::invalid("type", new["type"].clone(), "field is immutable"));
             }
         }
         ("", "PersistentVolumeClaim") => {
@@ -795,10 +719,7 @@ mod tests {
     fn service_ports_and_names() {
         let svc = json!({"metadata": {"name": "1svc", "namespace": "default"},
             "spec": {"ports": [{"port": 0}, {"port": 80, "name": "http", "targetPort": "Not_A_Name"}]}});
-        let fields: Vec<_> = validate(&ty("Service"), &svc)
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
+        let fields: Vec<_> = validate(&ty("Service"), &svc).into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
             [

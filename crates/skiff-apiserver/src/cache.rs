@@ -79,7 +79,12 @@ pub fn cached(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, serde_j
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
     }
     let bytes = Bytes::from(serde_json::to_vec(&obj)?);
-    Ok(Arc::new(CachedObject { key: kv.key.clone(), rev, obj: Arc::new(obj), bytes }))
+    Ok(Arc::new(CachedObject {
+        key: kv.key.clone(),
+        rev,
+        obj: Arc::new(obj),
+        bytes,
+    }))
 }
 
 impl Cache {
@@ -88,7 +93,12 @@ impl Cache {
         let (tx, _) = broadcast::channel(capacity.max(1024));
         let (rev_tx, _) = watch::channel(0);
         let cache = Arc::new(Cache {
-            state: RwLock::new(State { objects: BTreeMap::new(), events: VecDeque::new(), rev: 0, oldest: 0 }),
+            state: RwLock::new(State {
+                objects: BTreeMap::new(),
+                events: VecDeque::new(),
+                rev: 0,
+                oldest: 0,
+            }),
             tx,
             rev_tx,
             capacity,
@@ -195,17 +205,29 @@ impl Cache {
     /// client asked for). False on timeout.
     pub async fn wait_for(&self, rev: Revision, timeout: Duration) -> bool {
         let mut rx = self.rev_tx.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).objects.get(key).cloned()
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .objects
+            .get(key)
+            .cloned()
     }
 
     /// Every object under `prefix`, in key order, and the revision of the snapshot.
     pub fn list(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision) {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let items = st.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect();
+        let items = st
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
         (items, st.rev)
     }
 
@@ -216,15 +238,28 @@ impl Cache {
         if after < st.oldest {
             return Err(st.oldest);
         }
-        let backlog = st.events.iter().filter(|e| e.rev > after && e.obj.key.starts_with(prefix)).cloned().collect();
+        let backlog = st
+            .events
+            .iter()
+            .filter(|e| e.rev > after && e.obj.key.starts_with(prefix))
+            .cloned()
+            .collect();
         let live = self.tx.subscribe();
         Ok(CacheWatch { backlog, live })
     }
 
     /// A snapshot of everything under `prefix` plus a live feed from exactly that point.
-    pub fn list_and_watch(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
+    pub fn list_and_watch(
+        &self,
+        prefix: &str,
+    ) -> (Vec<Arc<CachedObject>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let items = st.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect();
+        let items = st
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
         (items, st.rev, self.tx.subscribe())
     }
 }

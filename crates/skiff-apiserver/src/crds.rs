@@ -13,12 +13,18 @@ use crate::server::Shared;
 const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
 fn crd_type(shared: &Shared) -> Arc<skiff_api::ResourceType> {
-    shared.types.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("CRDs are always served")
+    shared
+        .types
+        .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .expect("CRDs are always served")
 }
 
 /// Rebuild the served types from the CRDs in the cache.
 pub fn refresh(shared: &Shared) {
-    let (crds, _) = shared.objects.cache.list("/registry/apiextensions.k8s.io/customresourcedefinitions/");
+    let (crds, _) = shared
+        .objects
+        .cache
+        .list("/registry/apiextensions.k8s.io/customresourcedefinitions/");
     let objs: Vec<Arc<Value>> = crds.iter().map(|c| c.obj.clone()).collect();
     shared.types.set_custom(&objs);
 }
@@ -26,10 +32,20 @@ pub fn refresh(shared: &Shared) {
 fn wanted_status(crd: &Value) -> Value {
     let now = crate::objects::now();
     let cond = |ty: &str, reason: &str, msg: &str| {
-        let existing = crd["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == ty && c["status"] == "True")).and_then(|c| c["lastTransitionTime"].as_str()).map(str::to_string);
+        let existing = crd["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == ty && c["status"] == "True"))
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .map(str::to_string);
         json!({"type": ty, "status": "True", "lastTransitionTime": existing.unwrap_or_else(|| now.clone()), "reason": reason, "message": msg})
     };
-    let storage: Vec<Value> = crd["spec"]["versions"].as_array().into_iter().flatten().filter(|v| v["storage"] == json!(true)).map(|v| v["name"].clone()).collect();
+    let storage: Vec<Value> = crd["spec"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["storage"] == json!(true))
+        .map(|v| v["name"].clone())
+        .collect();
     let mut stored: Vec<Value> = crd["status"]["storedVersions"].as_array().cloned().unwrap_or_default();
     for s in storage {
         if !stored.contains(&s) {
@@ -46,12 +62,22 @@ fn wanted_status(crd: &Value) -> Value {
 async fn reconcile(shared: &Arc<Shared>, crd: &Value) {
     let rt = crd_type(shared);
     let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let opts = WriteOpts { manager: "apiextensions-controller".into(), ..Default::default() };
+    let opts = WriteOpts {
+        manager: "apiextensions-controller".into(),
+        ..Default::default()
+    };
     if !crd["metadata"]["deletionTimestamp"].is_null() {
         // Delete every custom resource of the CRD, then let it go.
-        let prefix = format!("/registry/{}/{}/", crd["spec"]["group"].as_str().unwrap_or(""), crd["spec"]["names"]["plural"].as_str().unwrap_or(""));
+        let prefix = format!(
+            "/registry/{}/{}/",
+            crd["spec"]["group"].as_str().unwrap_or(""),
+            crd["spec"]["names"]["plural"].as_str().unwrap_or("")
+        );
         let (objs, _) = shared.objects.cache.list(&prefix);
-        let storage = prefix.trim_start_matches("/registry/").trim_end_matches('/').to_string();
+        let storage = prefix
+            .trim_start_matches("/registry/")
+            .trim_end_matches('/')
+            .to_string();
         if let Some(crt) = shared.types.by_storage(&storage) {
             for o in &objs {
                 let n = o.obj["metadata"]["name"].as_str().unwrap_or("");
@@ -75,7 +101,9 @@ async fn reconcile(shared: &Arc<Shared>, crd: &Value) {
         }
         return;
     }
-    let has_finalizer = crd["metadata"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|x| x == CLEANUP_FINALIZER));
+    let has_finalizer = crd["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == CLEANUP_FINALIZER));
     if !has_finalizer {
         let _ = shared
             .objects
@@ -109,7 +137,11 @@ async fn reconcile(shared: &Arc<Shared>, crd: &Value) {
 }
 
 pub async fn run(shared: Arc<Shared>) {
-    let mut events = shared.objects.cache.list_and_watch("/registry/apiextensions.k8s.io/customresourcedefinitions/").2;
+    let mut events = shared
+        .objects
+        .cache
+        .list_and_watch("/registry/apiextensions.k8s.io/customresourcedefinitions/")
+        .2;
     let mut shutdown = shared.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -126,7 +158,10 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
         refresh(&shared);
-        let (crds, _) = shared.objects.cache.list("/registry/apiextensions.k8s.io/customresourcedefinitions/");
+        let (crds, _) = shared
+            .objects
+            .cache
+            .list("/registry/apiextensions.k8s.io/customresourcedefinitions/");
         for c in crds {
             reconcile(&shared, &c.obj).await;
         }

@@ -5,7 +5,16 @@ use serde_json::{json, Value};
 
 use skiff_api::ResourceType;
 
-pub const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// Groups in discovery order, each with its versions (preferred first).
 fn groups(types: &[std::sync::Arc<ResourceType>]) -> Vec<(String, Vec<String>)> {
@@ -32,7 +41,10 @@ pub fn core_versions() -> Value {
 }
 
 fn group_json(g: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
     json!({"name": g, "versions": vs, "preferredVersion": vs[0]})
 }
 
@@ -84,7 +96,11 @@ pub fn resource_list(types: &[std::sync::Arc<ResourceType>], group: &str, versio
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
@@ -119,8 +135,14 @@ fn aggregated_resource(t: &ResourceType) -> Value {
 /// `APIGroupDiscoveryList` for `/api` (core) or `/apis` (named groups), in `v2` or `v2beta1`.
 pub fn aggregated(types: &[std::sync::Arc<ResourceType>], core: bool, version: &str) -> Value {
     let items: Vec<Value> = if core {
-        let resources: Vec<Value> = types.iter().filter(|t| t.group.is_empty()).map(|t| aggregated_resource(t)).collect();
-        vec![json!({"metadata": {"name": "", "creationTimestamp": null}, "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}]})]
+        let resources: Vec<Value> = types
+            .iter()
+            .filter(|t| t.group.is_empty())
+            .map(|t| aggregated_resource(t))
+            .collect();
+        vec![
+            json!({"metadata": {"name": "", "creationTimestamp": null}, "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}]}),
+        ]
     } else {
         groups(types)
             .into_iter()
@@ -128,7 +150,11 @@ pub fn aggregated(types: &[std::sync::Arc<ResourceType>], core: bool, version: &
                 let versions: Vec<Value> = vs
                     .iter()
                     .map(|v| {
-                        let resources: Vec<Value> = types.iter().filter(|t| t.group == g && &t.version == v).map(|t| aggregated_resource(t)).collect();
+                        let resources: Vec<Value> = types
+                            .iter()
+                            .filter(|t| t.group == g && &t.version == v)
+                            .map(|t| aggregated_resource(t))
+                            .collect();
                         json!({"version": v, "resources": resources, "freshness": "Current"})
                     })
                     .collect();

@@ -25,7 +25,12 @@ fn details(rt: &ResourceType, name: &str) -> Value {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, d: Value) -> Self {
@@ -34,15 +39,26 @@ impl ApiError {
     }
 
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", rt.qualified_plural())).with_details(details(rt, name))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", rt.qualified_plural()),
+        )
+        .with_details(details(rt, name))
     }
 
     pub fn namespace_not_found(ns: &str) -> Self {
-        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found")).with_details(json!({"name": ns, "kind": "namespaces"}))
+        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
+            .with_details(json!({"name": ns, "kind": "namespaces"}))
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", rt.qualified_plural())).with_details(details(rt, name))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", rt.qualified_plural()),
+        )
+        .with_details(details(rt, name))
     }
 
     pub fn conflict(rt: &ResourceType, name: &str) -> Self {
@@ -58,11 +74,23 @@ impl ApiError {
     }
 
     pub fn invalid(rt: &ResourceType, name: &str, errs: &[FieldError]) -> Self {
-        let causes: Vec<Value> = errs.iter().map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field})).collect();
+        let causes: Vec<Value> = errs
+            .iter()
+            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
+            .collect();
         let mut d = details(rt, name);
         d["kind"] = json!(rt.kind);
         d["causes"] = json!(causes);
-        Self::new(422, "Invalid", format!("{} \"{name}\" is invalid: {}", rt.qualified_kind(), skiff_api::field::aggregate(errs))).with_details(d)
+        Self::new(
+            422,
+            "Invalid",
+            format!(
+                "{} \"{name}\" is invalid: {}",
+                rt.qualified_kind(),
+                skiff_api::field::aggregate(errs)
+            ),
+        )
+        .with_details(d)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -90,7 +118,11 @@ impl ApiError {
     }
 
     pub fn too_large() -> Self {
-        Self::new(413, "RequestEntityTooLarge", "the request entity is too large: limit is 3145728 bytes")
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            "the request entity is too large: limit is 3145728 bytes",
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -98,7 +130,11 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {

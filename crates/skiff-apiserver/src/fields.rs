@@ -18,7 +18,14 @@ type FieldPath = Vec<String>;
 /// declare them), or `None` for atomic lists.
 fn list_keys(field: &str, items: &[Value]) -> Option<Vec<&'static str>> {
     let keys: &[&'static str] = match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims" => &["name"],
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "schedulingGates"
+        | "resourceClaims" => &["name"],
         "volumeMounts" => &["mountPath"],
         "volumeDevices" => &["devicePath"],
         "conditions" => &["type"],
@@ -109,7 +116,19 @@ fn owned_leaves(obj: &Value, part: Part) -> BTreeSet<FieldPath> {
             }
         }
         if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for k in ["uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink", "namespace", "name", "generateName"] {
+            for k in [
+                "uid",
+                "resourceVersion",
+                "generation",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+                "selfLink",
+                "namespace",
+                "name",
+                "generateName",
+            ] {
                 meta.remove(k);
             }
         }
@@ -131,7 +150,10 @@ fn value_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur = next;
         } else if let Some(k) = seg.strip_prefix("k:") {
             let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur.as_array()?.iter().find(|it| want.iter().all(|(wk, wv)| it.get(wk).unwrap_or(&json!("TCP")) == wv))?;
+            cur = cur
+                .as_array()?
+                .iter()
+                .find(|it| want.iter().all(|(wk, wv)| it.get(wk).unwrap_or(&json!("TCP")) == wv))?;
         } else if let Some(val) = seg.strip_prefix("v:") {
             let want: Value = serde_json::from_str(val).ok()?;
             return cur.as_array()?.iter().find(|x| **x == want);
@@ -245,7 +267,9 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
     if let (Some(explicit), Some(old)) = (&explicit, old) {
         if Some(explicit) != old["metadata"].get("managedFields") {
             // Taken as given; `[{}]` clears.
-            let cleared = explicit.as_array().is_some_and(|a| a.iter().all(|e| e.as_object().is_none_or(|m| m.is_empty())));
+            let cleared = explicit
+                .as_array()
+                .is_some_and(|a| a.iter().all(|e| e.as_object().is_none_or(|m| m.is_empty())));
             if cleared {
                 if let Some(m) = new["metadata"].as_object_mut() {
                     m.remove("managedFields");
@@ -267,14 +291,18 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
         .collect();
     // Fields that no longer exist belong to nobody.
     for e in entries.iter_mut() {
-        e.fields.retain(|p| new_leaves.contains(p) || (e.subresource != subresource_name(part)));
+        e.fields
+            .retain(|p| new_leaves.contains(p) || (e.subresource != subresource_name(part)));
         if e.manager != manager || e.operation != "Update" || e.subresource != subresource_name(part) {
             e.fields.retain(|p| !changed.contains(p));
         }
     }
     if !changed.is_empty() {
         let time = crate::objects::now();
-        match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource_name(part)) {
+        match entries
+            .iter_mut()
+            .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource_name(part))
+        {
             Some(e) => {
                 e.fields.extend(changed);
                 e.time = time;
@@ -358,11 +386,16 @@ fn merge(current: &mut Value, applied: &Value, field: &str) {
 
 /// Remove a leaf path from an object (a field a manager stopped applying).
 fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     if last == "." {
         // Remove the list element itself.
         if let Some((elem, list_parents)) = parents.split_last() {
-            if let (Some(k), Some(list)) = (elem.strip_prefix("k:"), navigate(v, list_parents).and_then(Value::as_array_mut)) {
+            if let (Some(k), Some(list)) = (
+                elem.strip_prefix("k:"),
+                navigate(v, list_parents).and_then(Value::as_array_mut),
+            ) {
                 if let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) {
                     list.retain(|it| !want.iter().all(|(wk, wv)| it.get(wk).unwrap_or(&json!("TCP")) == wv));
                 }
@@ -389,7 +422,10 @@ fn navigate<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
             cur = cur.get_mut(f)?;
         } else if let Some(k) = seg.strip_prefix("k:") {
             let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur.as_array_mut()?.iter_mut().find(|it| want.iter().all(|(wk, wv)| it.get(wk).unwrap_or(&json!("TCP")) == wv))?;
+            cur = cur
+                .as_array_mut()?
+                .iter_mut()
+                .find(|it| want.iter().all(|(wk, wv)| it.get(wk).unwrap_or(&json!("TCP")) == wv))?;
         } else {
             return None;
         }
@@ -399,10 +435,16 @@ fn navigate<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
 
 /// Server-side apply of `applied` by `manager` onto `current`. Returns the new object (managed
 /// fields updated) or the conflicts (when not forced).
-pub fn apply(current: &Value, applied: &Value, manager: &str, api_version: &str, part: Part, force: bool) -> Result<Value, Vec<Conflict>> {
+pub fn apply(
+    current: &Value,
+    applied: &Value,
+    manager: &str,
+    api_version: &str,
+    part: Part,
+    force: bool,
+) -> Result<Value, Vec<Conflict>> {
     let applied_leaves = owned_leaves(applied, part);
     let mut entries = read_entries(current);
-    let mut next = current.clone();
     // Fields this manager applied before and no longer does are removed, unless others own them.
     let previous: BTreeSet<FieldPath> = entries
         .iter()
@@ -435,8 +477,16 @@ pub fn apply(current: &Value, applied: &Value, manager: &str, api_version: &str,
         }
     }
     let mut conflicts = Vec::new();
-    for e in entries.iter_mut().filter(|e| !(e.manager == manager && e.operation == "Apply") && e.subresource == subresource_name(part)) {
-        let clashing: Vec<FieldPath> = e.fields.iter().filter(|p| applied_leaves.contains(*p) && value_at(current, p) != value_at(&merged, p)).cloned().collect();
+    for e in entries
+        .iter_mut()
+        .filter(|e| !(e.manager == manager && e.operation == "Apply") && e.subresource == subresource_name(part))
+    {
+        let clashing: Vec<FieldPath> = e
+            .fields
+            .iter()
+            .filter(|p| applied_leaves.contains(*p) && value_at(current, p) != value_at(&merged, p))
+            .cloned()
+            .collect();
         if clashing.is_empty() {
             continue;
         }
@@ -444,16 +494,27 @@ pub fn apply(current: &Value, applied: &Value, manager: &str, api_version: &str,
             e.fields.retain(|p| !clashing.contains(p));
         } else {
             for p in clashing {
-                conflicts.push(Conflict { manager: e.manager.clone(), api_version: e.api_version.clone(), field: display_path(&p) });
+                conflicts.push(Conflict {
+                    manager: e.manager.clone(),
+                    api_version: e.api_version.clone(),
+                    field: display_path(&p),
+                });
             }
         }
     }
     if !conflicts.is_empty() {
         return Err(conflicts);
     }
-    next = merged;
-    let others: BTreeSet<FieldPath> = entries.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")).flat_map(|e| e.fields.iter().cloned()).collect();
-    let mut dropped: Vec<&FieldPath> = previous.iter().filter(|p| !applied_leaves.contains(*p) && !others.contains(*p)).collect();
+    let mut next = merged;
+    let others: BTreeSet<FieldPath> = entries
+        .iter()
+        .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
+    let mut dropped: Vec<&FieldPath> = previous
+        .iter()
+        .filter(|p| !applied_leaves.contains(*p) && !others.contains(*p))
+        .collect();
     // Remove deeper paths first.
     dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in dropped {
@@ -484,10 +545,17 @@ pub fn apply(current: &Value, applied: &Value, manager: &str, api_version: &str,
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
     let mut by_mgr: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for c in conflicts {
-        by_mgr.entry((c.manager.clone(), c.api_version.clone())).or_default().push(c.field.clone());
+        by_mgr
+            .entry((c.manager.clone(), c.api_version.clone()))
+            .or_default()
+            .push(c.field.clone());
     }
     let n = conflicts.len();
-    let head = if n == 1 { "Apply failed with 1 conflict".to_string() } else { format!("Apply failed with {n} conflicts") };
+    let head = if n == 1 {
+        "Apply failed with 1 conflict".to_string()
+    } else {
+        format!("Apply failed with {n} conflicts")
+    };
     let parts: Vec<String> = by_mgr
         .iter()
         .map(|((m, v), fields)| {
@@ -516,7 +584,10 @@ mod tests {
         record_update(&mut v1, None, "creator", "apps/v1", Part::Main);
         let mf = &v1["metadata"]["managedFields"][0];
         assert_eq!(mf["manager"], "creator");
-        assert!(mf["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"].is_object());
+        assert!(
+            mf["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"]
+                .is_object()
+        );
         let mut v2 = v1.clone();
         v2["spec"]["replicas"] = json!(3);
         record_update(&mut v2, Some(&v1), "scaler", "apps/v1", Part::Main);
@@ -524,26 +595,42 @@ mod tests {
         let scaler = entries.iter().find(|e| e.manager == "scaler").expect("scaler entry");
         assert_eq!(scaler.fields.len(), 1);
         let creator = entries.iter().find(|e| e.manager == "creator").expect("creator entry");
-        assert!(!creator.fields.iter().any(|p| p.last().map(String::as_str) == Some("f:replicas")));
+        assert!(!creator
+            .fields
+            .iter()
+            .any(|p| p.last().map(String::as_str) == Some("f:replicas")));
     }
 
     #[test]
     fn apply_conflicts_then_force() {
         let mut cur = deploy(1, "i:1");
         record_update(&mut cur, None, "kubectl.1.33", "apps/v1", Part::Main);
-        let cur = apply(&cur, &deploy(1, "i:1"), "kubectl", "apps/v1", Part::Main, false).expect("same values: no conflict");
+        let cur =
+            apply(&cur, &deploy(1, "i:1"), "kubectl", "apps/v1", Part::Main, false).expect("same values: no conflict");
         let err = apply(&cur, &deploy(5, "i:1"), "kubectl", "apps/v1", Part::Main, false).expect_err("conflict");
         assert_eq!(err.len(), 1);
         assert_eq!(err[0].field, ".spec.replicas");
-        assert_eq!(conflict_message(&err), "Apply failed with 1 conflict: conflict with \"kubectl.1.33\" using apps/v1: .spec.replicas");
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"kubectl.1.33\" using apps/v1: .spec.replicas"
+        );
         let forced = apply(&cur, &deploy(5, "i:1"), "kubectl", "apps/v1", Part::Main, true).expect("forced");
         assert_eq!(forced["spec"]["replicas"], 5);
     }
 
     #[test]
     fn apply_removes_fields_no_longer_applied() {
-        let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
-        let v1 = apply(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}), &base, "m", "v1", Part::Main, false).expect("apply");
+        let base =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
+        let v1 = apply(
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+            &base,
+            "m",
+            "v1",
+            Part::Main,
+            false,
+        )
+        .expect("apply");
         let applied2 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
         let v2 = apply(&v1, &applied2, "m", "v1", Part::Main, false).expect("apply");
         assert_eq!(v2["data"], json!({"a": "1"}));

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, StatusCode};
@@ -40,7 +39,10 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
 
 /// The default field manager: the first token of the User-Agent (`kubectl.1.33`).
 fn default_manager(headers: &HeaderMap) -> String {
-    let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown");
     let first = ua.split('/').next().unwrap_or(ua).trim();
     if first.is_empty() {
         "unknown".into()
@@ -53,14 +55,26 @@ fn write_opts(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOpts> {
     let dry_run = match q.get("dryRun") {
         None | Some("") => false,
         Some("All") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+            )))
+        }
     };
     let manager = match q.get("fieldManager") {
-        Some(m) if m.len() > 128 => return Err(ApiError::bad_request("fieldManager: Too long: may not be more than 128 bytes")),
+        Some(m) if m.len() > 128 => {
+            return Err(ApiError::bad_request(
+                "fieldManager: Too long: may not be more than 128 bytes",
+            ))
+        }
         Some(m) if !m.is_empty() => m.to_string(),
         _ => default_manager(headers),
     };
-    Ok(WriteOpts { dry_run, manager, validation: FieldValidation::parse(q.get("fieldValidation"))? })
+    Ok(WriteOpts {
+        dry_run,
+        manager,
+        validation: FieldValidation::parse(q.get("fieldValidation"))?,
+    })
 }
 
 /// Decode a request body of the given media type into JSON.
@@ -69,7 +83,9 @@ pub fn decode_body(ty: BodyType, body: &[u8]) -> ApiResult<Value> {
         return Err(ApiError::too_large());
     }
     match ty {
-        BodyType::Protobuf => skiff_api::protobuf::decode(body).map_err(|e| ApiError::bad_request(format!("unable to decode body: {e}"))),
+        BodyType::Protobuf => {
+            skiff_api::protobuf::decode(body).map_err(|e| ApiError::bad_request(format!("unable to decode body: {e}")))
+        }
         BodyType::Yaml | BodyType::ApplyPatch => {
             let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body is not valid UTF-8"))?;
             // JSON is YAML, but serde_json gives better errors for JSON input.
@@ -78,7 +94,8 @@ pub fn decode_body(ty: BodyType, body: &[u8]) -> ApiResult<Value> {
                     return Ok(v);
                 }
             }
-            let y: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
+            let y: serde_yaml::Value = serde_yaml::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
             serde_json::to_value(y).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
         }
         _ => {
@@ -91,7 +108,11 @@ pub fn decode_body(ty: BodyType, body: &[u8]) -> ApiResult<Value> {
 }
 
 pub async fn handle(shared: Arc<Shared>, method: Method, uri: http::Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     match dispatch(&shared, &method, &uri, &headers, &accept, body).await {
         Ok(r) => r,
         Err(e) => {
@@ -103,14 +124,39 @@ pub async fn handle(shared: Arc<Shared>, method: Method, uri: http::Uri, headers
     }
 }
 
-async fn dispatch(shared: &Arc<Shared>, method: &Method, uri: &http::Uri, headers: &HeaderMap, accept: &str, body: Bytes) -> ApiResult<Response> {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    accept: &str,
+    body: Bytes,
+) -> ApiResult<Response> {
     let types = shared.types.all();
     let r = route(uri.path(), &shared.types)?;
-    let get_only = |m: &Method| if m == Method::GET || m == Method::HEAD { Ok(()) } else { Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))) };
+    let get_only = |m: &Method| {
+        if m == Method::GET || m == Method::HEAD {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource"
+            )))
+        }
+    };
     match r {
         Route::Root => {
             get_only(method)?;
-            let mut paths = vec!["/api".to_string(), "/api/v1".into(), "/apis".into(), "/healthz".into(), "/livez".into(), "/readyz".into(), "/version".into(), "/openapi/v2".into(), "/openapi/v3".into()];
+            let mut paths = vec![
+                "/api".to_string(),
+                "/api/v1".into(),
+                "/apis".into(),
+                "/healthz".into(),
+                "/livez".into(),
+                "/readyz".into(),
+                "/version".into(),
+                "/openapi/v2".into(),
+                "/openapi/v3".into(),
+            ];
             for t in types.iter().filter(|t| !t.group.is_empty()) {
                 for p in [format!("/apis/{}", t.group), format!("/apis/{}/{}", t.group, t.version)] {
                     if !paths.contains(&p) {
@@ -121,31 +167,60 @@ async fn dispatch(shared: &Arc<Shared>, method: &Method, uri: &http::Uri, header
             Ok(json_response(StatusCode::OK, &json!({"paths": paths})))
         }
         Route::Version => Ok(json_response(StatusCode::OK, &version::info())),
-        Route::Health(_) => {
+        Route::Health => {
             let ready = shared.ready.load(std::sync::atomic::Ordering::Acquire);
-            let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            Ok((code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], if ready { "ok" } else { "not ready" }).into_response())
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            Ok((
+                code,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                if ready { "ok" } else { "not ready" },
+            )
+                .into_response())
         }
-        Route::Metrics => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics_text()).into_response()),
         Route::CoreVersions => {
             get_only(method)?;
             match discovery::aggregated_version(accept) {
-                Some(v) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, discovery::aggregated_content_type(v))], serde_json::to_vec(&discovery::aggregated(&types, true, v)).unwrap_or_default()).into_response()),
+                Some(v) => Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, discovery::aggregated_content_type(v))],
+                    serde_json::to_vec(&discovery::aggregated(&types, true, v)).unwrap_or_default(),
+                )
+                    .into_response()),
                 None => Ok(json_response(StatusCode::OK, &discovery::core_versions())),
             }
         }
         Route::GroupList => {
             get_only(method)?;
             match discovery::aggregated_version(accept) {
-                Some(v) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, discovery::aggregated_content_type(v))], serde_json::to_vec(&discovery::aggregated(&types, false, v)).unwrap_or_default()).into_response()),
+                Some(v) => Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, discovery::aggregated_content_type(v))],
+                    serde_json::to_vec(&discovery::aggregated(&types, false, v)).unwrap_or_default(),
+                )
+                    .into_response()),
                 None => Ok(json_response(StatusCode::OK, &discovery::group_list(&types))),
             }
         }
-        Route::Group(g) => discovery::group(&types, &g).map(|v| json_response(StatusCode::OK, &v)).ok_or_else(ApiError::no_route),
-        Route::ResourceList { group, version } => discovery::resource_list(&types, &group, &version).map(|v| json_response(StatusCode::OK, &v)).ok_or_else(ApiError::no_route),
-        Route::OpenApiV2 => Ok((StatusCode::OK, [(header::CONTENT_TYPE, openapi::V2_CONTENT_TYPE)], openapi::v2_protobuf()).into_response()),
+        Route::Group(g) => discovery::group(&types, &g)
+            .map(|v| json_response(StatusCode::OK, &v))
+            .ok_or_else(ApiError::no_route),
+        Route::ResourceList { group, version } => discovery::resource_list(&types, &group, &version)
+            .map(|v| json_response(StatusCode::OK, &v))
+            .ok_or_else(ApiError::no_route),
+        Route::OpenApiV2 => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, openapi::V2_CONTENT_TYPE)],
+            openapi::v2_protobuf(),
+        )
+            .into_response()),
         Route::OpenApiV3Index => Ok(json_response(StatusCode::OK, &openapi::v3_index(&types))),
-        Route::OpenApiV3 { path } => openapi::v3_for_path(&types, &path).map(|v| json_response(StatusCode::OK, &v)).ok_or_else(ApiError::no_route),
+        Route::OpenApiV3 { path } => openapi::v3_for_path(&types, &path)
+            .map(|v| json_response(StatusCode::OK, &v))
+            .ok_or_else(ApiError::no_route),
         Route::Resource(rr) => resource(shared, method, uri, headers, accept, body, rr).await,
     }
 }
@@ -154,7 +229,15 @@ fn namespace_of(rr: &ResourceRoute) -> Option<&str> {
     rr.namespace.as_deref().filter(|_| rr.rt.namespaced)
 }
 
-async fn resource(shared: &Arc<Shared>, method: &Method, uri: &http::Uri, headers: &HeaderMap, accept: &str, body: Bytes, rr: ResourceRoute) -> ApiResult<Response> {
+async fn resource(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    accept: &str,
+    body: Bytes,
+    rr: ResourceRoute,
+) -> ApiResult<Response> {
     let q = Query::parse(uri.query());
     let rt = rr.rt.clone();
     let ns = namespace_of(&rr);
@@ -211,23 +294,49 @@ async fn resource(shared: &Arc<Shared>, method: &Method, uri: &http::Uri, header
             }
             let obj = decode_body(ty, &body)?;
             if rt.is_custom() && obj["metadata"]["resourceVersion"].as_str().unwrap_or("").is_empty() {
-                let err = skiff_api::FieldError::invalid("metadata.resourceVersion", "0x0", "must be specified for an update");
+                let err = skiff_api::FieldError::invalid(
+                    "metadata.resourceVersion",
+                    "0x0",
+                    "must be specified for an update",
+                );
                 return Err(ApiError::invalid(&rt, name, &[err]));
             }
-            let part = if sub == Some("status") { Part::Status } else { Part::Main };
+            let part = if sub == Some("status") {
+                Part::Status
+            } else {
+                Part::Main
+            };
             if sub == Some("finalize") {
-                return crate::namespaces::finalize(shared, name, obj, &opts).await.map(|o| outcome(o, StatusCode::OK));
+                return crate::namespaces::finalize(shared, name, obj, &opts)
+                    .await
+                    .map(|o| outcome(o, StatusCode::OK));
             }
-            let out = objects.update_with(&rt, ns, name, part, &opts, false, |_| Ok(obj.clone())).await?;
+            let out = objects
+                .update_with(&rt, ns, name, part, &opts, false, |_| Ok(obj.clone()))
+                .await?;
             Ok(outcome(out, StatusCode::OK))
         }
         (Method::PUT | Method::PATCH, Some(name), Some("scale")) => {
             let opts = write_opts(&q, headers)?;
-            crate::scale::write_scale(shared, &rt, ns, name, method == Method::PATCH, content_type, &body, &opts).await
+            crate::scale::write_scale(
+                shared,
+                &rt,
+                ns,
+                name,
+                method == Method::PATCH,
+                content_type,
+                &body,
+                &opts,
+            )
+            .await
         }
         (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             let opts = write_opts(&q, headers)?;
-            let part = if sub == Some("status") { Part::Status } else { Part::Main };
+            let part = if sub == Some("status") {
+                Part::Status
+            } else {
+                Part::Main
+            };
             crate::patch::patch(shared, &rt, ns, name, part, content_type, &body, &q, &opts).await
         }
         (Method::DELETE, Some(name), None) => {
@@ -241,16 +350,24 @@ async fn resource(shared: &Arc<Shared>, method: &Method, uri: &http::Uri, header
             if !rt.group.is_empty() {
                 details["group"] = json!(rt.group);
             }
-            Ok(json_response(StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+            ))
         }
         (Method::DELETE, None, None) => {
             let opts = delete_opts(&q, content_type, &body)?;
             crate::list::delete_collection(shared, &rt, ns, &q, &opts).await
         }
         (Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE, _, _) => {
-            Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method} {})", rt.qualified_plural())))
+            Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {})",
+                rt.qualified_plural()
+            )))
         }
-        _ => Err(ApiError::method_not_allowed(format!("method {method} is not supported"))),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "method {method} is not supported"
+        ))),
     }
 }
 
@@ -268,7 +385,9 @@ fn delete_opts(q: &Query, content_type: Option<&str>, body: &[u8]) -> ApiResult<
     };
     if let Some(d) = q.get("dryRun") {
         if !d.is_empty() && d != "All" {
-            return Err(ApiError::bad_request(format!("dryRun: Unsupported value: \"{d}\": supported values: \"All\"")));
+            return Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: \"{d}\": supported values: \"All\""
+            )));
         }
     }
     if q.get("orphanDependents") == Some("true") && o.propagation.is_none() {
@@ -312,7 +431,10 @@ pub fn table(rt: &ResourceType, objs: &[Arc<Value>], rv: &str, cont: Option<&str
         _ => skiff_api::table::IncludeObject::Metadata,
     };
     let now = chrono::Utc::now();
-    let rows: Vec<Value> = objs.iter().map(|o| skiff_api::table::row(rt, o, include, now)).collect();
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| skiff_api::table::row(rt, o, include, now))
+        .collect();
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -336,7 +458,9 @@ impl Selectors {
     pub fn parse(rt: &ResourceType, q: &Query) -> ApiResult<Self> {
         let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
         let mut fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-        fields.check_supported(&rt.group, &rt.kind, &[]).map_err(ApiError::bad_request)?;
+        fields
+            .check_supported(&rt.group, &rt.kind, &[])
+            .map_err(ApiError::bad_request)?;
         // events.k8s.io selects by `regarding.*`; the stored (core) form calls it involvedObject.
         if rt.group == "events.k8s.io" {
             for (k, _, _) in fields.0.iter_mut() {

@@ -1,1 +1,30 @@
-//! placeholder
+//! Skiff's Kubernetes-compatible API server: HTTPS with client-certificate and token
+//! authentication, discovery, OpenAPI, REST verbs with Kubernetes semantics (validation,
+//! defaulting, optimistic concurrency, finalizers, the four patch types, server-side apply),
+//! list/watch from a watch cache, and custom resources from CRDs.
+//!
+//! This is the only crate that touches the store (`skiff-store`). Controllers, schedulers and
+//! agents are API clients. It never depends on the agent, runtime or networking crates.
+
+mod cache;
+mod crds;
+mod discovery;
+mod error;
+mod fields;
+mod handlers;
+mod list;
+mod namespaces;
+mod objects;
+mod openapi;
+mod patch;
+mod pki;
+mod request;
+mod scale;
+mod server;
+mod types;
+mod version;
+mod watch;
+
+pub use error::ApiError;
+pub use pki::Pki;
+pub use server::{start, Config, Identity, Server};

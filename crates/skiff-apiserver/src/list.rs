@@ -28,7 +28,11 @@ struct ContinueToken {
 }
 
 fn encode_continue(rv: Revision, last_key: &str) -> String {
-    let t = ContinueToken { v: "meta.k8s.io/v1".into(), rv, start: last_key.to_string() };
+    let t = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: last_key.to_string(),
+    };
     base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&t).unwrap_or_default())
 }
 
@@ -37,9 +41,15 @@ fn decode_continue(s: &str) -> ApiResult<ContinueToken> {
         .decode(s)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s))
         .map_err(|_| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
-    let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+    let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    })?;
     if t.v != "meta.k8s.io/v1" {
-        return Err(ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+        return Err(ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
     }
     Ok(t)
 }
@@ -50,22 +60,36 @@ struct Item {
     bytes: Bytes,
 }
 
-pub async fn list(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, q: &Query, accept: &str) -> ApiResult<Response> {
+pub async fn list(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    q: &Query,
+    accept: &str,
+) -> ApiResult<Response> {
     let sel = Selectors::parse(rt, q)?;
     let limit = q.int("limit")?.unwrap_or(0).max(0) as usize;
     let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
     let rv_match = q.get("resourceVersionMatch").filter(|s| !s.is_empty());
     let prefix = rt.prefix(ns);
     if rv_match.is_some() && rv.is_none() {
-        return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
+        return Err(ApiError::bad_request(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ));
     }
     let rv_num = match rv {
-        Some(s) => Some(s.parse::<Revision>().map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: \"{s}\": must be a non-negative integer")))?),
+        Some(s) => Some(s.parse::<Revision>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion: Invalid value: \"{s}\": must be a non-negative integer"
+            ))
+        })?),
         None => None,
     };
     if let Some(m) = rv_match {
         if !matches!(m, "Exact" | "NotOlderThan") {
-            return Err(ApiError::bad_request(format!("resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\"")));
+            return Err(ApiError::bad_request(format!(
+                "resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\""
+            )));
         }
     }
     let mut next: Option<String> = None;
@@ -92,7 +116,9 @@ pub async fn list(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, q: 
         };
         if let (Some(r), None) = (rv_num, at) {
             if r > store_rev {
-                return Err(ApiError::timeout(format!("Too large resource version: {r}, current: {store_rev}")));
+                return Err(ApiError::timeout(format!(
+                    "Too large resource version: {r}, current: {store_rev}"
+                )));
             }
         }
         let (items, more, last) = store_page(shared, &prefix, None, limit, Some(store_rev), &sel).await?;
@@ -104,24 +130,48 @@ pub async fn list(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, q: 
     } else {
         if let Some(r) = rv_num.filter(|r| *r > 0) {
             if !shared.objects.cache.wait_for(r, Duration::from_secs(3)).await {
-                return Err(ApiError::timeout(format!("Too large resource version: {r}, current: {}", shared.objects.cache.revision())));
+                return Err(ApiError::timeout(format!(
+                    "Too large resource version: {r}, current: {}",
+                    shared.objects.cache.revision()
+                )));
             }
         }
         let (objs, rev) = shared.objects.cache.list(&prefix);
-        let items = objs.into_iter().filter(|o| sel.matches(&o.obj)).map(|o| Item { obj: o.obj.clone(), bytes: o.bytes.clone() }).collect();
+        let items = objs
+            .into_iter()
+            .filter(|o| sel.matches(&o.obj))
+            .map(|o| Item {
+                obj: o.obj.clone(),
+                bytes: o.bytes.clone(),
+            })
+            .collect();
         (items, rev)
     };
     let _ = remaining;
     let converted = needs_conversion(rt);
     if wants_table(accept) {
-        let objs: Vec<Arc<Value>> = items.iter().map(|i| if converted { Arc::new(shared.objects.present(rt, &i.obj)) } else { i.obj.clone() }).collect();
+        let objs: Vec<Arc<Value>> = items
+            .iter()
+            .map(|i| {
+                if converted {
+                    Arc::new(shared.objects.present(rt, &i.obj))
+                } else {
+                    i.obj.clone()
+                }
+            })
+            .collect();
         return Ok(table_response(rt, &objs, &list_rv.to_string(), next.as_deref(), q));
     }
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
     if let Some(n) = &next {
         meta["continue"] = json!(n);
     }
-    let head = format!("{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[", rt.list_kind, rt.api_version(), meta);
+    let head = format!(
+        "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+        rt.list_kind,
+        rt.api_version(),
+        meta
+    );
     let mut out = BytesMut::with_capacity(head.len() + items.iter().map(|i| i.bytes.len() + 1).sum::<usize>() + 2);
     out.put_slice(head.as_bytes());
     for (idx, it) in items.iter().enumerate() {
@@ -135,7 +185,12 @@ pub async fn list(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, q: 
         }
     }
     out.put_slice(b"]}");
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out.freeze()).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        out.freeze(),
+    )
+        .into_response())
 }
 
 fn needs_conversion(rt: &ResourceType) -> bool {
@@ -144,18 +199,32 @@ fn needs_conversion(rt: &ResourceType) -> bool {
 
 /// Read up to `limit` matching objects from the store at `rev`, after `start`. Returns the
 /// items, whether more may match, and the last key read (for the continue token).
-async fn store_page(shared: &Arc<Shared>, prefix: &str, start: Option<&str>, limit: usize, rev: Option<Revision>, sel: &Selectors) -> ApiResult<(Vec<Item>, bool, Option<String>)> {
+async fn store_page(
+    shared: &Arc<Shared>,
+    prefix: &str,
+    start: Option<&str>,
+    limit: usize,
+    rev: Option<Revision>,
+    sel: &Selectors,
+) -> ApiResult<(Vec<Item>, bool, Option<String>)> {
     let mut items = Vec::new();
     let mut cursor = start.map(str::to_string);
     loop {
         let page_size = if limit == 0 { 0 } else { (limit - items.len()).max(1) };
-        let page = shared.objects.store.list(prefix, cursor.as_deref(), page_size, rev).await?;
+        let page = shared
+            .objects
+            .store
+            .list(prefix, cursor.as_deref(), page_size, rev)
+            .await?;
         let n = page.kvs.len();
         for kv in &page.kvs {
             cursor = Some(kv.key.clone());
             let c = cached(kv, kv.mod_revision).map_err(|e| ApiError::internal(e.to_string()))?;
             if sel.matches(&c.obj) {
-                items.push(Item { obj: c.obj.clone(), bytes: c.bytes.clone() });
+                items.push(Item {
+                    obj: c.obj.clone(),
+                    bytes: c.bytes.clone(),
+                });
                 if limit > 0 && items.len() >= limit {
                     // Stopped early: more may follow unless this was the last key of the page
                     // and the store said there is nothing after it.
@@ -171,7 +240,13 @@ async fn store_page(shared: &Arc<Shared>, prefix: &str, start: Option<&str>, lim
     }
 }
 
-pub async fn delete_collection(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, q: &Query, opts: &DeleteOpts) -> ApiResult<Response> {
+pub async fn delete_collection(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    q: &Query,
+    opts: &DeleteOpts,
+) -> ApiResult<Response> {
     let sel = Selectors::parse(rt, q)?;
     let (objs, _) = shared.objects.cache.list(&rt.prefix(ns));
     let mut deleted = Vec::new();
@@ -184,7 +259,10 @@ pub async fn delete_collection(shared: &Arc<Shared>, rt: &ResourceType, ns: Opti
             Err(e) => return Err(e),
         }
     }
-    Ok(json_response(StatusCode::OK, &json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": {"resourceVersion": shared.objects.cache.revision().to_string()}, "items": deleted})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": {"resourceVersion": shared.objects.cache.revision().to_string()}, "items": deleted}),
+    ))
 }
 
 #[cfg(test)]
@@ -197,6 +275,11 @@ mod tests {
         let d = decode_continue(&t).expect("decodes");
         assert_eq!((d.rv, d.start.as_str()), (42, "/registry/pods/default/a"));
         assert_eq!(decode_continue("%%%").expect_err("garbage").code, 400);
-        assert_eq!(decode_continue(&base64::engine::general_purpose::URL_SAFE.encode(b"{}")).expect_err("no fields").code, 400);
+        assert_eq!(
+            decode_continue(&base64::engine::general_purpose::URL_SAFE.encode(b"{}"))
+                .expect_err("no fields")
+                .code,
+            400
+        );
     }
 }

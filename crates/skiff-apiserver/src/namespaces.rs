@@ -14,13 +14,23 @@ use crate::server::Shared;
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn ns_type(shared: &Shared) -> Arc<skiff_api::ResourceType> {
-    shared.types.find("", "v1", "namespaces").expect("namespaces are always served")
+    shared
+        .types
+        .find("", "v1", "namespaces")
+        .expect("namespaces are always served")
 }
 
 pub async fn ensure_system_namespaces(shared: &Shared) -> ApiResult<()> {
     let rt = ns_type(shared);
     for ns in SYSTEM_NAMESPACES {
-        shared.objects.ensure(&rt, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        shared
+            .objects
+            .ensure(
+                &rt,
+                None,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .await?;
     }
     Ok(())
 }
@@ -46,7 +56,9 @@ pub async fn finalize(shared: &Shared, name: &str, body: Value, opts: &WriteOpts
 async fn reconcile(shared: &Arc<Shared>, ns: &str) {
     let mut remaining = 0;
     for storage in shared.types.namespaced_storages() {
-        let Some(rt) = shared.types.by_storage(&storage) else { continue };
+        let Some(rt) = shared.types.by_storage(&storage) else {
+            continue;
+        };
         let (objs, _) = shared.objects.cache.list(&rt.prefix(Some(ns)));
         for o in objs {
             remaining += 1;
@@ -54,7 +66,10 @@ async fn reconcile(shared: &Arc<Shared>, ns: &str) {
                 continue;
             }
             let name = o.obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-            let opts = DeleteOpts { propagation: Some("Background".into()), ..Default::default() };
+            let opts = DeleteOpts {
+                propagation: Some("Background".into()),
+                ..Default::default()
+            };
             if let Err(e) = shared.objects.delete(&rt, Some(ns), &name, &opts).await {
                 if e.code != 404 {
                     tracing::warn!(namespace = ns, kind = %rt.kind, name, error = %e, "deleting namespace content");
@@ -65,7 +80,10 @@ async fn reconcile(shared: &Arc<Shared>, ns: &str) {
     if remaining > 0 {
         return;
     }
-    let opts = WriteOpts { manager: "namespace-controller".into(), ..Default::default() };
+    let opts = WriteOpts {
+        manager: "namespace-controller".into(),
+        ..Default::default()
+    };
     let rt = ns_type(shared);
     let res = shared
         .objects
@@ -104,7 +122,10 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
         let (namespaces, _) = shared.objects.cache.list("/registry/namespaces/");
-        for n in namespaces.iter().filter(|n| !n.obj["metadata"]["deletionTimestamp"].is_null()) {
+        for n in namespaces
+            .iter()
+            .filter(|n| !n.obj["metadata"]["deletionTimestamp"].is_null())
+        {
             if let Some(name) = n.obj["metadata"]["name"].as_str() {
                 reconcile(&shared, name).await;
             }

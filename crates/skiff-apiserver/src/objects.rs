@@ -31,7 +31,9 @@ impl FieldValidation {
             None | Some("") | Some("Warn") => Ok(Self::Warn),
             Some("Strict") => Ok(Self::Strict),
             Some("Ignore") => Ok(Self::Ignore),
-            Some(other) => Err(ApiError::bad_request(format!("fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
         }
     }
 }
@@ -82,7 +84,9 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("metadata was just made an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
 }
 
 fn str_of<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -136,7 +140,9 @@ fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 impl Objects {
@@ -153,7 +159,9 @@ impl Objects {
 
     /// The stored object as the client's version of the type shows it.
     pub fn present(&self, rt: &ResourceType, stored: &Value) -> Value {
-        if builtin::storage_api_version(&rt.group, &rt.kind).is_some() || stored["apiVersion"].as_str() != Some(&rt.api_version()) {
+        if builtin::storage_api_version(&rt.group, &rt.kind).is_some()
+            || stored["apiVersion"].as_str() != Some(&rt.api_version())
+        {
             let mut v = builtin::convert(stored.clone(), &rt.group, &rt.kind, &rt.version);
             v["apiVersion"] = json!(rt.api_version());
             v["kind"] = json!(rt.kind);
@@ -164,41 +172,68 @@ impl Objects {
     }
 
     pub fn get(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Arc<CachedObject>> {
-        self.cache.get(&rt.key(ns, name)).ok_or_else(|| ApiError::not_found(rt, name))
+        self.cache
+            .get(&rt.key(ns, name))
+            .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
     /// Decode a request body for `rt`: check apiVersion/kind, decode through the typed struct or
     /// the CRD schema, report unknown fields per `fieldValidation`, and convert to the storage
     /// version.
-    fn decode_input(&self, rt: &ResourceType, mut obj: Value, opts: &WriteOpts, warnings: &mut Vec<String>) -> ApiResult<Value> {
+    fn decode_input(
+        &self,
+        rt: &ResourceType,
+        mut obj: Value,
+        opts: &WriteOpts,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<Value> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object", rt.kind, rt.version, rt.kind)));
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
+                rt.kind, rt.version, rt.kind
+            )));
         }
         let api_version = rt.api_version();
         match obj.get("apiVersion").and_then(Value::as_str) {
             None | Some("") => obj["apiVersion"] = json!(api_version),
             Some(v) if v == api_version => {}
             Some(v) => {
-                return Err(ApiError::bad_request(format!("the API version in the data ({v}) does not match the expected API version ({api_version})")));
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )));
             }
         }
         match obj.get("kind").and_then(Value::as_str) {
             None | Some("") => obj["kind"] = json!(rt.kind),
             Some(k) if k == rt.kind => {}
-            Some(k) => return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", rt.kind))),
+            Some(k) => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    rt.kind
+                )))
+            }
         }
         let unknown: Vec<String>;
         let mut out = if let Some(h) = rt.builtin {
             let n = (h.normalize)(&obj).map_err(|e| {
-                ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {}", rt.kind, rt.version, rt.kind, e.message))
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {}",
+                    rt.kind, rt.version, rt.kind, e.message
+                ))
             })?;
             unknown = builtin::unknown_fields(&obj, &n);
             n
         } else {
             let meta = builtin::normalize_metadata(&obj["metadata"]).map_err(|e| {
-                ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {}", rt.kind, rt.version, rt.kind, e.message))
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {}",
+                    rt.kind, rt.version, rt.kind, e.message
+                ))
             })?;
-            let mut unknown_meta: Vec<String> = builtin::unknown_fields(&obj["metadata"], &meta).into_iter().map(|p| format!("metadata.{p}")).collect();
+            let mut unknown_meta: Vec<String> = builtin::unknown_fields(&obj["metadata"], &meta)
+                .into_iter()
+                .map(|p| format!("metadata.{p}"))
+                .collect();
             obj["metadata"] = meta;
             if let Some(schema) = &rt.schema {
                 unknown_meta.extend(crd::prune(schema, &mut obj, true));
@@ -210,7 +245,10 @@ impl Objects {
             match opts.validation {
                 FieldValidation::Strict => {
                     let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
-                    return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {}",
+                        list.join(", ")
+                    )));
                 }
                 FieldValidation::Warn => warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\""))),
                 FieldValidation::Ignore => {}
@@ -236,11 +274,17 @@ impl Objects {
         if let Some(old) = old {
             errs.extend(validation::validate_update(rt, obj, old));
             if rt.is_custom() || rt.builtin.is_some() {
-                let old_fin: Vec<&Value> = old["metadata"]["finalizers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+                let old_fin: Vec<&Value> = old["metadata"]["finalizers"]
+                    .as_array()
+                    .map(|a| a.iter().collect())
+                    .unwrap_or_default();
                 if !old["metadata"]["deletionTimestamp"].is_null() {
                     if let Some(new_fin) = obj["metadata"]["finalizers"].as_array() {
                         if new_fin.iter().any(|f| !old_fin.contains(&f)) {
-                            errs.push(FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted"));
+                            errs.push(FieldError::forbidden(
+                                "metadata.finalizers",
+                                "no new finalizers can be added if the object is being deleted",
+                            ));
                         }
                     }
                 }
@@ -254,8 +298,13 @@ impl Objects {
     }
 
     fn check_namespace_open(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<()> {
-        let Some(ns) = ns.filter(|_| rt.namespaced) else { return Ok(()) };
-        let nsobj = self.cache.get(&format!("/registry/namespaces/{ns}")).ok_or_else(|| ApiError::namespace_not_found(ns))?;
+        let Some(ns) = ns.filter(|_| rt.namespaced) else {
+            return Ok(());
+        };
+        let nsobj = self
+            .cache
+            .get(&format!("/registry/namespaces/{ns}"))
+            .ok_or_else(|| ApiError::namespace_not_found(ns))?;
         if !nsobj.obj["metadata"]["deletionTimestamp"].is_null() {
             return Err(ApiError::forbidden(format!(
                 "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -272,7 +321,9 @@ impl Objects {
             m.remove("resourceVersion");
             m.remove("selfLink");
         }
-        serde_json::to_vec(&v).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+        serde_json::to_vec(&v)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     fn with_rev(mut obj: Value, rev: Revision) -> Value {
@@ -281,7 +332,13 @@ impl Objects {
     }
 
     /// POST: create an object in `ns` (the URL's namespace).
-    pub async fn create(&self, rt: &ResourceType, ns: Option<&str>, body: Value, opts: &WriteOpts) -> ApiResult<Outcome> {
+    pub async fn create(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        body: Value,
+        opts: &WriteOpts,
+    ) -> ApiResult<Outcome> {
         let mut warnings = Vec::new();
         let mut obj = self.decode_input(rt, body, opts, &mut warnings)?;
         {
@@ -290,13 +347,20 @@ impl Objects {
                 let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
                 let url_ns = ns.unwrap_or("");
                 if !body_ns.is_empty() && body_ns != url_ns {
-                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
                 }
                 meta.insert("namespace".into(), json!(url_ns));
             } else {
                 meta.remove("namespace");
             }
-            for k in ["resourceVersion", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            for k in [
+                "resourceVersion",
+                "selfLink",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
                 meta.remove(k);
             }
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -322,7 +386,11 @@ impl Objects {
         let name = str_of(&obj, "/metadata/name").to_string();
         self.check_namespace_open(rt, ns, &name)?;
         if opts.dry_run {
-            return Ok(Outcome { obj: self.present(rt, &obj), created: true, warnings });
+            return Ok(Outcome {
+                obj: self.present(rt, &obj),
+                created: true,
+                warnings,
+            });
         }
         let mut attempts = 0;
         loop {
@@ -332,7 +400,11 @@ impl Objects {
                 Ok(kv) => {
                     self.settle(kv.mod_revision).await;
                     let stored = Self::with_rev(obj, kv.mod_revision);
-                    return Ok(Outcome { obj: self.present(rt, &stored), created: true, warnings });
+                    return Ok(Outcome {
+                        obj: self.present(rt, &stored),
+                        created: true,
+                        warnings,
+                    });
                 }
                 Err(StoreError::AlreadyExists { .. }) if generate && attempts < 5 => {
                     attempts += 1;
@@ -346,16 +418,29 @@ impl Objects {
     }
 
     /// Build the next stored state from the current one and what the client sent.
-    fn prepare_update(&self, rt: &ResourceType, old: &Value, desired: Value, name: &str, part: Part, opts: &WriteOpts, warnings: &mut Vec<String>) -> ApiResult<Value> {
+    fn prepare_update(
+        &self,
+        rt: &ResourceType,
+        old: &Value,
+        desired: Value,
+        name: &str,
+        part: Part,
+        opts: &WriteOpts,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<Value> {
         let mut new = self.decode_input(rt, desired, opts, warnings)?;
         let body_name = str_of(&new, "/metadata/name");
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
         let body_ns = str_of(&new, "/metadata/namespace");
         let old_ns = str_of(old, "/metadata/namespace");
         if rt.namespaced && !body_ns.is_empty() && body_ns != old_ns {
-            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         match part {
             Part::Status => {
@@ -392,7 +477,14 @@ impl Objects {
             let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
             let meta = meta_mut(&mut new);
             meta.insert("name".into(), json!(name));
-            for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+                "generation",
+            ] {
                 match old_meta.get(k) {
                     Some(v) => meta.insert(k.into(), v.clone()),
                     None => meta.remove(k),
@@ -416,8 +508,12 @@ impl Objects {
             return false;
         }
         let no_fin = v["metadata"]["finalizers"].as_array().is_none_or(|a| a.is_empty());
-        let ns_fin = rt.group.is_empty() && rt.kind == "Namespace" && v["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
-        let graceful_pod = rt.group.is_empty() && rt.kind == "Pod" && v["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0;
+        let ns_fin = rt.group.is_empty()
+            && rt.kind == "Namespace"
+            && v["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
+        let graceful_pod = rt.group.is_empty()
+            && rt.kind == "Pod"
+            && v["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0;
         no_fin && !ns_fin && !graceful_pod
     }
 
@@ -426,7 +522,16 @@ impl Objects {
     /// `create_missing` is set — and returns the desired object. A `resourceVersion` in the
     /// desired object is a precondition. Lost races are retried.
     #[allow(clippy::too_many_arguments)]
-    pub async fn update_with<F>(&self, rt: &ResourceType, ns: Option<&str>, name: &str, part: Part, opts: &WriteOpts, create_missing: bool, f: F) -> ApiResult<Outcome>
+    pub async fn update_with<F>(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        part: Part,
+        opts: &WriteOpts,
+        create_missing: bool,
+        f: F,
+    ) -> ApiResult<Outcome>
     where
         F: Fn(Option<&Value>) -> ApiResult<Value>,
     {
@@ -452,20 +557,38 @@ impl Objects {
             }
             let new = self.prepare_update(rt, &cur.obj, desired, name, part, opts, &mut warnings)?;
             if comparable(&new) == comparable(&cur.obj) {
-                return Ok(Outcome { obj: shown, created: false, warnings });
+                return Ok(Outcome {
+                    obj: shown,
+                    created: false,
+                    warnings,
+                });
             }
             if opts.dry_run {
-                return Ok(Outcome { obj: self.present(rt, &Self::with_rev(new, cur.rev)), created: false, warnings });
+                return Ok(Outcome {
+                    obj: self.present(rt, &Self::with_rev(new, cur.rev)),
+                    created: false,
+                    warnings,
+                });
             }
             let result = if Self::deletion_complete(rt, &new) {
-                self.store.delete(&key, Some(cur.rev)).await.map(|kv| (kv.mod_revision, new.clone()))
+                self.store
+                    .delete(&key, Some(cur.rev))
+                    .await
+                    .map(|kv| (kv.mod_revision, new.clone()))
             } else {
-                self.store.update(&key, Self::encode(&new)?, cur.rev).await.map(|kv| (kv.mod_revision, new.clone()))
+                self.store
+                    .update(&key, Self::encode(&new)?, cur.rev)
+                    .await
+                    .map(|kv| (kv.mod_revision, new.clone()))
             };
             match result {
                 Ok((rev, obj)) => {
                     self.settle(rev).await;
-                    return Ok(Outcome { obj: self.present(rt, &Self::with_rev(obj, rev)), created: false, warnings });
+                    return Ok(Outcome {
+                        obj: self.present(rt, &Self::with_rev(obj, rev)),
+                        created: false,
+                        warnings,
+                    });
                 }
                 Err(StoreError::Conflict { .. }) => {
                     // Someone wrote between our read and write: wait for the cache to see it.
@@ -484,7 +607,13 @@ impl Objects {
     /// DELETE of one object: immediate, or graceful/finalized (the object stays, with a
     /// `deletionTimestamp`, until its finalizers are gone). Returns the object's last state and
     /// whether it is gone.
-    pub async fn delete(&self, rt: &ResourceType, ns: Option<&str>, name: &str, opts: &DeleteOpts) -> ApiResult<(Value, bool)> {
+    pub async fn delete(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> ApiResult<(Value, bool)> {
         let key = rt.key(ns, name);
         for _ in 0..16 {
             let cur = self.cache.get(&key).ok_or_else(|| ApiError::not_found(rt, name))?;
@@ -530,7 +659,10 @@ impl Objects {
                 if matches!(phase, "Succeeded" | "Failed") {
                     0
                 } else {
-                    opts.grace_period.or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30).max(0)
+                    opts.grace_period
+                        .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
+                        .unwrap_or(30)
+                        .max(0)
                 }
             } else {
                 0
@@ -543,7 +675,10 @@ impl Objects {
                 match self.store.delete(&key, Some(cur.rev)).await {
                     Ok(kv) => {
                         self.settle(kv.mod_revision).await;
-                        return Ok((self.present(rt, &Self::with_rev(obj.as_ref().clone(), kv.mod_revision)), true));
+                        return Ok((
+                            self.present(rt, &Self::with_rev(obj.as_ref().clone(), kv.mod_revision)),
+                            true,
+                        ));
                     }
                     Err(StoreError::Conflict { .. }) => {
                         if let Ok(Some(now)) = self.store.get(&key).await {
@@ -604,7 +739,10 @@ impl Objects {
         if self.cache.get(&rt.key(ns, &name)).is_some() {
             return Ok(());
         }
-        let opts = WriteOpts { manager: "skiff".into(), ..Default::default() };
+        let opts = WriteOpts {
+            manager: "skiff".into(),
+            ..Default::default()
+        };
         match self.create(rt, ns, obj, &opts).await {
             Ok(_) => Ok(()),
             Err(e) if e.reason == "AlreadyExists" => Ok(()),

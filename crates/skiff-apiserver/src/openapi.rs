@@ -43,7 +43,10 @@ pub fn v3_index(types: &[std::sync::Arc<ResourceType>]) -> Value {
     for (g, v) in group_versions(types) {
         let p = gv_path(&g, &v);
         let doc = v3_document(types, &g, &v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
+        );
     }
     json!({"paths": paths})
 }
@@ -55,7 +58,10 @@ pub fn v3_for_path(types: &[std::sync::Arc<ResourceType>], path: &str) -> Option
         ["apis", g, v] => (*g, *v),
         _ => return None,
     };
-    types.iter().any(|t| t.group == g && t.version == v).then(|| v3_document(types, g, v))
+    types
+        .iter()
+        .any(|t| t.group == g && t.version == v)
+        .then(|| v3_document(types, g, v))
 }
 
 fn v3_document(types: &[std::sync::Arc<ResourceType>], group: &str, version: &str) -> Value {

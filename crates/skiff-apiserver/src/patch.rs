@@ -20,10 +20,15 @@ use crate::server::Shared;
 pub fn apply_patch(rt: &ResourceType, ty: BodyType, current: &Value, patch: &Value) -> ApiResult<Value> {
     match ty {
         BodyType::JsonPatch => {
-            let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let p: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             let mut doc = current.clone();
             json_patch::patch(&mut doc, &p).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
             })?;
             Ok(doc)
         }
@@ -43,16 +48,30 @@ pub fn apply_patch(rt: &ResourceType, ty: BodyType, current: &Value, patch: &Val
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 ));
             }
-            skiff_api::strategic_merge::apply(current, patch, &rt.kind).map_err(|e| ApiError::bad_request(e.to_string()))
+            skiff_api::strategic_merge::apply(current, patch, &rt.kind)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
         }
         _ => Err(ApiError::unsupported_media_type("")),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn patch(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, name: &str, part: Part, content_type: Option<&str>, body: &[u8], q: &Query, opts: &WriteOpts) -> ApiResult<Response> {
+pub async fn patch(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    part: Part,
+    content_type: Option<&str>,
+    body: &[u8],
+    q: &Query,
+    opts: &WriteOpts,
+) -> ApiResult<Response> {
     let ty = body_type(content_type)?;
-    if !matches!(ty, BodyType::JsonPatch | BodyType::MergePatch | BodyType::StrategicMergePatch | BodyType::ApplyPatch) {
+    if !matches!(
+        ty,
+        BodyType::JsonPatch | BodyType::MergePatch | BodyType::StrategicMergePatch | BodyType::ApplyPatch
+    ) {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
@@ -65,20 +84,33 @@ pub async fn patch(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, na
         Some(v) => return Err(ApiError::bad_request(format!("force: Invalid value: \"{v}\""))),
     };
     if force && ty != BodyType::ApplyPatch {
-        return Err(ApiError::invalid(rt, name, &[FieldError::forbidden("force", "may not be specified for non-apply patch")]));
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            &[FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )],
+        ));
     }
     let patch_body = decode_body(ty, body)?;
     let objects = &shared.objects;
     let out = if ty == BodyType::ApplyPatch {
         if q.get("fieldManager").unwrap_or("").is_empty() {
-            return Err(ApiError::invalid(rt, name, &[FieldError::required("fieldManager", "is required for apply requests")]));
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                &[FieldError::required("fieldManager", "is required for apply requests")],
+            ));
         }
         if !patch_body.is_object() {
             return Err(ApiError::bad_request("the applied configuration must be an object"));
         }
         let applied_name = patch_body["metadata"]["name"].as_str().unwrap_or("");
         if !applied_name.is_empty() && applied_name != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({applied_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({applied_name}) does not match the name on the URL ({name})"
+            )));
         }
         let api_version = rt.api_version();
         let result = objects
@@ -106,9 +138,17 @@ pub async fn patch(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, na
             .await?;
         result
     } else {
-        objects.update_with(rt, ns, name, part, opts, false, |cur| apply_patch(rt, ty, cur.unwrap_or(&Value::Null), &patch_body)).await?
+        objects
+            .update_with(rt, ns, name, part, opts, false, |cur| {
+                apply_patch(rt, ty, cur.unwrap_or(&Value::Null), &patch_body)
+            })
+            .await?
     };
-    let code = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut r = json_response(code, &out.obj);
     for w in &out.warnings {
         if let Ok(h) = http::HeaderValue::from_str(&format!("299 - \"{w}\"")) {

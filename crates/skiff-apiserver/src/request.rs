@@ -13,8 +13,7 @@ use crate::types::Types;
 pub enum Route {
     Root,
     Version,
-    Health(&'static str),
-    Metrics,
+    Health,
     CoreVersions,
     GroupList,
     Group(String),
@@ -36,19 +35,28 @@ pub struct ResourceRoute {
 }
 
 pub fn route(path: &str, types: &Types) -> ApiResult<Route> {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let route = match segs.as_slice() {
         [] => Route::Root,
         ["version"] => Route::Version,
-        ["healthz"] | ["healthz", ..] => Route::Health("healthz"),
-        ["livez"] | ["livez", ..] => Route::Health("livez"),
-        ["readyz"] | ["readyz", ..] => Route::Health("readyz"),
-        ["metrics"] => Route::Metrics,
+        ["healthz"] | ["healthz", ..] => Route::Health,
+        ["livez"] | ["livez", ..] => Route::Health,
+        ["readyz"] | ["readyz", ..] => Route::Health,
         ["api"] => Route::CoreVersions,
         ["apis"] => Route::GroupList,
         ["apis", g] => Route::Group(g.to_string()),
-        ["api", "v1"] => Route::ResourceList { group: String::new(), version: "v1".into() },
-        ["apis", g, v] => Route::ResourceList { group: g.to_string(), version: v.to_string() },
+        ["api", "v1"] => Route::ResourceList {
+            group: String::new(),
+            version: "v1".into(),
+        },
+        ["apis", g, v] => Route::ResourceList {
+            group: g.to_string(),
+            version: v.to_string(),
+        },
         ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiV3Index,
         ["openapi", "v3", rest @ ..] => Route::OpenApiV3 { path: rest.join("/") },
@@ -68,7 +76,9 @@ fn resource_route(group: &str, version: &str, rest: &[&str], types: &Types) -> A
     let (rt, namespace, name, sub) = match rest {
         // /namespaces/{ns} is the Namespace object itself; /namespaces/{ns}/status|finalize its
         // subresources; anything longer is a namespaced resource.
-        ["namespaces", ns, plural, tail @ ..] if group.is_empty() && !matches!(*plural, "status" | "finalize") || !group.is_empty() => {
+        ["namespaces", ns, plural, tail @ ..]
+            if group.is_empty() && !matches!(*plural, "status" | "finalize") || !group.is_empty() =>
+        {
             let rt = find(plural)?;
             if !rt.namespaced {
                 return Err(ApiError::no_route());
@@ -101,7 +111,13 @@ fn resource_route(group: &str, version: &str, rest: &[&str], types: &Types) -> A
             return Err(ApiError::no_route());
         }
     }
-    Ok(ResourceRoute { rt, namespace, name, sub, watch_path })
+    Ok(ResourceRoute {
+        rt,
+        namespace,
+        name,
+        sub,
+        watch_path,
+    })
 }
 
 /// Query parameters, with repeated keys kept.
@@ -132,7 +148,10 @@ impl Query {
     pub fn int(&self, k: &str) -> ApiResult<Option<i64>> {
         match self.get(k) {
             None | Some("") => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?} is not an integer"))),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?} is not an integer"))),
         }
     }
 }
@@ -159,7 +178,9 @@ pub enum BodyType {
 
 pub fn body_type(content_type: Option<&str>) -> ApiResult<BodyType> {
     // A missing Content-Type is JSON (kubectl's `PUT …/scale` sends none).
-    let Some(ct) = content_type else { return Ok(BodyType::Json) };
+    let Some(ct) = content_type else {
+        return Ok(BodyType::Json);
+    };
     let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     Ok(match base.as_str() {
         "" | "application/json" | "*/*" => BodyType::Json,
@@ -180,17 +201,35 @@ mod tests {
     #[test]
     fn routes() {
         let t = Types::new();
-        let Route::Resource(r) = route("/api/v1/namespaces/default/pods/web/status", &t).expect("route") else { panic!() };
-        assert_eq!((r.rt.plural.as_str(), r.namespace.as_deref(), r.name.as_deref(), r.sub.as_deref()), ("pods", Some("default"), Some("web"), Some("status")));
-        let Route::Resource(r) = route("/api/v1/namespaces/foo", &t).expect("route") else { panic!() };
+        let Route::Resource(r) = route("/api/v1/namespaces/default/pods/web/status", &t).expect("route") else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                r.rt.plural.as_str(),
+                r.namespace.as_deref(),
+                r.name.as_deref(),
+                r.sub.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
+        let Route::Resource(r) = route("/api/v1/namespaces/foo", &t).expect("route") else {
+            panic!()
+        };
         assert_eq!((r.rt.plural.as_str(), r.name.as_deref()), ("namespaces", Some("foo")));
-        let Route::Resource(r) = route("/api/v1/namespaces/foo/finalize", &t).expect("route") else { panic!() };
+        let Route::Resource(r) = route("/api/v1/namespaces/foo/finalize", &t).expect("route") else {
+            panic!()
+        };
         assert_eq!(r.sub.as_deref(), Some("finalize"));
-        let Route::Resource(r) = route("/apis/apps/v1/deployments", &t).expect("route") else { panic!() };
+        let Route::Resource(r) = route("/apis/apps/v1/deployments", &t).expect("route") else {
+            panic!()
+        };
         assert!(r.namespace.is_none());
         assert!(route("/apis/apps/v1/namespaces/x/widgets", &t).is_err());
         assert!(route("/api/v1/namespaces/x/configmaps/c/scale", &t).is_err());
-        let Route::Resource(r) = route("/api/v1/watch/namespaces/x/pods", &t).expect("route") else { panic!() };
+        let Route::Resource(r) = route("/api/v1/watch/namespaces/x/pods", &t).expect("route") else {
+            panic!()
+        };
         assert!(r.watch_path);
         assert!(route("/api/v1/nodes/n1", &t).is_ok());
         assert!(route("/api/v1/pods/p1", &t).is_err());
@@ -199,9 +238,14 @@ mod tests {
     #[test]
     fn media_types() {
         assert_eq!(body_type(None).expect("json"), BodyType::Json);
-        assert_eq!(body_type(Some("application/apply-patch+yaml; charset=utf-8")).expect("apply"), BodyType::ApplyPatch);
+        assert_eq!(
+            body_type(Some("application/apply-patch+yaml; charset=utf-8")).expect("apply"),
+            BodyType::ApplyPatch
+        );
         assert_eq!(body_type(Some("text/plain")).expect_err("415").code, 415);
-        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wants_table("application/json"));
     }
 }

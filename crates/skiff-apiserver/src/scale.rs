@@ -25,9 +25,16 @@ pub fn to_scale(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
     let spec = obj.pointer(&p.spec_replicas).and_then(Value::as_i64).unwrap_or(0);
     let status = obj.pointer(&p.status_replicas).and_then(Value::as_i64).unwrap_or(0);
     let selector = if rt.is_custom() {
-        p.label_selector.as_ref().and_then(|ls| obj.pointer(ls)).and_then(Value::as_str).unwrap_or("").to_string()
+        p.label_selector
+            .as_ref()
+            .and_then(|ls| obj.pointer(ls))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
     } else {
-        LabelSelector::from_json(&obj["spec"]["selector"]).map(|s| s.to_query()).unwrap_or_default()
+        LabelSelector::from_json(&obj["spec"]["selector"])
+            .map(|s| s.to_query())
+            .unwrap_or_default()
     };
     let m = &obj["metadata"];
     let mut meta = json!({"name": m["name"], "uid": m["uid"], "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]});
@@ -38,11 +45,22 @@ pub fn to_scale(rt: &ResourceType, obj: &Value) -> ApiResult<Value> {
     if !selector.is_empty() {
         status_obj["selector"] = json!(selector);
     }
-    Ok(json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta, "spec": {"replicas": spec}, "status": status_obj}))
+    Ok(
+        json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta, "spec": {"replicas": spec}, "status": status_obj}),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn write_scale(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, name: &str, is_patch: bool, content_type: Option<&str>, body: &[u8], opts: &WriteOpts) -> ApiResult<Response> {
+pub async fn write_scale(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    is_patch: bool,
+    content_type: Option<&str>,
+    body: &[u8],
+    opts: &WriteOpts,
+) -> ApiResult<Response> {
     let ty = body_type(content_type)?;
     let input = decode_body(ty, body)?;
     let paths = scale_paths(rt)?.clone();
@@ -81,7 +99,11 @@ pub async fn write_scale(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&st
 
 fn set_pointer(v: &mut Value, ptr: &str, value: Value) {
     let mut cur = v;
-    let segs: Vec<String> = ptr.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let segs: Vec<String> = ptr
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
     for (i, seg) in segs.iter().enumerate() {
         if !cur.is_object() {
             *cur = json!({});
@@ -96,7 +118,14 @@ fn set_pointer(v: &mut Value, ptr: &str, value: Value) {
 }
 
 /// POST pods/{name}/binding: assign a pod to a node (what a scheduler does).
-pub async fn bind(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, name: &str, binding: &Value, opts: &WriteOpts) -> ApiResult<Response> {
+pub async fn bind(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    binding: &Value,
+    opts: &WriteOpts,
+) -> ApiResult<Response> {
     let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
     if node.is_empty() {
         return Err(ApiError::invalid(rt, name, &[FieldError::required("target.name", "")]));
@@ -125,10 +154,15 @@ pub async fn bind(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, nam
             let mut next = cur.cloned().unwrap_or(Value::Null);
             let conds = next["status"]["conditions"].as_array().cloned().unwrap_or_default();
             let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": ts}));
+            conds.push(
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": ts}),
+            );
             next["status"]["conditions"] = json!(conds);
             Ok(next)
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }

@@ -13,7 +13,10 @@ pub struct Types {
 impl Types {
     pub fn new() -> Self {
         let builtin = skiff_api::builtin_types();
-        Types { all: RwLock::new(Arc::new(builtin.clone())), builtin }
+        Types {
+            all: RwLock::new(Arc::new(builtin.clone())),
+            builtin,
+        }
     }
 
     pub fn all(&self) -> Arc<Vec<Arc<ResourceType>>> {
@@ -26,7 +29,10 @@ impl Types {
         let mut all = self.builtin.clone();
         for crd in crds {
             for t in skiff_api::custom_types(crd) {
-                if !all.iter().any(|b| b.group == t.group && b.version == t.version && b.plural == t.plural) {
+                if !all
+                    .iter()
+                    .any(|b| b.group == t.group && b.version == t.version && b.plural == t.plural)
+                {
                     all.push(t);
                 }
             }
@@ -35,18 +41,29 @@ impl Types {
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.all().iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+        self.all()
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
     }
 
     /// The preferred type with this group and kind (to resolve an object's type from its key).
     pub fn by_storage(&self, storage: &str) -> Option<Arc<ResourceType>> {
         let all = self.all();
-        all.iter().find(|t| t.storage == storage && t.preferred).or_else(|| all.iter().find(|t| t.storage == storage)).cloned()
+        all.iter()
+            .find(|t| t.storage == storage && t.preferred)
+            .or_else(|| all.iter().find(|t| t.storage == storage))
+            .cloned()
     }
 
     /// Every distinct storage prefix (`/registry/<storage>/`) of namespaced types.
     pub fn namespaced_storages(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.all().iter().filter(|t| t.namespaced).map(|t| t.storage.clone()).collect();
+        let mut out: Vec<String> = self
+            .all()
+            .iter()
+            .filter(|t| t.namespaced)
+            .map(|t| t.storage.clone())
+            .collect();
         out.sort();
         out.dedup();
         out

@@ -36,14 +36,29 @@ struct Watcher {
 impl Watcher {
     fn render(&mut self, ty: &str, obj: &CachedObject) -> Bytes {
         if self.table {
-            let shown = if self.convert { Arc::new(self.shared.objects.present(&self.rt, &obj.obj)) } else { obj.obj.clone() };
-            let t = table(&self.rt, &[shown], &obj.rev.to_string(), None, &self.q, !self.sent_header);
+            let shown = if self.convert {
+                Arc::new(self.shared.objects.present(&self.rt, &obj.obj))
+            } else {
+                obj.obj.clone()
+            };
+            let t = table(
+                &self.rt,
+                &[shown],
+                &obj.rev.to_string(),
+                None,
+                &self.q,
+                !self.sent_header,
+            );
             self.sent_header = true;
             let mut line = serde_json::to_vec(&json!({"type": ty, "object": t})).unwrap_or_default();
             line.push(b'\n');
             return Bytes::from(line);
         }
-        let body: Bytes = if self.convert { Bytes::from(serde_json::to_vec(&self.shared.objects.present(&self.rt, &obj.obj)).unwrap_or_default()) } else { obj.bytes.clone() };
+        let body: Bytes = if self.convert {
+            Bytes::from(serde_json::to_vec(&self.shared.objects.present(&self.rt, &obj.obj)).unwrap_or_default())
+        } else {
+            obj.bytes.clone()
+        };
         let mut line = Vec::with_capacity(body.len() + 32);
         line.extend_from_slice(b"{\"type\":\"");
         line.extend_from_slice(ty.as_bytes());
@@ -93,16 +108,37 @@ fn error_event(e: &ApiError) -> Bytes {
 }
 
 fn stream_response(rx: mpsc::Receiver<Bytes>, table: bool) -> Response {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
-    let ct = if table { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
-    (StatusCode::OK, [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache, private")], Body::from_stream(stream)).into_response()
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    let ct = if table {
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+    } else {
+        "application/json"
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache, private")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
-pub async fn watch(shared: Arc<Shared>, rt: Arc<ResourceType>, ns: Option<String>, q: &Query, accept: &str) -> ApiResult<Response> {
+pub async fn watch(
+    shared: Arc<Shared>,
+    rt: Arc<ResourceType>,
+    ns: Option<String>,
+    q: &Query,
+    accept: &str,
+) -> ApiResult<Response> {
     let sel = Selectors::parse(&rt, q)?;
     let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
     let rv_num: Option<Revision> = match rv {
-        Some(s) => Some(s.parse().map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: \"{s}\": must be a non-negative integer")))?),
+        Some(s) => Some(s.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion: Invalid value: \"{s}\": must be a non-negative integer"
+            ))
+        })?),
         None => None,
     };
     let send_initial = match q.get("sendInitialEvents") {
@@ -116,7 +152,11 @@ pub async fn watch(shared: Arc<Shared>, rt: Arc<ResourceType>, ns: Option<String
             true
         }
         Some("false") | None => rv_num.is_none_or(|r| r == 0) && q.get("sendInitialEvents").is_none(),
-        Some(other) => return Err(ApiError::bad_request(format!("sendInitialEvents: Invalid value: \"{other}\""))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "sendInitialEvents: Invalid value: \"{other}\""
+            )))
+        }
     };
     let explicit_initial = q.get("sendInitialEvents") == Some("true");
     let bookmarks = q.flag("allowWatchBookmarks");
@@ -131,17 +171,34 @@ pub async fn watch(shared: Arc<Shared>, rt: Arc<ResourceType>, ns: Option<String
     let cache = shared.objects.cache.clone();
     if let Some(r) = rv_num.filter(|r| *r > 0) {
         if r > cache.revision() && !cache.wait_for(r, Duration::from_secs(3)).await {
-            return Err(ApiError::timeout(format!("Too large resource version: {r}, current: {}", cache.revision())));
+            return Err(ApiError::timeout(format!(
+                "Too large resource version: {r}, current: {}",
+                cache.revision()
+            )));
         }
     }
     let table_mode = wants_table(accept);
     let convert = skiff_api::builtin::storage_api_version(&rt.group, &rt.kind).is_some_and(|s| s != rt.api_version());
-    let mut w = Watcher { shared: shared.clone(), rt: rt.clone(), prefix: prefix.clone(), sel, table: table_mode, q: q.clone(), sent_header: false, convert };
+    let mut w = Watcher {
+        shared: shared.clone(),
+        rt: rt.clone(),
+        prefix: prefix.clone(),
+        sel,
+        table: table_mode,
+        q: q.clone(),
+        sent_header: false,
+        convert,
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
 
     // Decide the starting point under the cache's lock: initial state + live feed, or the
     // backlog after `rv` + live feed.
-    let (initial, backlog, live, start_rev): (Vec<Arc<CachedObject>>, Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>, Revision) = if send_initial {
+    let (initial, backlog, live, start_rev): (
+        Vec<Arc<CachedObject>>,
+        Vec<Arc<CacheEvent>>,
+        broadcast::Receiver<Arc<CacheEvent>>,
+        Revision,
+    ) = if send_initial {
         let (items, rev, live) = cache.list_and_watch(&prefix);
         (items, Vec::new(), live, rev)
     } else {
@@ -164,7 +221,10 @@ pub async fn watch(shared: Arc<Shared>, rt: Arc<ResourceType>, ns: Option<String
         let mut last_rev = start_rev;
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        for o in initial.iter().filter(|o| w.sel.matches(&o.obj)) {
+        for o in initial.iter() {
+            if !w.sel.matches(&o.obj) {
+                continue;
+            }
             let b = w.render("ADDED", o);
             if tx.send(b).await.is_err() {
                 return;

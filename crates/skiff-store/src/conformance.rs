@@ -31,27 +31,15 @@ pub async fn create_get_update_delete(s: impl Store) {
     ));
     let got = s.get("/a/1").await.expect("get").expect("present");
     assert_eq!(got, c);
-    let u = s
-        .update("/a/1", b("two"), c.mod_revision)
-        .await
-        .expect("update");
+    let u = s.update("/a/1", b("two"), c.mod_revision).await.expect("update");
     assert!(u.mod_revision > c.mod_revision);
     assert_eq!(u.create_revision, c.create_revision);
-    assert_eq!(
-        s.get("/a/1").await.expect("get").expect("present").value,
-        b("two")
-    );
-    let d = s
-        .delete("/a/1", Some(u.mod_revision))
-        .await
-        .expect("delete");
+    assert_eq!(s.get("/a/1").await.expect("get").expect("present").value, b("two"));
+    let d = s.delete("/a/1", Some(u.mod_revision)).await.expect("delete");
     assert_eq!(d.value, b("two"));
     assert!(d.mod_revision > u.mod_revision);
     assert_eq!(s.get("/a/1").await.expect("get"), None);
-    assert!(matches!(
-        s.delete("/a/1", None).await,
-        Err(StoreError::NotFound { .. })
-    ));
+    assert!(matches!(s.delete("/a/1", None).await, Err(StoreError::NotFound { .. })));
     assert!(matches!(
         s.update("/a/1", b("x"), d.mod_revision).await,
         Err(StoreError::NotFound { .. })
@@ -67,9 +55,7 @@ pub async fn compare_and_swap_conflicts(s: impl Store) {
         .await
         .expect("first update wins");
     match s.update("/k", b("v3"), c.mod_revision).await {
-        Err(StoreError::Conflict {
-            expected, actual, ..
-        }) => {
+        Err(StoreError::Conflict { expected, actual, .. }) => {
             assert_eq!(expected, c.mod_revision);
             assert!(actual > expected);
         }
@@ -79,10 +65,7 @@ pub async fn compare_and_swap_conflicts(s: impl Store) {
         s.delete("/k", Some(c.mod_revision)).await,
         Err(StoreError::Conflict { .. })
     ));
-    assert_eq!(
-        s.get("/k").await.expect("get").expect("present").value,
-        b("v2")
-    );
+    assert_eq!(s.get("/k").await.expect("get").expect("present").value, b("v2"));
 }
 
 pub async fn revisions_are_global_and_increasing(s: impl Store) {
@@ -96,9 +79,7 @@ pub async fn revisions_are_global_and_increasing(s: impl Store) {
 
 pub async fn list_prefix_order_and_pages(s: impl Store) {
     for name in ["c", "a", "b", "d"] {
-        s.create(&format!("/p/{name}"), b(name))
-            .await
-            .expect("create");
+        s.create(&format!("/p/{name}"), b(name)).await.expect("create");
     }
     s.create("/pz", b("other prefix")).await.expect("create");
     s.create("/o/a", b("other prefix")).await.expect("create");
@@ -117,10 +98,7 @@ pub async fn list_prefix_order_and_pages(s: impl Store) {
     // A write between pages must not show in a page read at the first page's revision.
     s.create("/p/bb", b("late")).await.expect("create");
     s.delete("/p/c", None).await.expect("delete");
-    let p2 = s
-        .list("/p/", Some("/p/b"), 2, Some(p1.revision))
-        .await
-        .expect("page 2");
+    let p2 = s.list("/p/", Some("/p/b"), 2, Some(p1.revision)).await.expect("page 2");
     assert_eq!(
         p2.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
         ["/p/c", "/p/d"]
@@ -137,13 +115,8 @@ pub async fn list_prefix_order_and_pages(s: impl Store) {
 
 pub async fn list_at_old_revision_sees_old_values(s: impl Store) {
     let c = s.create("/v/k", b("old")).await.expect("create");
-    s.update("/v/k", b("new"), c.mod_revision)
-        .await
-        .expect("update");
-    let old = s
-        .list("/v/", None, 0, Some(c.mod_revision))
-        .await
-        .expect("list");
+    s.update("/v/k", b("new"), c.mod_revision).await.expect("update");
+    let old = s.list("/v/", None, 0, Some(c.mod_revision)).await.expect("list");
     assert_eq!(old.kvs.len(), 1);
     assert_eq!(old.kvs[0].value, b("old"));
     let future = s.current_revision().await.expect("rev") + 10;
@@ -155,10 +128,7 @@ pub async fn list_at_old_revision_sees_old_values(s: impl Store) {
 
 pub async fn watch_from_revision_replays_then_follows(s: impl Store) {
     let a = s.create("/w/a", b("1")).await.expect("create");
-    let a2 = s
-        .update("/w/a", b("2"), a.mod_revision)
-        .await
-        .expect("update");
+    let a2 = s.update("/w/a", b("2"), a.mod_revision).await.expect("update");
     s.create("/other/x", b("ignored")).await.expect("create");
     let mut w = s.watch("/w/", a.mod_revision).await.expect("watch");
     // History after `a`: the update.
@@ -174,10 +144,7 @@ pub async fn watch_from_revision_replays_then_follows(s: impl Store) {
         (EventKind::Put, "/w/b", bkv.mod_revision)
     );
     assert_eq!(e.prev, None);
-    let d = s
-        .delete("/w/a", Some(a2.mod_revision))
-        .await
-        .expect("delete");
+    let d = s.delete("/w/a", Some(a2.mod_revision)).await.expect("delete");
     let e = next_event(&mut w).await;
     assert_eq!(e.kind, EventKind::Delete);
     assert_eq!(e.kv.key, "/w/a");
@@ -194,9 +161,7 @@ pub async fn watch_delivers_every_event_in_order_under_concurrency(s: impl Store
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
-                s.create(&format!("/c/{t}-{i}"), b("v"))
-                    .await
-                    .expect("create");
+                s.create(&format!("/c/{t}-{i}"), b("v")).await.expect("create");
             }
         }));
     }
@@ -206,10 +171,7 @@ pub async fn watch_delivers_every_event_in_order_under_concurrency(s: impl Store
     let mut last = start;
     for _ in 0..200 {
         let e = next_event(&mut w).await;
-        assert!(
-            e.kv.mod_revision > last,
-            "events in strictly increasing revision order"
-        );
+        assert!(e.kv.mod_revision > last, "events in strictly increasing revision order");
         last = e.kv.mod_revision;
     }
     assert_eq!(last, s.current_revision().await.expect("rev"));
@@ -217,20 +179,12 @@ pub async fn watch_delivers_every_event_in_order_under_concurrency(s: impl Store
 
 pub async fn compaction_forgets_history_but_not_state(s: impl Store) {
     let a = s.create("/z/a", b("1")).await.expect("create");
-    let a2 = s
-        .update("/z/a", b("2"), a.mod_revision)
-        .await
-        .expect("update");
+    let a2 = s.update("/z/a", b("2"), a.mod_revision).await.expect("update");
     let gone = s.create("/z/gone", b("x")).await.expect("create");
-    s.delete("/z/gone", Some(gone.mod_revision))
-        .await
-        .expect("delete");
+    s.delete("/z/gone", Some(gone.mod_revision)).await.expect("delete");
     let keep = s.create("/z/keep", b("k")).await.expect("create");
     s.compact(keep.mod_revision).await.expect("compact");
-    assert_eq!(
-        s.compacted_revision().await.expect("compacted"),
-        keep.mod_revision
-    );
+    assert_eq!(s.compacted_revision().await.expect("compacted"), keep.mod_revision);
     assert!(matches!(
         s.watch("/z/", a.mod_revision).await,
         Err(StoreError::Compacted { .. })
@@ -243,11 +197,7 @@ pub async fn compaction_forgets_history_but_not_state(s: impl Store) {
         .list("/z/", None, 0, Some(keep.mod_revision))
         .await
         .expect("list at compacted revision");
-    let keys: Vec<_> = now
-        .kvs
-        .iter()
-        .map(|k| (k.key.as_str(), k.value.clone()))
-        .collect();
+    let keys: Vec<_> = now.kvs.iter().map(|k| (k.key.as_str(), k.value.clone())).collect();
     assert_eq!(keys, [("/z/a", b("2")), ("/z/keep", b("k"))]);
     // Watching from the compacted revision itself still works.
     let mut w = s.watch("/z/", keep.mod_revision).await.expect("watch");

@@ -16,16 +16,10 @@ pub enum StoreError {
     },
     /// The requested revision was removed by compaction.
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
-    Compacted {
-        requested: Revision,
-        compacted: Revision,
-    },
+    Compacted { requested: Revision, compacted: Revision },
     /// The requested revision is newer than anything the store has written.
     #[error("revision {requested} is in the future (current is {current})")]
-    FutureRevision {
-        requested: Revision,
-        current: Revision,
-    },
+    FutureRevision { requested: Revision, current: Revision },
     /// A watcher fell too far behind the live event stream and must re-list.
     #[error("watch fell behind the event stream and must be restarted")]
     WatchLagged,
@@ -38,10 +32,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn backend(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn backend(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreError::Backend {
             message: message.into(),
             source: Some(Box::new(source)),

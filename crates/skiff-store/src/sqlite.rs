@@ -19,9 +19,7 @@ use futures::StreamExt;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::broadcast;
 
-use crate::store::{
-    prefix_end, Event, EventKind, KeyValue, ListResult, Revision, Store, WatchStream,
-};
+use crate::store::{prefix_end, Event, EventKind, KeyValue, ListResult, Revision, Store, WatchStream};
 use crate::StoreError;
 
 /// How hard SQLite syncs. `Normal` (the default) keeps every acknowledged write across a crash or
@@ -81,8 +79,7 @@ CREATE TABLE IF NOT EXISTS meta (
 ";
 
 fn open(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)
-        .map_err(|e| StoreError::backend(format!("open {}", path.display()), e))?;
+    let conn = Connection::open(path).map_err(|e| StoreError::backend(format!("open {}", path.display()), e))?;
     let sync = match sync {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
@@ -114,9 +111,7 @@ impl SqliteStore {
             }
         }
         let writer = open(&opts.path, opts.synchronous)?;
-        writer
-            .execute_batch(SCHEMA)
-            .map_err(db_err("create schema"))?;
+        writer.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
         let reader = open(&opts.path, opts.synchronous)?;
         let (events, _) = broadcast::channel(opts.watch_buffer.max(16));
         Ok(Self {
@@ -147,9 +142,7 @@ fn current_rev(conn: &Connection) -> Result<Revision, StoreError> {
 
 fn compacted_rev(conn: &Connection) -> Result<Revision, StoreError> {
     Ok(conn
-        .query_row("SELECT value FROM meta WHERE name = 'compacted'", [], |r| {
-            r.get(0)
-        })
+        .query_row("SELECT value FROM meta WHERE name = 'compacted'", [], |r| r.get(0))
         .optional()
         .map_err(db_err("read compacted revision"))?
         .unwrap_or(0))
@@ -165,9 +158,11 @@ fn row_kv(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
 }
 
 fn get_current(conn: &Connection, key: &str) -> Result<Option<KeyValue>, StoreError> {
-    conn.prepare_cached("SELECT l.key, l.rev, l.create_rev, l.value FROM kv JOIN log l ON l.rev = kv.rev WHERE kv.key = ?1")
-        .and_then(|mut s| s.query_row([key], row_kv).optional())
-        .map_err(db_err("get"))
+    conn.prepare_cached(
+        "SELECT l.key, l.rev, l.create_rev, l.value FROM kv JOIN log l ON l.rev = kv.rev WHERE kv.key = ?1",
+    )
+    .and_then(|mut s| s.query_row([key], row_kv).optional())
+    .map_err(db_err("get"))
 }
 
 impl Inner {
@@ -185,18 +180,22 @@ impl Inner {
         let event = match new_value {
             Some(value) => {
                 let create_rev = prev.as_ref().map(|p| p.create_revision);
-                tx.prepare_cached("INSERT INTO log (key, deleted, create_rev, value) VALUES (?1, 0, COALESCE(?2, 0), ?3)")
-                    .and_then(|mut s| s.execute(params![key, create_rev, value.as_ref()]))
-                    .map_err(db_err("insert"))?;
+                tx.prepare_cached(
+                    "INSERT INTO log (key, deleted, create_rev, value) VALUES (?1, 0, COALESCE(?2, 0), ?3)",
+                )
+                .and_then(|mut s| s.execute(params![key, create_rev, value.as_ref()]))
+                .map_err(db_err("insert"))?;
                 let rev = tx.last_insert_rowid();
                 if create_rev.is_none() {
                     tx.prepare_cached("UPDATE log SET create_rev = rev WHERE rev = ?1")
                         .and_then(|mut s| s.execute([rev]))
                         .map_err(db_err("insert"))?;
                 }
-                tx.prepare_cached("INSERT INTO kv (key, rev) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET rev = excluded.rev")
-                    .and_then(|mut s| s.execute(params![key, rev]))
-                    .map_err(db_err("insert"))?;
+                tx.prepare_cached(
+                    "INSERT INTO kv (key, rev) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET rev = excluded.rev",
+                )
+                .and_then(|mut s| s.execute(params![key, rev]))
+                .map_err(db_err("insert"))?;
                 let kv = KeyValue {
                     key: key.to_string(),
                     value,
@@ -210,16 +209,10 @@ impl Inner {
                 }
             }
             None => {
-                let prev = prev.ok_or_else(|| StoreError::NotFound {
-                    key: key.to_string(),
-                })?;
-                tx.prepare_cached(
-                    "INSERT INTO log (key, deleted, create_rev, value) VALUES (?1, 1, ?2, ?3)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![key, prev.create_revision, prev.value.as_ref()])
-                })
-                .map_err(db_err("delete"))?;
+                let prev = prev.ok_or_else(|| StoreError::NotFound { key: key.to_string() })?;
+                tx.prepare_cached("INSERT INTO log (key, deleted, create_rev, value) VALUES (?1, 1, ?2, ?3)")
+                    .and_then(|mut s| s.execute(params![key, prev.create_revision, prev.value.as_ref()]))
+                    .map_err(db_err("delete"))?;
                 let rev = tx.last_insert_rowid();
                 tx.prepare_cached("DELETE FROM kv WHERE key = ?1")
                     .and_then(|mut s| s.execute([key]))
@@ -252,12 +245,7 @@ fn list_rows(
     let current = current_rev(conn)?;
     let compacted = compacted_rev(conn)?;
     let at = match revision {
-        Some(r) if r > current => {
-            return Err(StoreError::FutureRevision {
-                requested: r,
-                current,
-            })
-        }
+        Some(r) if r > current => return Err(StoreError::FutureRevision { requested: r, current }),
         Some(r) if r < compacted => {
             return Err(StoreError::Compacted {
                 requested: r,
@@ -282,11 +270,8 @@ fn list_rows(
                  WHERE kv.key >= ?1 AND kv.key < ?2 ORDER BY kv.key LIMIT ?3",
             )
             .map_err(db_err("list"))?;
-        let rows = stmt
-            .query_map(params![lo, hi, fetch], row_kv)
-            .map_err(db_err("list"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(db_err("list"))?
+        let rows = stmt.query_map(params![lo, hi, fetch], row_kv).map_err(db_err("list"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err("list"))?
     } else {
         let mut stmt = conn
             .prepare_cached(
@@ -298,8 +283,7 @@ fn list_rows(
         let rows = stmt
             .query_map(params![lo, hi, at, fetch], row_kv)
             .map_err(db_err("list"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(db_err("list"))?
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err("list"))?
     };
     let more = limit > 0 && kvs.len() > limit;
     kvs.truncate(if limit == 0 { kvs.len() } else { limit });
@@ -311,12 +295,7 @@ fn list_rows(
 }
 
 /// History after `after` for keys under `prefix`, as events (with their previous values).
-fn history(
-    conn: &Connection,
-    prefix: &str,
-    after: Revision,
-    upto: Revision,
-) -> Result<Vec<Event>, StoreError> {
+fn history(conn: &Connection, prefix: &str, after: Revision, upto: Revision) -> Result<Vec<Event>, StoreError> {
     let hi = prefix_end(prefix).unwrap_or_else(|| "\u{7f}".repeat(8));
     let mut stmt = conn
         .prepare_cached(
@@ -359,16 +338,14 @@ fn history(
             })
         })
         .map_err(db_err("watch history"))?;
-    rows.collect::<Result<Vec<_>, _>>()
-        .map_err(db_err("watch history"))
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_err("watch history"))
 }
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let key = key.to_string();
-        self.blocking(move |i| get_current(&lock(&i.reader), &key))
-            .await
+        self.blocking(move |i| get_current(&lock(&i.reader), &key)).await
     }
 
     async fn list(
@@ -403,12 +380,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Revision,
-    ) -> Result<KeyValue, StoreError> {
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue, StoreError> {
         let key = key.to_string();
         self.blocking(move |i| {
             i.write(&key, |prev| match prev {
@@ -499,26 +471,21 @@ impl Store for SqliteStore {
             })
             .await?;
         let last = backlog.last().map(|e| e.revision()).unwrap_or(after);
-        let live =
-            futures::stream::unfold(Some((rx, last, prefix.to_string())), |state| async move {
-                let (mut rx, last, prefix) = state?;
-                loop {
-                    match rx.recv().await {
-                        Ok(ev) if ev.revision() <= last || !ev.kv.key.starts_with(&prefix) => {
-                            continue
-                        }
-                        Ok(ev) => {
-                            let rev = ev.revision();
-                            return Some((Ok(Event::clone(&ev)), Some((rx, rev, prefix))));
-                        }
-                        // Report the lag once, then end: the watcher must re-list.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            return Some((Err(StoreError::WatchLagged), None))
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
+        let live = futures::stream::unfold(Some((rx, last, prefix.to_string())), |state| async move {
+            let (mut rx, last, prefix) = state?;
+            loop {
+                match rx.recv().await {
+                    Ok(ev) if ev.revision() <= last || !ev.kv.key.starts_with(&prefix) => continue,
+                    Ok(ev) => {
+                        let rev = ev.revision();
+                        return Some((Ok(Event::clone(&ev)), Some((rx, rev, prefix))));
                     }
+                    // Report the lag once, then end: the watcher must re-list.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return Some((Err(StoreError::WatchLagged), None)),
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-            });
+            }
+        });
         let stream = futures::stream::iter(backlog.into_iter().map(Ok)).chain(live);
         Ok(Box::pin(stream))
     }

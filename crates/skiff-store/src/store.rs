@@ -80,12 +80,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StoreError>;
 
     /// Replace `key` if its current `mod_revision` is `expected`.
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Revision,
-    ) -> Result<KeyValue, StoreError>;
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue, StoreError>;
 
     /// Delete `key`, if `expected` is given only when its current `mod_revision` matches.
     /// Returns the deleted value with `mod_revision` set to the deletion's revision.
@@ -124,10 +119,7 @@ mod tests {
 
     #[test]
     fn prefix_end_increments_last_byte() {
-        assert_eq!(
-            prefix_end("/registry/pods/").as_deref(),
-            Some("/registry/pods0")
-        );
+        assert_eq!(prefix_end("/registry/pods/").as_deref(), Some("/registry/pods0"));
         assert_eq!(prefix_end("a").as_deref(), Some("b"));
         assert_eq!(prefix_end(""), None);
     }

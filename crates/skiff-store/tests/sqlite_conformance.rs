@@ -23,11 +23,7 @@ async fn acknowledged_writes_survive_reopen() {
             .mod_revision
     };
     let s = SqliteStore::open(SqliteOptions::new(&path)).expect("reopen");
-    let got = s
-        .get("/d/a")
-        .await
-        .expect("get")
-        .expect("present after reopen");
+    let got = s.get("/d/a").await.expect("get").expect("present after reopen");
     assert_eq!(got.mod_revision, rev);
     assert_eq!(s.current_revision().await.expect("rev"), rev);
 }

@@ -1,1 +1,165 @@
-fn main() {}
+//! The `skiff` binary: `skiff server` runs the control plane (and, in later waves, an embedded
+//! agent). Wiring and configuration only; the work is in the library crates.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "The cloud-native platform in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server (the control plane).
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where Skiff keeps its state (store, certificates, kubeconfig).
+    #[arg(long, short = 'd', default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// HTTPS port of the API server.
+    #[arg(long, default_value_t = 6443)]
+    https_listen_port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Write the admin kubeconfig here (default: <data-dir>/kubeconfig.yaml).
+    #[arg(long, short = 'o')]
+    write_kubeconfig: Option<PathBuf>,
+    /// Shared secret that agents join with; generated and stored in the data dir if not given.
+    #[arg(long, short = 't', env = "SKIFF_TOKEN")]
+    token: Option<String>,
+    /// Storage: empty for the embedded SQLite store, `sqlite:///path/to/db`, or an etcd URL.
+    #[arg(long, env = "SKIFF_DATASTORE_ENDPOINT", default_value = "")]
+    datastore_endpoint: String,
+    /// Do not run the embedded node agent.
+    #[arg(long)]
+    disable_agent: bool,
+    /// Extra host names or IPs for the serving certificate.
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_or_make_token(data_dir: &std::path::Path, given: Option<String>) -> Result<String> {
+    let path = data_dir.join("token");
+    if let Some(t) = given {
+        return Ok(t);
+    }
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    use rand::Rng;
+    let t: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(48)
+        .map(char::from)
+        .collect();
+    std::fs::write(&path, &t).with_context(|| format!("writing {}", path.display()))?;
+    Ok(t)
+}
+
+async fn server(args: ServerArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let store: Arc<dyn skiff_store::Store> = match args.datastore_endpoint.as_str() {
+        "" => Arc::new(skiff_store::SqliteStore::open(skiff_store::SqliteOptions::new(
+            args.data_dir.join("db").join("state.db"),
+        ))?),
+        s if s.starts_with("sqlite://") => Arc::new(skiff_store::SqliteStore::open(skiff_store::SqliteOptions::new(
+            s.trim_start_matches("sqlite://"),
+        ))?),
+        s if s.starts_with("http://") || s.starts_with("https://") => {
+            bail!("the etcd datastore ({s}) is not available in this build yet; use the embedded SQLite store")
+        }
+        s => bail!("unsupported --datastore-endpoint {s:?}: use sqlite:///path or an etcd http(s):// URL"),
+    };
+    if !args.disable_agent {
+        tracing::warn!(
+            "the embedded node agent is not available yet; running the control plane only (as with --disable-agent)"
+        );
+    }
+    let token = load_or_make_token(&args.data_dir, args.token)?;
+    let mut cfg = skiff_apiserver::Config::new(&args.data_dir);
+    cfg.bind_address = args.bind_address;
+    cfg.port = args.https_listen_port;
+    cfg.token = Some(token);
+    cfg.tls_sans = args.tls_san;
+    let server = skiff_apiserver::start(cfg, store).await?;
+    let kubeconfig_path = args
+        .write_kubeconfig
+        .unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
+    if let Some(dir) = kubeconfig_path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&kubeconfig_path)
+            .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
+        f.write_all(server.kubeconfig().as_bytes())?;
+    }
+    tracing::info!(address = %server.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
+    println!("Skiff API server listening on https://{}", server.addr);
+    println!("Kubeconfig written to {}", kubeconfig_path.display());
+    println!("  export KUBECONFIG={}", kubeconfig_path.display());
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    server.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.command {
+            Command::Server(a) => server(a).await,
+        }
+    });
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

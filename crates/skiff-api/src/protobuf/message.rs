@@ -73,11 +73,7 @@ pub(super) fn decode(index: u16, bytes: &[u8], depth: usize) -> Result<Value, Fa
     render(message, slots, depth)
 }
 
-fn read_fields<'a>(
-    message: &'static Message,
-    bytes: &'a [u8],
-    depth: usize,
-) -> Result<Vec<Slot<'a>>, Failure> {
+fn read_fields<'a>(message: &'static Message, bytes: &'a [u8], depth: usize) -> Result<Vec<Slot<'a>>, Failure> {
     let mut slots: Vec<Slot<'a>> = message.fields.iter().map(|_| Slot::Absent).collect();
     let mut reader = Reader::new(bytes);
     while let Some(next) = reader.next_field() {
@@ -86,8 +82,7 @@ fn read_fields<'a>(
             continue; // unknown field: skip, like gogo-protobuf
         };
         let field = &message.fields[i];
-        read_field(field, &mut slots[i], value, depth)
-            .map_err(|failure| failure.within(Seg::Field(field.json)))?;
+        read_field(field, &mut slots[i], value, depth).map_err(|failure| failure.within(Seg::Field(field.json)))?;
     }
     Ok(slots)
 }
@@ -121,8 +116,7 @@ fn read_field<'a>(
             };
             let mut push = |value: WireValue<'a>| -> Result<(), Failure> {
                 let index = items.len();
-                let decoded = scalar(field, value, depth)
-                    .map_err(|failure| failure.within(Seg::Index(index)))?;
+                let decoded = scalar(field, value, depth).map_err(|failure| failure.within(Seg::Index(index)))?;
                 items.push(decoded);
                 Ok(())
             };
@@ -161,11 +155,7 @@ fn read_field<'a>(
 }
 
 /// A map entry message: {1: key, 2: value}; either may be missing and is then zero.
-fn map_entry(
-    field: &'static Field,
-    entry: &[u8],
-    depth: usize,
-) -> Result<(String, Value), Failure> {
+fn map_entry(field: &'static Field, entry: &[u8], depth: usize) -> Result<(String, Value), Failure> {
     let mut key = String::new();
     let mut value: Option<WireValue<'_>> = None;
     let mut reader = Reader::new(entry);
@@ -191,11 +181,7 @@ fn map_entry(
     Ok((key, value))
 }
 
-fn scalar<'a>(
-    field: &'static Field,
-    value: WireValue<'a>,
-    depth: usize,
-) -> Result<Decoded<'a>, Failure> {
+fn scalar<'a>(field: &'static Field, value: WireValue<'a>, depth: usize) -> Result<Decoded<'a>, Failure> {
     let decoded = match (field.ty, value) {
         (Ty::Str, WireValue::Bytes(b)) => {
             // Go strings may hold any bytes; encoding/json writes invalid UTF-8 as U+FFFD.
@@ -213,9 +199,7 @@ fn scalar<'a>(
         (Ty::Str | Ty::Bytes | Ty::Msg(_), other) => return Err(wrong_wire_type(field, other, 2)),
         (Ty::I32 | Ty::I64 | Ty::Bool, other) => return Err(wrong_wire_type(field, other, 0)),
         (Ty::F64, other) => return Err(wrong_wire_type(field, other, 1)),
-        (Ty::MapStr | Ty::MapBytes | Ty::MapMsg(_), other) => {
-            return Err(wrong_wire_type(field, other, 2))
-        }
+        (Ty::MapStr | Ty::MapBytes | Ty::MapMsg(_), other) => return Err(wrong_wire_type(field, other, 2)),
     };
     Ok(decoded)
 }
@@ -284,9 +268,7 @@ fn render(message: &'static Message, slots: Vec<Slot<'_>>, depth: usize) -> Resu
             continue;
         }
         let value = match slot {
-            Slot::Many(items) if !items.is_empty() => {
-                Value::Array(items.into_iter().map(Decoded::into_json).collect())
-            }
+            Slot::Many(items) if !items.is_empty() => Value::Array(items.into_iter().map(Decoded::into_json).collect()),
             Slot::Map(map) if !map.is_empty() => Value::Object(map),
             Slot::Many(_) | Slot::Map(_) => continue,
             Slot::Absent if field.has(REP) => continue,
@@ -294,8 +276,9 @@ fn render(message: &'static Message, slots: Vec<Slot<'_>>, depth: usize) -> Resu
                 Ty::MapStr | Ty::MapBytes | Ty::MapMsg(_) => continue,
                 _ if field.has(PTR) => continue,
                 // A non-pointer struct is written even when absent: render its zero value.
-                Ty::Msg(index) => decode(index, &[], depth + 1)
-                    .map_err(|failure| failure.within(Seg::Field(field.json)))?,
+                Ty::Msg(index) => {
+                    decode(index, &[], depth + 1).map_err(|failure| failure.within(Seg::Field(field.json)))?
+                }
                 ty => match zero(ty) {
                     Some(zero) if !field.has(OMIT) => zero,
                     _ => continue,
@@ -348,18 +331,14 @@ fn int(decoded: Option<Decoded<'_>>) -> i64 {
 
 fn many_json(slot: Slot<'_>) -> Option<Value> {
     match slot {
-        Slot::Many(items) if !items.is_empty() => Some(Value::Array(
-            items.into_iter().map(Decoded::into_json).collect(),
-        )),
+        Slot::Many(items) if !items.is_empty() => {
+            Some(Value::Array(items.into_iter().map(Decoded::into_json).collect()))
+        }
         _ => None,
     }
 }
 
-fn special(
-    message: &'static Message,
-    mut slots: Vec<Slot<'_>>,
-    depth: usize,
-) -> Result<Value, Failure> {
+fn special(message: &'static Message, mut slots: Vec<Slot<'_>>, depth: usize) -> Result<Value, Failure> {
     let slots = slots.as_mut_slice();
     let value = match message.special {
         Special::None => Value::Null,
@@ -376,8 +355,7 @@ fn special(
             } else {
                 well_known::micro_time(seconds, int(nanos))
             };
-            text.map_err(Failure::wire)?
-                .map_or(Value::Null, Value::String)
+            text.map_err(Failure::wire)?.map_or(Value::Null, Value::String)
         }
         Special::Duration => Value::String(well_known::duration(int(one(message, slots, 1)))),
         Special::Quantity => match one(message, slots, 1) {
@@ -397,9 +375,8 @@ fn special(
                 if message.special == Special::RawExtension && raw.starts_with(&super::MAGIC) {
                     super::decode_envelope(raw, depth + 1).map_err(Failure::embedded)?
                 } else {
-                    serde_json::from_slice(raw).map_err(|error| {
-                        Failure::wire(WireProblem::InvalidJson(error.to_string()))
-                    })?
+                    serde_json::from_slice(raw)
+                        .map_err(|error| Failure::wire(WireProblem::InvalidJson(error.to_string())))?
                 }
             }
             _ => Value::Null,
@@ -408,12 +385,10 @@ fn special(
             Some(schema) => schema.into_json(),
             None => Value::Bool(matches!(one(message, slots, 1), Some(Decoded::Bool(true)))),
         },
-        Special::SchemaOrArray | Special::SchemaOrStringArray => {
-            match many_json(take(message, slots, 2)) {
-                Some(array) => array,
-                None => one(message, slots, 1).map_or(Value::Null, Decoded::into_json),
-            }
-        }
+        Special::SchemaOrArray | Special::SchemaOrStringArray => match many_json(take(message, slots, 2)) {
+            Some(array) => array,
+            None => one(message, slots, 1).map_or(Value::Null, Decoded::into_json),
+        },
         Special::Items => many_json(take(message, slots, 1)).unwrap_or(Value::Null),
     };
     Ok(value)

@@ -87,21 +87,12 @@ pub(super) const SKIP: u8 = 16;
 
 /// Keeps the generated table short.
 pub(super) const fn m(name: &'static str, special: Special, fields: &'static [Field]) -> Message {
-    Message {
-        name,
-        special,
-        fields,
-    }
+    Message { name, special, fields }
 }
 
 /// Keeps the generated table short.
 pub(super) const fn f(tag: u32, json: &'static str, ty: Ty, flags: u8) -> Field {
-    Field {
-        tag,
-        json,
-        ty,
-        flags,
-    }
+    Field { tag, json, ty, flags }
 }
 
 impl Field {

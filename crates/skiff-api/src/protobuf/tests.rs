@@ -51,10 +51,7 @@ fn object_meta(name: &str, namespace: &str) -> Option<meta::ObjectMeta> {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn quantity(v: &str) -> Quantity {
@@ -83,8 +80,8 @@ const KUBECTL_CREATE_NAMESPACE: &[u8] = &[
     0x0a, 0x0f, 0x0a, 0x02, b'v', b'1', 0x12, 0x09, b'N', b'a', b'm', b'e', b's', b'p', b'a', b'c',
     b'e', // typeMeta
     0x12, 0x1b, // raw
-    0x0a, 0x13, 0x0a, 0x03, b'f', b'o', b'o', 0x12, 0x00, 0x1a, 0x00, 0x22, 0x00, 0x2a, 0x00, 0x32,
-    0x00, 0x38, 0x00, 0x42, 0x00, // metadata, empty strings and all
+    0x0a, 0x13, 0x0a, 0x03, b'f', b'o', b'o', 0x12, 0x00, 0x1a, 0x00, 0x22, 0x00, 0x2a, 0x00, 0x32, 0x00, 0x38, 0x00,
+    0x42, 0x00, // metadata, empty strings and all
     0x12, 0x00, // spec
     0x1a, 0x02, 0x0a, 0x00, // status{phase:""}
     0x1a, 0x00, 0x22, 0x00, // contentEncoding, contentType
@@ -268,10 +265,7 @@ fn deployment_with_zero_replicas_probes_and_resources() {
     assert_eq!(spec["selector"], json!({"matchLabels": {"app": "web"}}));
     assert_eq!(spec["strategy"], json!({}), "Go never omits a struct");
     assert_eq!(object["status"], json!({}));
-    assert_eq!(
-        spec["template"]["metadata"],
-        json!({"labels": {"app": "web"}})
-    );
+    assert_eq!(spec["template"]["metadata"], json!({"labels": {"app": "web"}}));
 
     let pod = &spec["template"]["spec"];
     let container = &pod["containers"][0];
@@ -301,16 +295,12 @@ fn deployment_with_zero_replicas_probes_and_resources() {
             "periodSeconds": 10
         })
     );
-    assert_eq!(
-        container["readinessProbe"],
-        json!({"tcpSocket": {"port": "http"}})
-    );
+    assert_eq!(container["readinessProbe"], json!({"tcpSocket": {"port": "http"}}));
     assert_eq!(container["terminationMessagePath"], "/dev/termination-log");
     assert_eq!(container["imagePullPolicy"], "IfNotPresent");
     // PodSpec.containers is `json:"containers"` without omitempty, but the other lists are.
     assert_eq!(
-        pod.as_object()
-            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        pod.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
         Some(vec!["containers".to_string()])
     );
 }
@@ -392,12 +382,7 @@ fn self_subject_access_review() {
             evaluation_error: Some(String::new()),
         }),
     };
-    let object = decode(&envelope(
-        "authorization.k8s.io/v1",
-        "SelfSubjectAccessReview",
-        &review,
-    ))
-    .expect("decodes");
+    let object = decode(&envelope("authorization.k8s.io/v1", "SelfSubjectAccessReview", &review)).expect("decodes");
     // `allowed` has no omitempty: kubectl's JSON body carries "status":{"allowed":false} too.
     assert_eq!(
         object,
@@ -644,10 +629,7 @@ fn custom_resource_definition_schema() {
         json!({"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"})
     );
     // status is a non-pointer struct with non-omitempty fields, as Go writes it.
-    assert_eq!(
-        object["status"],
-        json!({"acceptedNames": {"plural": "", "kind": ""}})
-    );
+    assert_eq!(object["status"], json!({"acceptedNames": {"plural": "", "kind": ""}}));
 }
 
 #[test]
@@ -679,8 +661,7 @@ fn raw_extension_holds_json_or_a_nested_envelope() {
         }),
         ..as_json
     };
-    let error = decode(&envelope("apps/v1", "ControllerRevision", &broken))
-        .expect_err("invalid JSON is refused");
+    let error = decode(&envelope("apps/v1", "ControllerRevision", &broken)).expect_err("invalid JSON is refused");
     assert!(
         error
             .to_string()
@@ -755,9 +736,7 @@ fn envelope_errors_are_named() {
     gzip.extend([0x1a, 4, b'g', b'z', b'i', b'p']);
     assert_eq!(
         decode(&gzip),
-        Err(ProtobufError::UnsupportedContentEncoding(
-            "gzip".to_string()
-        ))
+        Err(ProtobufError::UnsupportedContentEncoding("gzip".to_string()))
     );
 }
 
@@ -932,30 +911,15 @@ fn table_is_consistent() {
             if let Ty::Msg(i) | Ty::MapMsg(i) = field.ty {
                 assert!(usize::from(i) < count, "{}.{}", message.name, field.json);
             }
-            assert!(
-                !(field.has(PTR) && field.has(OMIT)),
-                "{}.{}",
-                message.name,
-                field.json
-            );
-            assert!(
-                !(field.has(REP) && field.has(PTR)),
-                "{}.{}",
-                message.name,
-                field.json
-            );
+            assert!(!(field.has(PTR) && field.has(OMIT)), "{}.{}", message.name, field.json);
+            assert!(!(field.has(REP) && field.has(PTR)), "{}.{}", message.name, field.json);
         }
     }
-    assert!(KINDS
-        .windows(2)
-        .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+    assert!(KINDS.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
     assert!(META_KINDS.windows(2).all(|w| w[0].0 < w[1].0));
     for (api_version, kind, i) in KINDS {
         let name = MESSAGES[usize::from(i)].name;
-        assert!(
-            name.ends_with(&format!(".{kind}")),
-            "{api_version} {kind}: {name}"
-        );
+        assert!(name.ends_with(&format!(".{kind}")), "{api_version} {kind}: {name}");
     }
     let specials = |special| MESSAGES.iter().filter(|m| m.special == special).count();
     assert_eq!(specials(Special::Time), 1);
@@ -996,10 +960,7 @@ fn kinds_from_the_brief_are_covered() {
         ("storage.k8s.io/v1", "StorageClass"),
     ];
     for (api_version, kind) in wanted {
-        assert!(
-            message_for(api_version, kind).is_some(),
-            "{api_version} {kind}"
-        );
+        assert!(message_for(api_version, kind).is_some(), "{api_version} {kind}");
     }
 }
 
@@ -1051,10 +1012,7 @@ fn volume_sources_are_inlined_and_empty_pointers_kept() {
         status: None,
     };
     let object = decode(&envelope("v1", "Pod", &pod)).expect("decodes");
-    assert_eq!(
-        object["spec"]["volumes"],
-        json!([{"name": "scratch", "emptyDir": {}}])
-    );
+    assert_eq!(object["spec"]["volumes"], json!([{"name": "scratch", "emptyDir": {}}]));
     // A container's name has no omitempty: written even when it is not on the wire.
     let nameless = corev1::Pod {
         spec: Some(corev1::PodSpec {
@@ -1064,17 +1022,17 @@ fn volume_sources_are_inlined_and_empty_pointers_kept() {
         ..Default::default()
     };
     let object = decode(&envelope("v1", "Pod", &nameless)).expect("decodes");
-    assert_eq!(
-        object["spec"]["containers"],
-        json!([{"name": "", "resources": {}}])
-    );
+    assert_eq!(object["spec"]["containers"], json!([{"name": "", "resources": {}}]));
 }
 
 #[test]
 fn bad_magic_says_what_it_found() {
     assert_eq!(
         decode(&[0x6b, 0x38]).map_err(|e| e.to_string()),
-        Err(r#"bad magic: a kubernetes protobuf body starts with 6b 38 73 00 ("k8s\0"), this one with 6b 38"#.to_string())
+        Err(
+            r#"bad magic: a kubernetes protobuf body starts with 6b 38 73 00 ("k8s\0"), this one with 6b 38"#
+                .to_string()
+        )
     );
 }
 
@@ -1092,10 +1050,7 @@ fn duration_is_written_like_go() {
     .encode_to_vec();
     let value = message::decode(index, &encoded, 0).expect("decodes");
     assert_eq!(value, json!("1m30.5s"));
-    assert_eq!(
-        message::decode(index, &[], 0).expect("decodes"),
-        json!("0s")
-    );
+    assert_eq!(message::decode(index, &[], 0).expect("decodes"), json!("0s"));
 }
 
 #[test]

@@ -137,10 +137,7 @@ mod tests {
     fn times_are_rfc3339_utc() {
         let text = |t: Result<Option<String>, WireProblem>| t.ok().flatten();
         assert_eq!(text(time(0)).as_deref(), Some("1970-01-01T00:00:00Z"));
-        assert_eq!(
-            text(time(1_700_000_000)).as_deref(),
-            Some("2023-11-14T22:13:20Z")
-        );
+        assert_eq!(text(time(1_700_000_000)).as_deref(), Some("2023-11-14T22:13:20Z"));
         assert_eq!(
             text(micro_time(1_700_000_000, 123_456_789)).as_deref(),
             Some("2023-11-14T22:13:20.123456Z")

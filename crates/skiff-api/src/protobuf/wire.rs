@@ -164,10 +164,7 @@ mod tests {
         assert_eq!(next(&[0x00]), Some(Err(WireProblem::BadFieldNumber(0))));
         assert_eq!(
             next(&[0x0b]),
-            Some(Err(WireProblem::UnsupportedWireType {
-                field: 1,
-                wire_type: 3
-            }))
+            Some(Err(WireProblem::UnsupportedWireType { field: 1, wire_type: 3 }))
         );
         assert_eq!(
             next(&[0x0a, 5, b'a']),

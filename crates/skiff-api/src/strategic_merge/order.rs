@@ -37,14 +37,8 @@ impl Identity {
 
 /// Splits `merged` into the elements whose identity is in `ids` and the others, keeping the
 /// order of each part. Elements without identity count as not named.
-pub(crate) fn partition(
-    merged: Vec<Value>,
-    ids: &[Value],
-    id: Identity,
-) -> (Vec<Value>, Vec<Value>) {
-    merged
-        .into_iter()
-        .partition(|item| id.position(ids, item).is_some())
+pub(crate) fn partition(merged: Vec<Value>, ids: &[Value], id: Identity) -> (Vec<Value>, Vec<Value>) {
+    merged.into_iter().partition(|item| id.position(ids, item).is_some())
 }
 
 /// The final order of a merged list: `patch_items` sorted by `patch_ids`, `server_only` sorted
@@ -69,12 +63,7 @@ fn sort_by(mut items: Vec<Value>, ids: &[Value], id: Identity) -> Vec<Value> {
 
 /// Merges two sorted lists, keeping the relative order within each. `left` (server-only items)
 /// goes first only when both elements are in `server_ids` and `left`'s comes earlier.
-fn interleave(
-    left: Vec<Value>,
-    right: Vec<Value>,
-    server_ids: &[Value],
-    id: Identity,
-) -> Vec<Value> {
+fn interleave(left: Vec<Value>, right: Vec<Value>, server_ids: &[Value], id: Identity) -> Vec<Value> {
     let mut out = Vec::with_capacity(left.len() + right.len());
     let mut left = left.into_iter().peekable();
     let mut right = right.into_iter().peekable();

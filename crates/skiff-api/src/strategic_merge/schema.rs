@@ -136,10 +136,7 @@ impl TypeDef {
 /// The type of a built-in kind, by kind name (the group is not needed: no two built-in kinds
 /// with the same name differ in patch metadata).
 pub(crate) fn kind_type(kind: &str) -> Option<&'static TypeDef> {
-    KINDS
-        .iter()
-        .find(|(name, _)| *name == kind)
-        .map(|(_, ty)| *ty)
+    KINDS.iter().find(|(name, _)| *name == kind).map(|(_, ty)| *ty)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,20 +144,14 @@ pub(crate) fn kind_type(kind: &str) -> Option<&'static TypeDef> {
 
 static OBJECT_META: TypeDef = TypeDef::new(
     "ObjectMeta",
-    &[
-        Field::keyed("ownerReferences", "uid", None),
-        Field::set("finalizers"),
-    ],
+    &[Field::keyed("ownerReferences", "uid", None), Field::set("finalizers")],
 );
 
 /// A kind whose only tagged fields are those of its `metadata`.
 static PLAIN_OBJECT: TypeDef = TypeDef::new("Object", &[Field::object("metadata", &OBJECT_META)]);
 
 /// `status.conditions` merged by `type`, the shape of most statuses.
-static CONDITIONS_STATUS: TypeDef = TypeDef::new(
-    "ConditionsStatus",
-    &[Field::keyed("conditions", "type", None)],
-);
+static CONDITIONS_STATUS: TypeDef = TypeDef::new("ConditionsStatus", &[Field::keyed("conditions", "type", None)]);
 
 // ---------------------------------------------------------------------------------------------
 // core/v1: pods and templates
@@ -184,16 +175,10 @@ static PERSISTENT_VOLUME_CLAIM_TEMPLATE: TypeDef = TypeDef::new(
 
 static EPHEMERAL_VOLUME_SOURCE: TypeDef = TypeDef::new(
     "EphemeralVolumeSource",
-    &[Field::object(
-        "volumeClaimTemplate",
-        &PERSISTENT_VOLUME_CLAIM_TEMPLATE,
-    )],
+    &[Field::object("volumeClaimTemplate", &PERSISTENT_VOLUME_CLAIM_TEMPLATE)],
 );
 
-static VOLUME: TypeDef = TypeDef::new(
-    "Volume",
-    &[Field::object("ephemeral", &EPHEMERAL_VOLUME_SOURCE)],
-);
+static VOLUME: TypeDef = TypeDef::new("Volume", &[Field::object("ephemeral", &EPHEMERAL_VOLUME_SOURCE)]);
 
 static POD_SPEC: TypeDef = TypeDef::new(
     "PodSpec",
@@ -258,10 +243,7 @@ static POD_TEMPLATE: TypeDef = TypeDef::new(
 );
 
 /// `spec.template` of the workload controllers.
-static TEMPLATED_SPEC: TypeDef = TypeDef::new(
-    "TemplatedSpec",
-    &[Field::object("template", &POD_TEMPLATE_SPEC)],
-);
+static TEMPLATED_SPEC: TypeDef = TypeDef::new("TemplatedSpec", &[Field::object("template", &POD_TEMPLATE_SPEC)]);
 
 /// ReplicationController, ReplicaSet, DaemonSet and Job: a pod template and status conditions.
 static TEMPLATED_WORKLOAD: TypeDef = TypeDef::new(
@@ -379,10 +361,7 @@ static JOB_TEMPLATE_SPEC: TypeDef = TypeDef::new(
     ],
 );
 
-static CRON_JOB_SPEC: TypeDef = TypeDef::new(
-    "CronJobSpec",
-    &[Field::object("jobTemplate", &JOB_TEMPLATE_SPEC)],
-);
+static CRON_JOB_SPEC: TypeDef = TypeDef::new("CronJobSpec", &[Field::object("jobTemplate", &JOB_TEMPLATE_SPEC)]);
 
 static CRON_JOB: TypeDef = TypeDef::new(
     "CronJob",
@@ -395,8 +374,7 @@ static CRON_JOB: TypeDef = TypeDef::new(
 // ---------------------------------------------------------------------------------------------
 // policy/v1
 
-static POD_DISRUPTION_BUDGET_SPEC: TypeDef =
-    TypeDef::new("PodDisruptionBudgetSpec", &[Field::replace("selector")]);
+static POD_DISRUPTION_BUDGET_SPEC: TypeDef = TypeDef::new("PodDisruptionBudgetSpec", &[Field::replace("selector")]);
 
 static POD_DISRUPTION_BUDGET: TypeDef = TypeDef::new(
     "PodDisruptionBudget",
@@ -436,8 +414,7 @@ static VALIDATING_ADMISSION_POLICY: TypeDef = TypeDef::new(
     ],
 );
 
-static CSI_NODE_SPEC: TypeDef =
-    TypeDef::new("CSINodeSpec", &[Field::keyed("drivers", "name", None)]);
+static CSI_NODE_SPEC: TypeDef = TypeDef::new("CSINodeSpec", &[Field::keyed("drivers", "name", None)]);
 
 static CSI_NODE: TypeDef = TypeDef::new(
     "CSINode",
@@ -488,10 +465,7 @@ static CUSTOM_RESOURCE_DEFINITION_SPEC: TypeDef = TypeDef::new(
     "CustomResourceDefinitionSpec",
     // Untagged: `versions` is replaced wholesale, so the tag inside JSONSchemaProps only
     // matters to a future caller that merges a schema on its own.
-    &[Field::atomic_list(
-        "versions",
-        &CUSTOM_RESOURCE_DEFINITION_VERSION,
-    )],
+    &[Field::atomic_list("versions", &CUSTOM_RESOURCE_DEFINITION_VERSION)],
 );
 
 static CUSTOM_RESOURCE_DEFINITION: TypeDef = TypeDef::new(
@@ -596,10 +570,7 @@ mod tests {
     #[test]
     fn kinds_are_unique() {
         for (i, (kind, _)) in KINDS.iter().enumerate() {
-            assert!(
-                KINDS[i + 1..].iter().all(|(other, _)| other != kind),
-                "{kind} twice"
-            );
+            assert!(KINDS[i + 1..].iter().all(|(other, _)| other != kind), "{kind} twice");
         }
     }
 
@@ -611,10 +582,7 @@ mod tests {
             for (i, field) in ty.fields.iter().enumerate() {
                 let at = format!("{}.{}", ty.name, field.name);
                 assert!(!field.name.is_empty(), "{at}");
-                assert!(
-                    ty.fields[i + 1..].iter().all(|f| f.name != field.name),
-                    "{at} twice"
-                );
+                assert!(ty.fields[i + 1..].iter().all(|f| f.name != field.name), "{at} twice");
                 match (field.shape, field.strategy) {
                     // A keyed list; a set of primitives has no element type.
                     (Shape::List, ListStrategy::Merge { key: Some(key) }) => {
@@ -648,10 +616,7 @@ mod tests {
             .and_then(|ty| ty.field("openAPIV3Schema"))
             .and_then(|f| f.ty)
             .expect("the schema is typed");
-        let properties = schema
-            .field("properties")
-            .and_then(|f| f.ty)
-            .expect("typed");
+        let properties = schema.field("properties").and_then(|f| f.ty).expect("typed");
         let any = properties.field("anything").expect("every key is typed");
         assert_eq!(any.ty.map(|ty| ty.name), Some("JSONSchemaProps"));
     }

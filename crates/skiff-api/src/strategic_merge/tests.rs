@@ -21,10 +21,7 @@ fn assert_no_directives(value: &Value) {
     match value {
         Value::Object(object) => {
             for (key, value) in object {
-                assert!(
-                    !key.starts_with('$'),
-                    "directive {key:?} left in the result"
-                );
+                assert!(!key.starts_with('$'), "directive {key:?} left in the result");
                 assert_no_directives(value);
             }
         }
@@ -70,10 +67,7 @@ fn null_for_an_absent_key_and_nulls_in_new_subtrees_are_dropped() {
     let original = json!({"metadata": {"name": "cm"}});
     let patch = json!({"data": {"a": "1", "b": null}, "binaryData": null});
     let result = patched("ConfigMap", original, patch);
-    assert_eq!(
-        result,
-        json!({"metadata": {"name": "cm"}, "data": {"a": "1"}})
-    );
+    assert_eq!(result, json!({"metadata": {"name": "cm"}, "data": {"a": "1"}}));
 }
 
 #[test]
@@ -125,10 +119,7 @@ fn key_order_is_kept_and_new_keys_follow() {
 #[test]
 fn null_patch_is_a_no_op_and_null_original_is_empty() {
     let original = json!({"metadata": {"name": "cm"}});
-    assert_eq!(
-        patched("ConfigMap", original.clone(), Value::Null),
-        original
-    );
+    assert_eq!(patched("ConfigMap", original.clone(), Value::Null), original);
     assert_eq!(
         patched("ConfigMap", Value::Null, json!({"data": {"a": "1"}})),
         json!({"data": {"a": "1"}})
@@ -243,20 +234,14 @@ fn pod_spec_lists_merge_by_key() {
     }});
     let result = patched("Pod", original, patch);
     let spec = &result["spec"];
-    assert_eq!(
-        spec["initContainers"],
-        json!([{"name": "init", "image": "i:2"}])
-    );
+    assert_eq!(spec["initContainers"], json!([{"name": "init", "image": "i:2"}]));
     assert_eq!(
         spec["volumes"],
         json!([{"name": "a", "emptyDir": {"medium": "Memory"}}])
     );
     assert_eq!(spec["imagePullSecrets"], json!([{"name": "reg1"}]));
     // `hostnames` itself is untagged, hence replaced.
-    assert_eq!(
-        spec["hostAliases"],
-        json!([{"ip": "10.0.0.1", "hostnames": ["b"]}])
-    );
+    assert_eq!(spec["hostAliases"], json!([{"ip": "10.0.0.1", "hostnames": ["b"]}]));
     assert_eq!(
         spec["topologySpreadConstraints"],
         json!([{"topologyKey": "zone", "maxSkew": 2}])
@@ -334,8 +319,7 @@ fn cron_job_reaches_the_pod_spec_through_the_job_template() {
 #[test]
 fn duplicate_patch_elements_merge_into_one() {
     let original = pod(json!([]));
-    let patch =
-        json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "a", "tty": true}]}});
+    let patch = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "a", "tty": true}]}});
     let result = patched("Pod", original, patch);
     assert_eq!(
         containers_of(&result),
@@ -385,10 +369,7 @@ fn node_pod_cidrs_are_a_set_union() {
     let original = json!({"spec": {"podCIDRs": ["10.0.0.0/24"]}});
     let patch = json!({"spec": {"podCIDRs": ["10.0.0.0/24", "fd00::/64"]}});
     let result = patched("Node", original, patch);
-    assert_eq!(
-        result["spec"]["podCIDRs"],
-        json!(["10.0.0.0/24", "fd00::/64"])
-    );
+    assert_eq!(result["spec"]["podCIDRs"], json!(["10.0.0.0/24", "fd00::/64"]));
 }
 
 #[test]
@@ -413,13 +394,9 @@ fn delete_from_primitive_list_never_adds() {
 #[test]
 fn delete_from_primitive_list_also_works_on_untagged_lists() {
     let original = pod(json!([{"name": "a", "args": ["1", "2", "3"]}]));
-    let patch =
-        json!({"spec": {"containers": [{"name": "a", "$deleteFromPrimitiveList/args": ["2"]}]}});
+    let patch = json!({"spec": {"containers": [{"name": "a", "$deleteFromPrimitiveList/args": ["2"]}]}});
     let result = patched("Pod", original, patch);
-    assert_eq!(
-        containers_of(&result),
-        &json!([{"name": "a", "args": ["1", "3"]}])
-    );
+    assert_eq!(containers_of(&result), &json!([{"name": "a", "args": ["1", "3"]}]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,13 +421,9 @@ fn patch_replace_on_a_map_replaces_it() {
 #[test]
 fn patch_replace_in_a_list_replaces_the_list() {
     let original = pod(json!([{"name": "a", "image": "a:1"}, {"name": "b"}]));
-    let patch =
-        json!({"spec": {"containers": [{"name": "c", "image": "c:1"}, {"$patch": "replace"}]}});
+    let patch = json!({"spec": {"containers": [{"name": "c", "image": "c:1"}, {"$patch": "replace"}]}});
     let result = patched("Pod", original, patch);
-    assert_eq!(
-        containers_of(&result),
-        &json!([{"name": "c", "image": "c:1"}])
-    );
+    assert_eq!(containers_of(&result), &json!([{"name": "c", "image": "c:1"}]));
 
     let original = pod(json!([{"name": "a"}]));
     let patch = json!({"spec": {"containers": [{"$patch": "replace"}]}});
@@ -480,10 +453,7 @@ fn patch_delete_in_a_list_removes_every_matching_element() {
         {"name": "1", "$patch": "delete"}, {"name": "3", "$patch": "delete"}
     ]}});
     let result = patched("Pod", original, patch);
-    assert_eq!(
-        containers_of(&result),
-        &json!([{"name": "2", "image": "a"}])
-    );
+    assert_eq!(containers_of(&result), &json!([{"name": "2", "image": "a"}]));
 
     // Deleting an element that is not there changes nothing; in a new list it vanishes.
     let original = json!({"spec": {}});
@@ -531,8 +501,7 @@ fn an_unknown_patch_directive_is_an_error_naming_the_path() {
 #[test]
 fn pod_disruption_budget_selector_is_replaced() {
     let original = json!({"spec": {"selector": {"matchLabels": {"a": "1"}}, "minAvailable": 1}});
-    let patch =
-        json!({"spec": {"selector": {"matchExpressions": [{"key": "b", "operator": "Exists"}]}}});
+    let patch = json!({"spec": {"selector": {"matchExpressions": [{"key": "b", "operator": "Exists"}]}}});
     let result = patched("PodDisruptionBudget", original, patch);
     assert_eq!(
         result["spec"],
@@ -579,25 +548,19 @@ fn retain_keys_rejects_a_patch_setting_an_unlisted_key() {
         json!({"spec": {"strategy": {"type": "RollingUpdate"}}}),
         json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": {}}}}),
     );
-    assert!(
-        matches!(error, StrategicMergeError::InvalidRetainKeys { ref path, .. } if path == "spec.strategy")
-    );
+    assert!(matches!(error, StrategicMergeError::InvalidRetainKeys { ref path, .. } if path == "spec.strategy"));
 
     let error = failed(
         "Deployment",
         json!({"spec": {"strategy": {}}}),
         json!({"spec": {"strategy": {"$retainKeys": "type"}}}),
     );
-    assert!(matches!(
-        error,
-        StrategicMergeError::InvalidRetainKeys { .. }
-    ));
+    assert!(matches!(error, StrategicMergeError::InvalidRetainKeys { .. }));
 }
 
 #[test]
 fn retain_keys_allows_nulls_and_directives_for_unlisted_keys() {
-    let original =
-        json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+    let original = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
     let patch = json!({"spec": {"strategy": {
         "$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null
     }}});
@@ -626,8 +589,7 @@ fn order(names: &[&str]) -> Value {
 
 #[test]
 fn set_element_order_adds_an_item_in_place() {
-    let original =
-        pod(json!([{"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}]));
+    let original = pod(json!([{"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}]));
     let patch = json!({"spec": {
         "$setElementOrder/containers": order(&["3", "1", "2"]),
         "containers": [{"name": "3", "value": "3"}]
@@ -650,10 +612,7 @@ fn set_element_order_adds_several_items() {
         "$setElementOrder/containers": order(&["1", "4", "2", "3"]),
         "containers": [{"name": "4"}, {"name": "3"}]
     }});
-    assert_eq!(
-        names(&patched("Pod", original, patch)),
-        ["1", "4", "2", "3"]
-    );
+    assert_eq!(names(&patched("Pod", original, patch)), ["1", "4", "2", "3"]);
 }
 
 #[test]
@@ -676,11 +635,7 @@ fn set_element_order_with_a_deletion() {
 #[test]
 fn set_element_order_keeps_server_only_items_in_their_place() {
     let cases: [(&[&str], &[&str], &[&str]); 4] = [
-        (
-            &["1", "3", "4", "2"],
-            &["4", "2", "3", "1"],
-            &["4", "2", "3", "1"],
-        ),
+        (&["1", "3", "4", "2"], &["4", "2", "3", "1"], &["4", "2", "3", "1"]),
         (
             &["1", "3", "4", "2", "9"],
             &["4", "2", "3", "1"],
@@ -700,11 +655,7 @@ fn set_element_order_keeps_server_only_items_in_their_place() {
     for (live, wanted, expected) in cases {
         let original = pod(order(live));
         let patch = json!({"spec": {"$setElementOrder/containers": order(wanted)}});
-        assert_eq!(
-            names(&patched("Pod", original, patch)),
-            expected,
-            "live {live:?}"
-        );
+        assert_eq!(names(&patched("Pod", original, patch)), expected, "live {live:?}");
     }
 }
 
@@ -754,13 +705,9 @@ fn set_element_order_that_contradicts_the_patch_list_is_an_error() {
 #[test]
 fn set_element_order_on_primitive_lists() {
     let original = json!({"metadata": {"finalizers": ["1", "4", "2"]}});
-    let patch =
-        json!({"metadata": {"$setElementOrder/finalizers": ["3", "1", "2"], "finalizers": ["3"]}});
+    let patch = json!({"metadata": {"$setElementOrder/finalizers": ["3", "1", "2"], "finalizers": ["3"]}});
     let result = patched("Pod", original, patch);
-    assert_eq!(
-        result["metadata"]["finalizers"],
-        json!(["3", "1", "4", "2"])
-    );
+    assert_eq!(result["metadata"]["finalizers"], json!(["3", "1", "4", "2"]));
 
     let original = json!({"metadata": {"finalizers": ["1", "2", "3"]}});
     let patch = json!({"metadata": {
@@ -876,8 +823,7 @@ fn kubectl_apply_statefulset_update() {
 
     let mut expected = statefulset_v1();
     expected["metadata"]["labels"] = json!({"app": "db", "tier": "backend"});
-    expected["metadata"]["annotations"] =
-        json!({"kubectl.kubernetes.io/last-applied-configuration": "{\"v\":2}\n"});
+    expected["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration": "{\"v\":2}\n"});
     expected["spec"]["replicas"] = json!(3);
     expected["spec"]["template"]["metadata"]["labels"] = json!({"app": "db", "tier": "backend"});
     let container = &mut expected["spec"]["template"]["spec"]["containers"][0];
@@ -925,24 +871,18 @@ fn deployment(containers: Value) -> Value {
 
 #[test]
 fn kubectl_set_image() {
-    let original = deployment(
-        json!([{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]),
-    );
+    let original = deployment(json!([{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]));
     let patch = json!({"spec": {"template": {"spec": {
         "$setElementOrder/containers": [{"name": "nginx"}],
         "containers": [{"image": "nginx:1.28", "name": "nginx"}]
     }}}});
     let result = patched("Deployment", original, patch);
-    let mut expected = deployment(
-        json!([{"name": "nginx", "image": "nginx:1.28", "ports": [{"containerPort": 80}]}]),
-    );
+    let mut expected = deployment(json!([{"name": "nginx", "image": "nginx:1.28", "ports": [{"containerPort": 80}]}]));
     expected["metadata"] = result["metadata"].clone();
     assert_eq!(result, expected);
 
     // With two containers kubectl lists both in the order and patches only the one it changes.
-    let original = deployment(
-        json!([{"name": "nginx", "image": "nginx:1.27"}, {"name": "log", "image": "fluent:1"}]),
-    );
+    let original = deployment(json!([{"name": "nginx", "image": "nginx:1.27"}, {"name": "log", "image": "fluent:1"}]));
     let patch = json!({"spec": {"template": {"spec": {
         "$setElementOrder/containers": [{"name": "nginx"}, {"name": "log"}],
         "containers": [{"image": "fluent:2", "name": "log"}]
@@ -1047,10 +987,7 @@ fn a_merge_key_element_without_its_key_is_an_error() {
 fn odd_list_shapes_are_errors() {
     let cases = [
         // primitives in a keyed list
-        (
-            pod(json!([{"name": "a"}])),
-            json!({"spec": {"containers": ["a"]}}),
-        ),
+        (pod(json!([{"name": "a"}])), json!({"spec": {"containers": ["a"]}})),
         // objects in a primitive merge list
         (
             json!({"metadata": {"finalizers": ["a"]}}),
@@ -1168,11 +1105,7 @@ const STRINGS: &[&str] = &["a", "b", "replace", "delete", "merge", "name", "type
 /// A random JSON value; keys come from `KEYS`, directive keys only when `directives` is set
 /// (live objects never hold them).
 fn random_value(rng: &mut Rng, depth: usize, directives: bool) -> Value {
-    let choice = if depth == 0 {
-        rng.below(4)
-    } else {
-        rng.below(7)
-    };
+    let choice = if depth == 0 { rng.below(4) } else { rng.below(7) };
     match choice {
         0 => Value::Null,
         1 => json!(rng.below(3)),
@@ -1187,11 +1120,7 @@ fn random_value(rng: &mut Rng, depth: usize, directives: bool) -> Value {
             (0..rng.below(5))
                 .map(|_| {
                     let key = KEYS[rng.below(KEYS.len())];
-                    let key = if directives {
-                        key
-                    } else {
-                        key.trim_start_matches('$')
-                    };
+                    let key = if directives { key } else { key.trim_start_matches('$') };
                     (key.to_owned(), random_value(rng, depth - 1, directives))
                 })
                 .collect(),
@@ -1202,14 +1131,7 @@ fn random_value(rng: &mut Rng, depth: usize, directives: bool) -> Value {
 #[test]
 fn random_shapes_never_panic() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let kinds = [
-        "Pod",
-        "Deployment",
-        "CronJob",
-        "Node",
-        "Service",
-        "ConfigMap",
-    ];
+    let kinds = ["Pod", "Deployment", "CronJob", "Node", "Service", "ConfigMap"];
     let mut applied = 0;
     for _ in 0..4000 {
         let original = random_value(&mut rng, 5, false);
@@ -1289,17 +1211,9 @@ fn every_required_kind_is_supported_with_object_meta() {
     for kind in REQUIRED_KINDS {
         assert!(supports(kind), "{kind}");
         let owners = patch_meta(kind, &["metadata", "ownerReferences"]).map(|m| m.strategy);
-        assert_eq!(
-            owners,
-            Some(ListStrategy::Merge { key: Some("uid") }),
-            "{kind}"
-        );
+        assert_eq!(owners, Some(ListStrategy::Merge { key: Some("uid") }), "{kind}");
         let finalizers = patch_meta(kind, &["metadata", "finalizers"]).map(|m| m.strategy);
-        assert_eq!(
-            finalizers,
-            Some(ListStrategy::Merge { key: None }),
-            "{kind}"
-        );
+        assert_eq!(finalizers, Some(ListStrategy::Merge { key: None }), "{kind}");
     }
     for kind in ["Widget", "", "pod", "Deployments"] {
         assert!(!supports(kind), "{kind}");
@@ -1388,11 +1302,7 @@ fn the_table_records_every_tagged_field() {
         let segments: Vec<&str> = path.split('.').collect();
         let meta = patch_meta(kind, &segments);
         assert_eq!(meta.map(|m| m.strategy), Some(*strategy), "{kind} {path}");
-        assert_eq!(
-            meta.map(|m| m.retain_keys),
-            Some(*retain_keys),
-            "{kind} {path}"
-        );
+        assert_eq!(meta.map(|m| m.retain_keys), Some(*retain_keys), "{kind} {path}");
     }
 }
 
@@ -1431,11 +1341,7 @@ fn pod_spec_is_one_type_reached_from_every_workload() {
     ] {
         let segments: Vec<&str> = path.split('.').collect();
         let meta = patch_meta(kind, &segments);
-        assert_eq!(
-            meta.and_then(|m| m.type_name),
-            Some("PodSpec"),
-            "{kind} {path}"
-        );
+        assert_eq!(meta.and_then(|m| m.type_name), Some("PodSpec"), "{kind} {path}");
     }
     assert_eq!(
         patch_meta("Pod", &["spec", "containers"]).and_then(|m| m.type_name),

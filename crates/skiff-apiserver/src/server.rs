@@ -1,0 +1,268 @@
+//! The HTTPS server: TLS (HTTP/2 and HTTP/1.1 with upgrades on one port), authentication by
+//! client certificate or bearer token, the shared state every handler uses, the in-server
+//! controllers, and graceful shutdown (stop accepting, end watches, drain, then force).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+use skiff_store::Store;
+
+use crate::cache::Cache;
+use crate::error::ApiError;
+use crate::handlers::{self, MAX_BODY};
+use crate::objects::Objects;
+use crate::pki::Pki;
+use crate::types::Types;
+
+/// Configuration of the API server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    /// 0 picks a free port.
+    pub port: u16,
+    /// A shared secret accepted as a bearer token (agents join with it).
+    pub token: Option<String>,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// How many recent events the watch cache keeps for resuming watches.
+    pub watch_cache_events: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            port: 6443,
+            token: None,
+            tls_sans: Vec::new(),
+            watch_cache_events: 100_000,
+        }
+    }
+}
+
+/// Who made a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// State shared by all requests.
+pub struct Shared {
+    pub objects: Objects,
+    pub types: Arc<Types>,
+    pub ready: AtomicBool,
+    pub shutdown: watch::Receiver<bool>,
+    pub token: Option<String>,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub pki: Pki,
+    pub shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// The admin kubeconfig for this server.
+    pub fn kubeconfig(&self) -> String {
+        let host = match self.addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        self.pki.kubeconfig(&format!("https://{host}:{}", self.addr.port()))
+    }
+
+    /// Stop accepting, end watches, wait up to `deadline` for requests in flight, then stop.
+    pub async fn shutdown(self, deadline: Duration) {
+        let _ = self.shutdown_tx.send(true);
+        if tokio::time::timeout(deadline, self.task).await.is_err() {
+            tracing::warn!("connections still open after the shutdown deadline; closing them");
+        }
+    }
+}
+
+fn peer_identity(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Option<Identity> {
+    let cert = certs?.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let subject = parsed.subject();
+    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some(Identity { user, groups })
+}
+
+fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig> {
+    let certs = rustls_pemfile::certs(&mut pki.serving_cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("serving certificate")?;
+    let key = rustls_pemfile::private_key(&mut pki.serving_key_pem.as_bytes())
+        .context("serving key")?
+        .context("no serving key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
+        roots.add(c.context("CA certificate")?).context("CA certificate")?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("client certificate verifier")?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .context("serving certificate")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+fn public_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+}
+
+async fn entry(State(shared): State<Arc<Shared>>, mut req: Request) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_string);
+    if req.extensions().get::<Identity>().is_none() {
+        if let (Some(b), Some(t)) = (&bearer, &shared.token) {
+            if !t.is_empty() && b == t {
+                req.extensions_mut().insert(Identity {
+                    user: "system:skiff:token".into(),
+                    groups: vec!["system:masters".into()],
+                });
+            }
+        }
+    }
+    if req.extensions().get::<Identity>().is_none() && !public_path(req.uri().path()) {
+        return ApiError::unauthorized().into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::too_large().into_response(),
+    };
+    handlers::handle(shared, parts.method, parts.uri, parts.headers, bytes).await
+}
+
+/// Start the server on `config`'s address with `store` as its storage.
+pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Server> {
+    let mut sans = config.tls_sans.clone();
+    if !config.bind_address.is_unspecified() {
+        sans.push(config.bind_address.to_string());
+    }
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() && skiff_api::validation::is_dns1123_subdomain(h) {
+            sans.push(h.to_string());
+        }
+    }
+    let pki = Pki::load_or_create(&config.data_dir.join("tls"), &sans)?;
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
+    let cache = Cache::start(store.clone(), "/registry/", config.watch_cache_events)
+        .await
+        .context("loading the watch cache")?;
+    let types = Arc::new(Types::new());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        objects: Objects {
+            store,
+            cache,
+            types: types.clone(),
+        },
+        types,
+        ready: AtomicBool::new(false),
+        shutdown: shutdown_rx.clone(),
+        token: config.token.clone(),
+    });
+    crate::crds::refresh(&shared);
+    crate::namespaces::ensure_system_namespaces(&shared)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating system namespaces: {e}"))?;
+    tokio::spawn(crate::namespaces::run(shared.clone()));
+    tokio::spawn(crate::crds::run(shared.clone()));
+
+    let app = axum::Router::new().fallback(entry).with_state(shared.clone());
+    let listener = TcpListener::bind((config.bind_address, config.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
+    let addr = listener.local_addr()?;
+    shared.ready.store(true, Ordering::Release);
+    let mut shutdown = shutdown_rx;
+    let task = tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                accepted = listener.accept() => {
+                    let Ok((tcp, peer)) = accepted else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    let tls = tls.clone();
+                    let app = app.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let identity = peer_identity(stream.get_ref().1.peer_certificates());
+                        let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                            if let Some(id) = &identity {
+                                req.extensions_mut().insert(id.clone());
+                            }
+                            app.clone().oneshot(req.map(Body::new))
+                        });
+                        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    });
+    Ok(Server {
+        addr,
+        pki,
+        shared,
+        shutdown_tx,
+        task,
+    })
+}
