@@ -407,6 +407,10 @@ fn remove_path(v: &mut Value, path: &[String]) {
     if let Some(f) = last.strip_prefix("f:") {
         if let Some(m) = parent.as_object_mut() {
             m.remove(f);
+            // A map left empty by the removal goes too, as upstream prunes it.
+            if m.is_empty() && parents.last().is_some_and(|p| p.starts_with("f:")) {
+                remove_path(v, parents);
+            }
         }
     } else if let Some(val) = last.strip_prefix("v:") {
         if let (Ok(want), Some(list)) = (serde_json::from_str::<Value>(val), parent.as_array_mut()) {
