@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs Skiff's whole test suite on a fresh Debian machine with Rust: installs what the tests
+# need (as root, via apt), checks formatting and lints, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build artefacts live outside the checkout so repeated runs on one machine are fast.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/skiff-target}"
+export CARGO_TERM_COLOR=never
+
+need_pkgs=()
+command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
+command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${need_pkgs[*]}"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "warning: missing ${need_pkgs[*]} and cannot apt-get install them" >&2
+  fi
+fi
+
+# The kubectl suite runs the real kubectl binaries shipped beside `kubectl` (1.27 … 1.33).
+kdir="$(dirname "$(readlink -f "$(command -v kubectl)")")"
+for v in 1.27 1.33; do
+  [ -x "$kdir/kubectl.$v" ] || { echo "kubectl.$v not found in $kdir: the kubectl suite needs it" >&2; exit 1; }
+done
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace -- --test-threads="${SKIFF_TEST_THREADS:-4}"
