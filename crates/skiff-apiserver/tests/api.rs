@@ -1,0 +1,430 @@
+//! The API server in-process on 127.0.0.1:0, driven by kube-rs (typed `Api<T>`, `watcher`):
+//! the semantics client libraries rely on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::json;
+
+struct TestServer {
+    server: Option<skiff_apiserver::Server>,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_with(watch_cache_events: usize) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        skiff_store::SqliteStore::open(skiff_store::SqliteOptions::new(dir.path().join("state.db"))).expect("store");
+    let mut cfg = skiff_apiserver::Config::new(dir.path());
+    cfg.port = 0;
+    cfg.watch_cache_events = watch_cache_events;
+    let server = skiff_apiserver::start(cfg, Arc::new(store)).await.expect("start");
+    let kc = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    let client = Client::try_from(config).expect("client");
+    TestServer {
+        server: Some(server),
+        client,
+        _dir: dir,
+    }
+}
+
+async fn start() -> TestServer {
+    start_with(10_000).await
+}
+
+fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "data": data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+    }))
+    .expect("configmap")
+}
+
+fn api_error(e: kube::Error) -> kube::core::Status {
+    match e {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_crud_with_kubernetes_errors() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let created = cms
+        .create(&PostParams::default(), &cm("a", &[("k", "v")]))
+        .await
+        .expect("create");
+    let rv1 = created.metadata.resource_version.clone().expect("resourceVersion");
+    assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+
+    let dup = api_error(
+        cms.create(&PostParams::default(), &cm("a", &[]))
+            .await
+            .expect_err("duplicate"),
+    );
+    assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(dup.message, "configmaps \"a\" already exists");
+
+    let mut changed = created.clone();
+    changed.data = Some([("k".to_string(), "v2".to_string())].into());
+    let replaced = cms
+        .replace("a", &PostParams::default(), &changed)
+        .await
+        .expect("replace");
+    assert_ne!(replaced.metadata.resource_version.as_deref(), Some(rv1.as_str()));
+    // The same stale resourceVersion again: a conflict.
+    let stale = api_error(
+        cms.replace("a", &PostParams::default(), &changed)
+            .await
+            .expect_err("stale"),
+    );
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+
+    let patched = cms
+        .patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": "y"}})))
+        .await
+        .expect("patch");
+    assert_eq!(
+        patched.data.as_ref().and_then(|d| d.get("x")).map(String::as_str),
+        Some("y")
+    );
+
+    let missing = api_error(cms.get("nope").await.expect_err("missing"));
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+
+    cms.delete("a", &DeleteParams::default()).await.expect("delete");
+    assert!(cms.get_opt("a").await.expect("get").is_none());
+
+    // A namespace that does not exist.
+    let nowhere: Api<ConfigMap> = Api::namespaced(t.client.clone(), "nowhere");
+    let e = api_error(
+        nowhere
+            .create(&PostParams::default(), &cm("a", &[]))
+            .await
+            .expect_err("no namespace"),
+    );
+    assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"nowhere\" not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_reports_every_bad_field() {
+    let t = start().await;
+    let deploys: Api<Deployment> = Api::namespaced(t.client.clone(), "default");
+    let bad: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "Bad_Name"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}},
+                 "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c"}]}}}
+    }))
+    .expect("deployment");
+    let e = api_error(deploys.create(&PostParams::default(), &bad).await.expect_err("invalid"));
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    let causes: Vec<String> = e
+        .details
+        .expect("details")
+        .causes
+        .into_iter()
+        .map(|c| c.field)
+        .collect();
+    assert_eq!(
+        causes,
+        [
+            "metadata.name",
+            "spec.template.metadata.labels",
+            "spec.template.spec.containers[0].image"
+        ]
+    );
+    assert!(
+        e.message.starts_with("Deployment.apps \"Bad_Name\" is invalid: ["),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_moves_with_spec_not_status_or_metadata() {
+    let t = start().await;
+    let deploys: Api<Deployment> = Api::namespaced(t.client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}
+    }))
+    .expect("deployment");
+    let d = deploys.create(&PostParams::default(), &d).await.expect("create");
+    assert_eq!(d.metadata.generation, Some(1));
+    // Defaults the user did not write.
+    let spec = d.spec.expect("spec");
+    assert_eq!(spec.revision_history_limit, Some(10));
+    assert_eq!(spec.strategy.and_then(|s| s.type_).as_deref(), Some("RollingUpdate"));
+    let d = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect("label");
+    assert_eq!(d.metadata.generation, Some(1));
+    let d = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale");
+    assert_eq!(d.metadata.generation, Some(2));
+    // The main resource ignores status; the status subresource takes only status.
+    let d = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 9}})),
+        )
+        .await
+        .expect("status via main");
+    assert_eq!(d.status.and_then(|s| s.replicas), None);
+    let d = deploys
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 2, "replicas": 3}, "spec": {"replicas": 7}})),
+        )
+        .await
+        .expect("status");
+    assert_eq!(d.status.and_then(|s| s.replicas), Some(3));
+    assert_eq!(d.spec.and_then(|s| s.replicas), Some(3));
+    assert_eq!(d.metadata.generation, Some(2));
+    let scale = deploys.get_scale("web").await.expect("scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
+    assert_eq!(scale.status.and_then(|s| s.selector).as_deref(), Some("app=web"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_and_selectors() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    for i in 0..5 {
+        let mut c = cm(&format!("c{i}"), &[]);
+        c.metadata.labels = Some(
+            [(
+                "parity".to_string(),
+                if i % 2 == 0 { "even" } else { "odd" }.to_string(),
+            )]
+            .into(),
+        );
+        cms.create(&PostParams::default(), &c).await.expect("create");
+    }
+    let page1 = cms.list(&ListParams::default().limit(2)).await.expect("page 1");
+    assert_eq!(page1.items.len(), 2);
+    let token = page1.metadata.continue_.clone().expect("continue token");
+    // A write between pages does not show up in later pages.
+    cms.create(&PostParams::default(), &cm("c2a", &[]))
+        .await
+        .expect("create");
+    let page2 = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect("page 2");
+    let names: Vec<_> = page2
+        .items
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["c2", "c3"]);
+    assert_eq!(page2.metadata.resource_version, page1.metadata.resource_version);
+    let even = cms
+        .list(&ListParams::default().labels("parity=even"))
+        .await
+        .expect("even");
+    assert_eq!(even.items.len(), 3);
+    let by_name = cms
+        .list(&ListParams::default().fields("metadata.name=c3"))
+        .await
+        .expect("by name");
+    assert_eq!(by_name.items.len(), 1);
+    let bad = api_error(
+        cms.list(&ListParams::default().fields("spec.bogus=1"))
+            .await
+            .expect_err("bad field"),
+    );
+    assert_eq!(
+        (bad.code, bad.message.as_str()),
+        (400, "field label not supported: spec.bogus")
+    );
+    let pods: Api<Pod> = Api::all(t.client.clone());
+    assert!(pods
+        .list(&ListParams::default().fields("spec.nodeName=n1,status.phase=Running"))
+        .await
+        .expect("pods")
+        .items
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_sees_changes_and_selector_transitions() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let stream = watcher(cms.clone(), watcher::Config::default().labels("team=a")).applied_objects();
+    let mut stream = Box::pin(stream);
+    let mut c = cm("w", &[]);
+    c.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+    cms.create(&PostParams::default(), &c).await.expect("create");
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("event in time")
+        .expect("ok")
+        .expect("some");
+    assert_eq!(first.metadata.name.as_deref(), Some("w"));
+    cms.patch("w", &PatchParams::default(), &Patch::Merge(json!({"data": {"n": "1"}})))
+        .await
+        .expect("patch");
+    let second = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("event in time")
+        .expect("ok")
+        .expect("some");
+    assert_eq!(second.data.and_then(|d| d.get("n").cloned()).as_deref(), Some("1"));
+
+    // A raw watch: leaving the selector is a DELETED event for this watcher.
+    let rv = cms.get("w").await.expect("get").metadata.resource_version.expect("rv");
+    let mut raw = cms
+        .watch(&WatchParams::default().labels("team=a"), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    cms.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "b"}}})),
+    )
+    .await
+    .expect("relabel");
+    match tokio::time::timeout(Duration::from_secs(10), raw.next())
+        .await
+        .expect("in time")
+        .expect("event")
+        .expect("ok")
+    {
+        WatchEvent::Deleted(o) => assert_eq!(o.metadata.name.as_deref(), Some("w")),
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_a_forgotten_revision_is_gone() {
+    let t = start_with(4).await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let first = cms
+        .create(&PostParams::default(), &cm("g0", &[]))
+        .await
+        .expect("create");
+    for i in 1..10 {
+        cms.create(&PostParams::default(), &cm(&format!("g{i}"), &[]))
+            .await
+            .expect("create");
+    }
+    let old = first.metadata.resource_version.expect("rv");
+    let mut w = cms.watch(&WatchParams::default(), &old).await.expect("watch").boxed();
+    match tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("in time")
+        .expect("event")
+    {
+        Ok(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_hold_deletion_and_namespaces_cascade() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let mut c = cm("held", &[]);
+    c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &c).await.expect("create");
+    cms.delete("held", &DeleteParams::default()).await.expect("delete");
+    let held = cms.get("held").await.expect("still there");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    let e = api_error(
+        cms.patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}})),
+        )
+        .await
+        .expect_err("no new finalizers"),
+    );
+    assert_eq!(e.code, 422);
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release");
+    assert!(cms.get_opt("held").await.expect("get").is_none());
+
+    let nss: Api<Namespace> = Api::all(t.client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns"),
+    )
+    .await
+    .expect("ns");
+    let inner: Api<ConfigMap> = Api::namespaced(t.client.clone(), "doomed");
+    inner
+        .create(&PostParams::default(), &cm("x", &[]))
+        .await
+        .expect("create");
+    nss.delete("doomed", &DeleteParams::default()).await.expect("delete ns");
+    let e = api_error(
+        inner
+            .create(&PostParams::default(), &cm("y", &[]))
+            .await
+            .expect_err("terminating"),
+    );
+    assert_eq!(e.code, 403);
+    for _ in 0..100 {
+        if nss.get_opt("doomed").await.expect("get").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        nss.get_opt("doomed").await.expect("get").is_none(),
+        "namespace finalized"
+    );
+    assert!(inner.list(&ListParams::default()).await.expect("list").items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_ends_watches() {
+    let mut t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let mut w = cms.watch(&WatchParams::default(), "0").await.expect("watch").boxed();
+    let server = t.server.take().expect("server");
+    let started = std::time::Instant::now();
+    server.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "watches end promptly on shutdown"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = w.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the watch stream ended");
+}
