@@ -41,6 +41,9 @@ pub struct Config {
     pub tls_sans: Vec<String>,
     /// How many recent events the watch cache keeps for resuming watches.
     pub watch_cache_events: usize,
+    /// Store history older than this is compacted away (as the Kubernetes API server does
+    /// every 5 minutes).
+    pub compaction_interval: Duration,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             token: None,
             tls_sans: Vec::new(),
             watch_cache_events: 100_000,
+            compaction_interval: Duration::from_secs(300),
         }
     }
 }
@@ -175,6 +179,36 @@ async fn entry(State(shared): State<Arc<Shared>>, mut req: Request) -> Response 
     handlers::handle(shared, parts.method, parts.uri, parts.headers, bytes).await
 }
 
+/// Every interval, compact the store to the revision it had one interval ago: history is kept
+/// for at least one interval, so watches and paged lists younger than that can resume.
+async fn compactor(shared: Arc<Shared>, every: Duration) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut previous: Option<skiff_store::Revision> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let store = &shared.objects.store;
+        if let Some(rev) = previous {
+            match store.compacted_revision().await {
+                Ok(done) if rev > done => {
+                    if let Err(e) = store.compact(rev).await {
+                        tracing::warn!(revision = rev, error = %e, "compaction failed");
+                    } else {
+                        tracing::debug!(revision = rev, "compacted store history");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the compacted revision"),
+            }
+        }
+        previous = store.current_revision().await.ok();
+    }
+}
+
 /// Start the server on `config`'s address with `store` as its storage.
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Server> {
     let mut sans = config.tls_sans.clone();
@@ -211,6 +245,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Server> {
         .map_err(|e| anyhow::anyhow!("creating system namespaces: {e}"))?;
     tokio::spawn(crate::namespaces::run(shared.clone()));
     tokio::spawn(crate::crds::run(shared.clone()));
+    tokio::spawn(compactor(shared.clone(), config.compaction_interval));
 
     let app = axum::Router::new().fallback(entry).with_state(shared.clone());
     let listener = TcpListener::bind((config.bind_address, config.port))
