@@ -222,7 +222,41 @@ impl FieldSelector {
             .iter()
             .all(|(k, eq, v)| (field_value(obj, k).as_deref() == Some(v.as_str())) == *eq)
     }
+
+    /// Match against pre-extracted field values (`get` returns a field's value, `""` if unset).
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> &'a str) -> bool {
+        self.0.iter().all(|(k, eq, v)| (get(k) == v.as_str()) == *eq)
+    }
 }
+
+/// Every field path some kind supports in field selectors (beyond metadata.name/namespace):
+/// what an index of selectable fields must extract.
+pub const INDEXED_FIELDS: &[&str] = &[
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.podIPs",
+    "status.nominatedNodeName",
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+    "spec.unschedulable",
+    "status.replicas",
+    "status.successful",
+    "spec.signerName",
+];
 
 fn supported_field(group: &str, kind: &str, field: &str) -> bool {
     if matches!(field, "metadata.name" | "metadata.namespace") {

@@ -15,15 +15,42 @@ use tokio::sync::{broadcast, watch};
 
 use skiff_store::{EventKind, KeyValue, Revision, Store, StoreError};
 
-/// One object as the cache holds it.
+/// One object as the cache holds it: serialized (with `resourceVersion` set) plus the few
+/// fields selectors and controllers look at. The parsed form is made on demand — keeping
+/// every object parsed costs about ten times its JSON size.
 #[derive(Debug)]
 pub struct CachedObject {
     pub key: String,
     pub rev: Revision,
-    /// The object with `metadata.resourceVersion` set.
-    pub obj: Arc<Value>,
-    /// `obj` serialized.
     pub bytes: Bytes,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub labels: Value,
+    /// Set when the object has a `deletionTimestamp`.
+    pub deleting: bool,
+    /// Values of the selectable fields the object has (see `INDEXED_FIELDS`).
+    fields: Vec<(&'static str, String)>,
+}
+
+impl CachedObject {
+    /// The object, parsed.
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+
+    /// A field selector's view of a field: `""` when unset.
+    pub fn field(&self, path: &str) -> &str {
+        match path {
+            "metadata.name" => &self.name,
+            "metadata.namespace" => self.namespace.as_deref().unwrap_or(""),
+            _ => self
+                .fields
+                .iter()
+                .find(|(k, _)| *k == path)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or(""),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +106,30 @@ pub fn cached(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, serde_j
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
     }
     let bytes = Bytes::from(serde_json::to_vec(&obj)?);
+    let meta = &obj["metadata"];
+    let fields = skiff_api::selector::INDEXED_FIELDS
+        .iter()
+        .filter_map(|f| {
+            let mut cur = &obj;
+            for seg in f.split('.') {
+                cur = cur.get(seg)?;
+            }
+            let v = match cur {
+                Value::String(s) => s.clone(),
+                Value::Null => return None,
+                other => other.to_string(),
+            };
+            Some((*f, v))
+        })
+        .collect();
     Ok(Arc::new(CachedObject {
         key: kv.key.clone(),
         rev,
-        obj: Arc::new(obj),
+        name: meta["name"].as_str().unwrap_or("").to_string(),
+        namespace: meta["namespace"].as_str().map(str::to_string),
+        labels: meta.get("labels").cloned().unwrap_or(Value::Null),
+        deleting: !meta["deletionTimestamp"].is_null(),
+        fields,
         bytes,
     }))
 }

@@ -25,7 +25,7 @@ pub fn refresh(shared: &Shared) {
         .objects
         .cache
         .list("/registry/apiextensions.k8s.io/customresourcedefinitions/");
-    let objs: Vec<Arc<Value>> = crds.iter().map(|c| c.obj.clone()).collect();
+    let objs: Vec<Arc<Value>> = crds.iter().map(|c| Arc::new(c.value())).collect();
     shared.types.set_custom(&objs);
 }
 
@@ -80,9 +80,9 @@ async fn reconcile(shared: &Arc<Shared>, crd: &Value) {
             .to_string();
         if let Some(crt) = shared.types.by_storage(&storage) {
             for o in &objs {
-                let n = o.obj["metadata"]["name"].as_str().unwrap_or("");
-                let ns = o.obj["metadata"]["namespace"].as_str();
-                if o.obj["metadata"]["deletionTimestamp"].is_null() {
+                let n = o.name.as_str();
+                let ns = o.namespace.as_deref();
+                if !o.deleting {
                     let _ = shared.objects.delete(&crt, ns, n, &DeleteOpts::default()).await;
                 }
             }
@@ -163,7 +163,7 @@ pub async fn run(shared: Arc<Shared>) {
             .cache
             .list("/registry/apiextensions.k8s.io/customresourcedefinitions/");
         for c in crds {
-            reconcile(&shared, &c.obj).await;
+            reconcile(&shared, &c.value()).await;
         }
         refresh(&shared);
     }

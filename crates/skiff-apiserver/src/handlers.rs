@@ -258,18 +258,21 @@ async fn resource(
         }
         (Method::GET, Some(name), None | Some("status")) => {
             let cur = objects.get(&rt, ns, name)?;
-            let obj = objects.present(&rt, &cur.obj);
             if wants_table(accept) {
+                let obj = objects.present(&rt, &cur.value());
                 return Ok(table_response(&rt, &[Arc::new(obj)], &cur.rev.to_string(), None, &q));
             }
-            if obj.as_object().map(|m| m.len()) == cur.obj.as_object().map(|m| m.len()) && obj == *cur.obj {
+            if !objects.needs_conversion(&rt) {
                 return Ok(raw_json(StatusCode::OK, cur.bytes.clone()));
             }
-            Ok(json_response(StatusCode::OK, &obj))
+            Ok(json_response(StatusCode::OK, &objects.present(&rt, &cur.value())))
         }
         (Method::GET, Some(name), Some("scale")) => {
             let cur = objects.get(&rt, ns, name)?;
-            Ok(json_response(StatusCode::OK, &crate::scale::to_scale(&rt, &cur.obj)?))
+            Ok(json_response(
+                StatusCode::OK,
+                &crate::scale::to_scale(&rt, &cur.value())?,
+            ))
         }
         (Method::POST, None, None) => {
             let opts = write_opts(&q, headers)?;
@@ -474,7 +477,7 @@ impl Selectors {
         Ok(Selectors { labels, fields })
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(&obj["metadata"]["labels"]) && self.fields.matches(obj)
+    pub fn matches_cached(&self, o: &crate::cache::CachedObject) -> bool {
+        self.labels.matches(&o.labels) && self.fields.matches_with(|f| o.field(f))
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use http::{header, StatusCode};
 use serde_json::{json, Value};
 
@@ -20,7 +20,7 @@ use crate::objects::DeleteOpts;
 use crate::request::{wants_table, Query};
 use crate::server::Shared;
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     v: String,
     rv: Revision,
@@ -54,11 +54,8 @@ fn decode_continue(s: &str) -> ApiResult<ContinueToken> {
     Ok(t)
 }
 
-/// One listed object: its parsed form (for tables and conversion) and its wire bytes.
-struct Item {
-    obj: Arc<Value>,
-    bytes: Bytes,
-}
+/// One listed object, as the cache or store gave it.
+type Item = Arc<crate::cache::CachedObject>;
 
 pub async fn list(
     shared: &Arc<Shared>,
@@ -137,14 +134,7 @@ pub async fn list(
             }
         }
         let (objs, rev) = shared.objects.cache.list(&prefix);
-        let items = objs
-            .into_iter()
-            .filter(|o| sel.matches(&o.obj))
-            .map(|o| Item {
-                obj: o.obj.clone(),
-                bytes: o.bytes.clone(),
-            })
-            .collect();
+        let items = objs.into_iter().filter(|o| sel.matches_cached(o)).collect();
         (items, rev)
     };
     let _ = remaining;
@@ -154,9 +144,9 @@ pub async fn list(
             .iter()
             .map(|i| {
                 if converted {
-                    Arc::new(shared.objects.present(rt, &i.obj))
+                    Arc::new(shared.objects.present(rt, &i.value()))
                 } else {
-                    i.obj.clone()
+                    Arc::new(i.value())
                 }
             })
             .collect();
@@ -179,7 +169,7 @@ pub async fn list(
             out.put_u8(b',');
         }
         if converted {
-            out.put_slice(&serde_json::to_vec(&shared.objects.present(rt, &it.obj)).unwrap_or_default());
+            out.put_slice(&serde_json::to_vec(&shared.objects.present(rt, &it.value())).unwrap_or_default());
         } else {
             out.put_slice(&it.bytes);
         }
@@ -220,11 +210,8 @@ async fn store_page(
         for kv in &page.kvs {
             cursor = Some(kv.key.clone());
             let c = cached(kv, kv.mod_revision).map_err(|e| ApiError::internal(e.to_string()))?;
-            if sel.matches(&c.obj) {
-                items.push(Item {
-                    obj: c.obj.clone(),
-                    bytes: c.bytes.clone(),
-                });
+            if sel.matches_cached(&c) {
+                items.push(c);
                 if limit > 0 && items.len() >= limit {
                     // Stopped early: more may follow unless this was the last key of the page
                     // and the store said there is nothing after it.
@@ -250,9 +237,9 @@ pub async fn delete_collection(
     let sel = Selectors::parse(rt, q)?;
     let (objs, _) = shared.objects.cache.list(&rt.prefix(ns));
     let mut deleted = Vec::new();
-    for o in objs.iter().filter(|o| sel.matches(&o.obj)) {
-        let name = o.obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let ons = o.obj["metadata"]["namespace"].as_str().map(str::to_string);
+    for o in objs.iter().filter(|o| sel.matches_cached(o)) {
+        let name = o.name.clone();
+        let ons = o.namespace.clone();
         match shared.objects.delete(rt, ons.as_deref(), &name, opts).await {
             Ok((v, _)) => deleted.push(v),
             Err(e) if e.code == 404 => {}

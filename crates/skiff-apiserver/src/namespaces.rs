@@ -62,10 +62,10 @@ async fn reconcile(shared: &Arc<Shared>, ns: &str) {
         let (objs, _) = shared.objects.cache.list(&rt.prefix(Some(ns)));
         for o in objs {
             remaining += 1;
-            if !o.obj["metadata"]["deletionTimestamp"].is_null() {
+            if o.deleting {
                 continue;
             }
-            let name = o.obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let name = o.name.clone();
             let opts = DeleteOpts {
                 propagation: Some("Background".into()),
                 ..Default::default()
@@ -122,13 +122,8 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
         let (namespaces, _) = shared.objects.cache.list("/registry/namespaces/");
-        for n in namespaces
-            .iter()
-            .filter(|n| !n.obj["metadata"]["deletionTimestamp"].is_null())
-        {
-            if let Some(name) = n.obj["metadata"]["name"].as_str() {
-                reconcile(&shared, name).await;
-            }
+        for n in namespaces.iter().filter(|n| n.deleting) {
+            reconcile(&shared, &n.name).await;
         }
     }
 }

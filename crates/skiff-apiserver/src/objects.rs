@@ -171,6 +171,11 @@ impl Objects {
         }
     }
 
+    /// Whether the client's version differs from the stored one (shared-storage kinds).
+    pub fn needs_conversion(&self, rt: &ResourceType) -> bool {
+        builtin::storage_api_version(&rt.group, &rt.kind).is_some_and(|s| s != rt.api_version())
+    }
+
     pub fn get(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Arc<CachedObject>> {
         self.cache
             .get(&rt.key(ns, name))
@@ -305,7 +310,7 @@ impl Objects {
             .cache
             .get(&format!("/registry/namespaces/{ns}"))
             .ok_or_else(|| ApiError::namespace_not_found(ns))?;
-        if !nsobj.obj["metadata"]["deletionTimestamp"].is_null() {
+        if nsobj.deleting {
             return Err(ApiError::forbidden(format!(
                 "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 rt.qualified_plural()
@@ -548,15 +553,16 @@ impl Objects {
                 }
                 return Err(ApiError::not_found(rt, name));
             };
-            let shown = self.present(rt, &cur.obj);
+            let cur_obj = cur.value();
+            let shown = self.present(rt, &cur_obj);
             let desired = f(Some(&shown))?;
             if let Some(rv) = desired["metadata"]["resourceVersion"].as_str() {
                 if !rv.is_empty() && rv != cur.rev.to_string() {
                     return Err(ApiError::conflict(rt, name));
                 }
             }
-            let new = self.prepare_update(rt, &cur.obj, desired, name, part, opts, &mut warnings)?;
-            if comparable(&new) == comparable(&cur.obj) {
+            let new = self.prepare_update(rt, &cur_obj, desired, name, part, opts, &mut warnings)?;
+            if comparable(&new) == comparable(&cur_obj) {
                 return Ok(Outcome {
                     obj: shown,
                     created: false,
@@ -617,7 +623,8 @@ impl Objects {
         let key = rt.key(ns, name);
         for _ in 0..16 {
             let cur = self.cache.get(&key).ok_or_else(|| ApiError::not_found(rt, name))?;
-            let obj = &cur.obj;
+            let cur_obj = cur.value();
+            let obj = &cur_obj;
             if let Some(uid) = &opts.uid {
                 let actual = str_of(obj, "/metadata/uid");
                 if uid != actual {
@@ -641,7 +648,7 @@ impl Objects {
                     ));
                 }
             }
-            let mut next = obj.as_ref().clone();
+            let mut next = obj.clone();
             let mut finalizers: Vec<Value> = next["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
             let mut add = |f: &str| {
                 if !finalizers.iter().any(|x| x == f) {
@@ -675,10 +682,7 @@ impl Objects {
                 match self.store.delete(&key, Some(cur.rev)).await {
                     Ok(kv) => {
                         self.settle(kv.mod_revision).await;
-                        return Ok((
-                            self.present(rt, &Self::with_rev(obj.as_ref().clone(), kv.mod_revision)),
-                            true,
-                        ));
+                        return Ok((self.present(rt, &Self::with_rev(obj.clone(), kv.mod_revision)), true));
                     }
                     Err(StoreError::Conflict { .. }) => {
                         if let Ok(Some(now)) = self.store.get(&key).await {

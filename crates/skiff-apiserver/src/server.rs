@@ -54,7 +54,7 @@ impl Config {
             port: 6443,
             token: None,
             tls_sans: Vec::new(),
-            watch_cache_events: 100_000,
+            watch_cache_events: 10_000,
             compaction_interval: Duration::from_secs(300),
         }
     }

@@ -37,9 +37,9 @@ impl Watcher {
     fn render(&mut self, ty: &str, obj: &CachedObject) -> Bytes {
         if self.table {
             let shown = if self.convert {
-                Arc::new(self.shared.objects.present(&self.rt, &obj.obj))
+                Arc::new(self.shared.objects.present(&self.rt, &obj.value()))
             } else {
-                obj.obj.clone()
+                Arc::new(obj.value())
             };
             let t = table(
                 &self.rt,
@@ -55,7 +55,7 @@ impl Watcher {
             return Bytes::from(line);
         }
         let body: Bytes = if self.convert {
-            Bytes::from(serde_json::to_vec(&self.shared.objects.present(&self.rt, &obj.obj)).unwrap_or_default())
+            Bytes::from(serde_json::to_vec(&self.shared.objects.present(&self.rt, &obj.value())).unwrap_or_default())
         } else {
             obj.bytes.clone()
         };
@@ -74,8 +74,8 @@ impl Watcher {
         if !ev.obj.key.starts_with(&self.prefix) {
             return None;
         }
-        let now = self.sel.matches(&ev.obj.obj);
-        let before = ev.prev.as_ref().is_some_and(|p| self.sel.matches(&p.obj));
+        let now = self.sel.matches_cached(&ev.obj);
+        let before = ev.prev.as_ref().is_some_and(|p| self.sel.matches_cached(p));
         let ty = match ev.kind {
             WatchEventType::Deleted => (before || now).then_some("DELETED")?,
             WatchEventType::Added => now.then_some("ADDED")?,
@@ -222,7 +222,7 @@ pub async fn watch(
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         for o in initial.iter() {
-            if !w.sel.matches(&o.obj) {
+            if !w.sel.matches_cached(o) {
                 continue;
             }
             let b = w.render("ADDED", o);

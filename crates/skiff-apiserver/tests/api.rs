@@ -389,6 +389,10 @@ async fn finalizers_hold_deletion_and_namespaces_cascade() {
         .create(&PostParams::default(), &cm("x", &[]))
         .await
         .expect("create");
+    // A finalizer keeps the namespace terminating until it is released.
+    let mut held = cm("held", &[]);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    inner.create(&PostParams::default(), &held).await.expect("create");
     nss.delete("doomed", &DeleteParams::default()).await.expect("delete ns");
     let e = api_error(
         inner
@@ -397,6 +401,24 @@ async fn finalizers_hold_deletion_and_namespaces_cascade() {
             .expect_err("terminating"),
     );
     assert_eq!(e.code, 403);
+    assert!(e.message.contains("because it is being terminated"), "{}", e.message);
+    for _ in 0..100 {
+        if inner.get_opt("x").await.expect("get").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(inner.get_opt("x").await.expect("get").is_none(), "content deleted");
+    let ns = nss.get("doomed").await.expect("still terminating");
+    assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
+    inner
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("release");
     for _ in 0..100 {
         if nss.get_opt("doomed").await.expect("get").is_none() {
             break;

@@ -12,7 +12,9 @@ use support::SkiffServer;
 
 async fn client(server: &SkiffServer) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
     kube::Client::try_from(cfg).expect("client")
 }
 
@@ -29,7 +31,10 @@ async fn acknowledged_writes_survive_sigkill() {
         writers.push(tokio::spawn(async move {
             for i in 0.. {
                 let name = format!("w{w}-{i}");
-                let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"i": i.to_string()}})).expect("cm");
+                let cm: ConfigMap = serde_json::from_value(
+                    serde_json::json!({"metadata": {"name": name}, "data": {"i": i.to_string()}}),
+                )
+                .expect("cm");
                 match api.create(&PostParams::default(), &cm).await {
                     Ok(_) => acked.lock().expect("lock").push(name),
                     Err(_) => break,
@@ -44,12 +49,28 @@ async fn acknowledged_writes_survive_sigkill() {
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() > 50, "the load made progress before the kill ({} writes)", acked.len());
+    assert!(
+        acked.len() > 50,
+        "the load made progress before the kill ({} writes)",
+        acked.len()
+    );
 
     let server = SkiffServer::start_in(dir, port);
     let c = client(&server).await;
     let api: Api<ConfigMap> = Api::namespaced(c, "default");
-    let stored: std::collections::HashSet<String> = api.list(&ListParams::default()).await.expect("list").items.into_iter().filter_map(|c| c.metadata.name).collect();
+    let stored: std::collections::HashSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
     let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost after kill -9, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost after kill -9, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
