@@ -138,9 +138,9 @@ async fn dispatch(
         if m == Method::GET || m == Method::HEAD {
             Ok(())
         } else {
-            Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            )))
+            Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
         }
     };
     match r {

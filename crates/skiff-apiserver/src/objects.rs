@@ -423,6 +423,7 @@ impl Objects {
     }
 
     /// Build the next stored state from the current one and what the client sent.
+    #[allow(clippy::too_many_arguments)]
     fn prepare_update(
         &self,
         rt: &ResourceType,

@@ -124,6 +124,14 @@ fn stream_response(rx: mpsc::Receiver<Bytes>, table: bool) -> Response {
         .into_response()
 }
 
+/// Where a watch starts: initial objects, a backlog of events, the live feed, the revision.
+type Start = (
+    Vec<Arc<CachedObject>>,
+    Vec<Arc<CacheEvent>>,
+    broadcast::Receiver<Arc<CacheEvent>>,
+    Revision,
+);
+
 pub async fn watch(
     shared: Arc<Shared>,
     rt: Arc<ResourceType>,
@@ -193,12 +201,7 @@ pub async fn watch(
 
     // Decide the starting point under the cache's lock: initial state + live feed, or the
     // backlog after `rv` + live feed.
-    let (initial, backlog, live, start_rev): (
-        Vec<Arc<CachedObject>>,
-        Vec<Arc<CacheEvent>>,
-        broadcast::Receiver<Arc<CacheEvent>>,
-        Revision,
-    ) = if send_initial {
+    let (initial, backlog, live, start_rev): Start = if send_initial {
         let (items, rev, live) = cache.list_and_watch(&prefix);
         (items, Vec::new(), live, rev)
     } else {
@@ -230,10 +233,8 @@ pub async fn watch(
                 return;
             }
         }
-        if explicit_initial && bookmarks {
-            if tx.send(w.bookmark(start_rev, true)).await.is_err() {
-                return;
-            }
+        if explicit_initial && bookmarks && tx.send(w.bookmark(start_rev, true)).await.is_err() {
+            return;
         }
         for ev in &backlog {
             last_rev = ev.rev;
