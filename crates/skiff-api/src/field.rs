@@ -205,7 +205,10 @@ mod tests {
         );
         let r = FieldError::required("spec.containers[0].image", "");
         assert_eq!(r.to_string(), "spec.containers[0].image: Required value");
-        assert_eq!(aggregate(std::slice::from_ref(&r)), "spec.containers[0].image: Required value");
+        assert_eq!(
+            aggregate(std::slice::from_ref(&r)),
+            "spec.containers[0].image: Required value"
+        );
         assert_eq!(aggregate(&[r.clone(), r]).matches(", ").count(), 1);
         let ns = FieldError::not_supported("spec.type", "Foo", &["ClusterIP", "NodePort"]);
         assert_eq!(

@@ -42,6 +42,8 @@ pub struct ResourceType {
     pub printer_columns: Vec<Value>,
     /// The names of other versions served for the same resource, preferred first (for discovery).
     pub preferred: bool,
+    /// A create-only, never-stored kind (reviews such as SelfSubjectAccessReview).
+    pub virtual_kind: bool,
 }
 
 impl ResourceType {
@@ -108,6 +110,7 @@ struct Spec {
     status: bool,
     scale: bool,
     storage: Option<&'static str>,
+    virtual_kind: bool,
 }
 
 const fn spec(
@@ -128,6 +131,7 @@ const fn spec(
         status: false,
         scale: false,
         storage: None,
+        virtual_kind: false,
     }
 }
 
@@ -146,6 +150,10 @@ impl Spec {
     }
     const fn scale(mut self) -> Self {
         self.scale = true;
+        self
+    }
+    const fn virtual_kind(mut self) -> Self {
+        self.virtual_kind = true;
         self
     }
     const fn storage(mut self, s: &'static str) -> Self {
@@ -265,6 +273,22 @@ const BUILTIN: &[Spec] = &[
         .storage("events"),
     spec("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", CLUSTER).short(&["pc"]),
     spec(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        CLUSTER,
+    )
+    .virtual_kind(),
+    spec(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        CLUSTER,
+    )
+    .virtual_kind(),
+    spec(
         "apiextensions.k8s.io",
         "v1",
         "CustomResourceDefinition",
@@ -315,6 +339,7 @@ pub fn builtin_types() -> Vec<Arc<ResourceType>> {
                 schema: None,
                 printer_columns: Vec::new(),
                 preferred,
+                virtual_kind: s.virtual_kind,
             })
         })
         .collect()
@@ -378,6 +403,7 @@ pub fn custom_types(crd: &Value) -> Vec<Arc<ResourceType>> {
             schema: v["schema"].get("openAPIV3Schema").cloned().map(Arc::new),
             printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
             preferred: i == storage_first,
+            virtual_kind: false,
         }));
     }
     out

@@ -16,6 +16,14 @@ pub const VERBS: &[&str] = &[
     "watch",
 ];
 
+fn verbs(t: &ResourceType) -> &'static [&'static str] {
+    if t.virtual_kind {
+        &["create"]
+    } else {
+        VERBS
+    }
+}
+
 /// Groups in discovery order, each with its versions (preferred first).
 fn groups(types: &[std::sync::Arc<ResourceType>]) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
@@ -70,7 +78,7 @@ pub fn resource_list(types: &[std::sync::Arc<ResourceType>], group: &str, versio
     let mut resources = Vec::new();
     for t in types.iter().filter(|t| t.group == group && t.version == version) {
         let mut r = json!({
-            "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind, "verbs": VERBS,
+            "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind, "verbs": verbs(t),
         });
         if !t.short_names.is_empty() {
             r["shortNames"] = json!(t.short_names);
@@ -110,7 +118,7 @@ fn aggregated_resource(t: &ResourceType) -> Value {
         "responseKind": {"group": t.group, "version": t.version, "kind": t.kind},
         "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": t.singular,
-        "verbs": VERBS,
+        "verbs": verbs(t),
     });
     if !t.short_names.is_empty() {
         r["shortNames"] = json!(t.short_names);

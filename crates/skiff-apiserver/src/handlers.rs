@@ -107,13 +107,20 @@ pub fn decode_body(ty: BodyType, body: &[u8]) -> ApiResult<Value> {
     }
 }
 
-pub async fn handle(shared: Arc<Shared>, method: Method, uri: http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    shared: Arc<Shared>,
+    method: Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    who: Option<crate::server::Identity>,
+) -> Response {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    match dispatch(&shared, &method, &uri, &headers, &accept, body).await {
+    match dispatch(&shared, &method, &uri, &headers, &accept, body, who.as_ref()).await {
         Ok(r) => r,
         Err(e) => {
             if e.code >= 500 {
@@ -131,6 +138,7 @@ async fn dispatch(
     headers: &HeaderMap,
     accept: &str,
     body: Bytes,
+    who: Option<&crate::server::Identity>,
 ) -> ApiResult<Response> {
     let types = shared.types.all();
     let r = route(uri.path(), &shared.types)?;
@@ -221,7 +229,7 @@ async fn dispatch(
         Route::OpenApiV3 { path } => openapi::v3_for_path(&types, &path)
             .map(|v| json_response(StatusCode::OK, &v))
             .ok_or_else(ApiError::no_route),
-        Route::Resource(rr) => resource(shared, method, uri, headers, accept, body, rr).await,
+        Route::Resource(rr) => resource(shared, method, uri, headers, accept, body, rr, who).await,
     }
 }
 
@@ -237,12 +245,26 @@ async fn resource(
     accept: &str,
     body: Bytes,
     rr: ResourceRoute,
+    who: Option<&crate::server::Identity>,
 ) -> ApiResult<Response> {
     let q = Query::parse(uri.query());
     let rt = rr.rt.clone();
     let ns = namespace_of(&rr);
     let objects = &shared.objects;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if rt.virtual_kind {
+        if *method != Method::POST || rr.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} only supports create",
+                rt.qualified_plural()
+            )));
+        }
+        let obj = decode_body(body_type(content_type)?, &body)?;
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &crate::review::review(&rt, obj, who)?,
+        ));
+    }
     match (method.clone(), rr.name.as_deref(), rr.sub.as_deref()) {
         (Method::GET, None, None) => {
             if rr.watch_path || q.flag("watch") {

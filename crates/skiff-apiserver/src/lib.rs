@@ -19,6 +19,7 @@ mod openapi;
 mod patch;
 mod pki;
 mod request;
+mod review;
 mod scale;
 mod server;
 mod types;

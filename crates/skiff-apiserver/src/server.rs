@@ -176,7 +176,8 @@ async fn entry(State(shared): State<Arc<Shared>>, mut req: Request) -> Response 
         Ok(b) => b,
         Err(_) => return ApiError::too_large().into_response(),
     };
-    handlers::handle(shared, parts.method, parts.uri, parts.headers, bytes).await
+    let who = parts.extensions.get::<Identity>().cloned();
+    handlers::handle(shared, parts.method, parts.uri, parts.headers, bytes, who).await
 }
 
 /// Every interval, compact the store to the revision it had one interval ago: history is kept

@@ -96,6 +96,9 @@ fn scenario(version: &str) {
         assert!(ns.contains(n), "namespace {n} exists");
     }
 
+    // auth can-i (a SelfSubjectAccessReview; protobuf from kubectl >= 1.32).
+    assert_eq!(k.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
+
     // apply: create path, then the update path (strategic merge patch) after 2 -> 3 replicas.
     let out = k.ok_stdin(&["apply", "-f", "-"], &nginx);
     assert!(
