@@ -21,6 +21,9 @@ pub struct DecodeError {
 pub struct Hooks {
     /// Decode into the typed struct and encode again: the result holds only known fields.
     pub normalize: fn(&Value) -> Result<Value, DecodeError>,
+    /// Add the kind's schema (and what it references) to an OpenAPI generator; returns the
+    /// reference to it.
+    pub schema: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -56,11 +59,11 @@ macro_rules! hooks_table {
         pub fn hooks(group: &str, version: &str, kind: &str) -> &'static Hooks {
             match (group, version, kind) {
                 $( ($group, $version, $kind) => {
-                    static H: Hooks = Hooks { normalize: normalize::<$ty> };
+                    static H: Hooks = Hooks { normalize: normalize::<$ty>, schema: Some(|g| g.subschema_for::<$ty>()) };
                     &H
                 } )*
                 _ => {
-                    static OPAQUE: Hooks = Hooks { normalize: |v| Ok(v.clone()) };
+                    static OPAQUE: Hooks = Hooks { normalize: |v| Ok(v.clone()), schema: None };
                     &OPAQUE
                 }
             }

@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod crd;
 pub mod defaults;
 pub mod field;
+pub mod openapi;
 pub mod protobuf;
 pub mod registry;
 pub mod selector;

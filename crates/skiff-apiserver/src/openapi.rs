@@ -3,9 +3,9 @@
 //! validation to the server). `/openapi/v2` is served as protobuf, the only encoding kubectl
 //! 1.27/1.28 accept there.
 //!
-//! Schemas for `kubectl explain` are not generated yet: the v3 documents carry no component
-//! schemas and do not advertise strategic merge patch (which would make kubectl try to compute
-//! patches from missing schemas); v2 is an empty protobuf document.
+//! The v3 documents carry the full schemas of their kinds (for `kubectl explain`) but do not
+//! advertise strategic merge patch: the schemas lack the patch-merge-key extensions, and
+//! kubectl would then compute patches from them instead of from its compiled-in types.
 
 use serde_json::{json, Map, Value};
 
@@ -99,7 +99,7 @@ fn v3_document(types: &[std::sync::Arc<ResourceType>], group: &str, version: &st
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": crate::version::GIT_VERSION},
         "paths": paths,
-        "components": {"schemas": {}}
+        "components": {"schemas": skiff_api::openapi::schemas_for(&types.iter().filter(|t| t.group == group && t.version == version).map(|t| t.as_ref()).collect::<Vec<_>>())}
     })
 }
 

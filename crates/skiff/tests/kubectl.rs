@@ -96,6 +96,15 @@ fn scenario(version: &str) {
         assert!(ns.contains(n), "namespace {n} exists");
     }
 
+    // explain reads the server's OpenAPI schemas.
+    let ex = k.ok(&["explain", "statefulset.spec"]);
+    assert!(
+        ex.contains("KIND:       StatefulSet") && ex.contains("serviceName") && ex.contains("volumeClaimTemplates"),
+        "{ex}"
+    );
+    let ex = k.ok(&["explain", "pods.spec.containers.image"]);
+    assert!(ex.contains("image") && ex.contains("<string>"), "{ex}");
+
     // auth can-i (a SelfSubjectAccessReview; protobuf from kubectl >= 1.32).
     assert_eq!(k.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
 
@@ -353,6 +362,11 @@ fn scenario(version: &str) {
         "crd/widgets.example.com",
         "--timeout=10s",
     ]);
+    let ex = k.ok(&["explain", "widgets.spec"]);
+    assert!(
+        ex.contains("KIND:       Widget") && ex.contains("size") && ex.contains("<integer>"),
+        "{ex}"
+    );
     let w = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 2\n";
     assert!(k
         .ok_stdin(&["apply", "-f", "-"], w)
