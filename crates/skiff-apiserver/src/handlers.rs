@@ -222,7 +222,7 @@ async fn dispatch(
         Route::OpenApiV2 => Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, openapi::V2_CONTENT_TYPE)],
-            openapi::v2_protobuf(),
+            openapi::v2_protobuf(&types),
         )
             .into_response()),
         Route::OpenApiV3Index => Ok(json_response(StatusCode::OK, &openapi::v3_index(&types))),
@@ -237,6 +237,7 @@ fn namespace_of(rr: &ResourceRoute) -> Option<&str> {
     rr.namespace.as_deref().filter(|_| rr.rt.namespaced)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn resource(
     shared: &Arc<Shared>,
     method: &Method,

@@ -103,9 +103,26 @@ fn v3_document(types: &[std::sync::Arc<ResourceType>], group: &str, version: &st
     })
 }
 
-/// An empty `openapi_v2.Document` in protobuf: zero bytes is a valid empty message.
-pub fn v2_protobuf() -> Vec<u8> {
-    Vec::new()
+/// The Swagger 2.0 document as gnostic protobuf: the schemas of every served kind.
+pub fn v2_protobuf(types: &[std::sync::Arc<ResourceType>]) -> Vec<u8> {
+    let all: Vec<&ResourceType> = types.iter().map(|t| t.as_ref()).collect();
+    let mut defs = skiff_api::openapi::schemas_for(&all);
+    // v2 has no `nullable`; kubectl ignores it anyway.
+    for s in defs.values_mut() {
+        strip_key(s, "nullable");
+    }
+    skiff_api::openapi::v2::document("Kubernetes", crate::version::GIT_VERSION, &defs)
+}
+
+fn strip_key(v: &mut Value, k: &str) {
+    match v {
+        Value::Object(m) => {
+            m.remove(k);
+            m.values_mut().for_each(|x| strip_key(x, k));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| strip_key(x, k)),
+        _ => {}
+    }
 }
 
 pub const V2_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";

@@ -102,6 +102,12 @@ fn scenario(version: &str) {
         ex.contains("KIND:       StatefulSet") && ex.contains("serviceName") && ex.contains("volumeClaimTemplates"),
         "{ex}"
     );
+    // The same from the protobuf OpenAPI v2 document kubectl 1.27/1.28 read.
+    let ex = k.ok(&["explain", "statefulset.spec", "--output=plaintext-openapiv2"]);
+    assert!(
+        ex.contains("KIND:     StatefulSet") && ex.contains("serviceName"),
+        "{ex}"
+    );
     let ex = k.ok(&["explain", "pods.spec.containers.image"]);
     assert!(ex.contains("image") && ex.contains("<string>"), "{ex}");
 
