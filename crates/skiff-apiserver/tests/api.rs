@@ -450,3 +450,121 @@ async fn graceful_shutdown_ends_watches() {
     .await;
     assert!(end.is_ok(), "the watch stream ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watch_gets_initial_events_and_bookmark() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    for i in 0..3 {
+        cms.create(&PostParams::default(), &cm(&format!("s{i}"), &[]))
+            .await
+            .expect("create");
+    }
+    // kube-rs' streaming lists use sendInitialEvents=true + the initial-events-end bookmark.
+    let stream = watcher(cms.clone(), watcher::Config::default().streaming_lists());
+    let mut stream = Box::pin(stream);
+    let mut initial = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("some");
+        match ev {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap_or_default()),
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, ["s0", "s1", "s2"]);
+    cms.create(&PostParams::default(), &cm("s3", &[]))
+        .await
+        .expect("create");
+    match tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("some")
+    {
+        watcher::Event::Apply(o) => assert_eq!(o.metadata.name.as_deref(), Some("s3")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_storage_versions_convert() {
+    use k8s_openapi::api::autoscaling::{v1 as hv1, v2 as hv2};
+    let t = start().await;
+    let v1: Api<hv1::HorizontalPodAutoscaler> = Api::namespaced(t.client.clone(), "default");
+    let v2: Api<hv2::HorizontalPodAutoscaler> = Api::namespaced(t.client.clone(), "default");
+    let h: hv1::HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 5, "targetCPUUtilizationPercentage": 70}
+    }))
+    .expect("hpa");
+    v1.create(&PostParams::default(), &h).await.expect("create via v1");
+    let as_v2 = v2.get("web").await.expect("read via v2");
+    let metrics = as_v2.spec.and_then(|s| s.metrics).expect("metrics");
+    assert_eq!(
+        metrics[0].resource.as_ref().and_then(|r| r.target.average_utilization),
+        Some(70)
+    );
+    assert_eq!(
+        v1.get("web")
+            .await
+            .expect("v1")
+            .spec
+            .and_then(|s| s.target_cpu_utilization_percentage),
+        Some(70)
+    );
+    assert_eq!(v2.list(&ListParams::default()).await.expect("list v2").items.len(), 1);
+
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    let core: Api<CoreEvent> = Api::namespaced(t.client.clone(), "default");
+    let newer: Api<NewEvent> = Api::namespaced(t.client.clone(), "default");
+    let e: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "p1", "namespace": "default"},
+        "reason": "Started", "message": "started container", "type": "Normal"
+    }))
+    .expect("event");
+    core.create(&PostParams::default(), &e).await.expect("create");
+    let seen = newer.get("e1").await.expect("events.k8s.io view");
+    assert_eq!(seen.note.as_deref(), Some("started container"));
+    assert_eq!(seen.regarding.and_then(|r| r.name).as_deref(), Some("p1"));
+    let by_field = newer
+        .list(&ListParams::default().fields("regarding.name=p1"))
+        .await
+        .expect("field selector");
+    assert_eq!(by_field.items.len(), 1);
+    let by_field = core
+        .list(&ListParams::default().fields("involvedObject.name=p1,reason=Started"))
+        .await
+        .expect("field selector");
+    assert_eq!(by_field.items.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_collection_by_label() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    for (name, keep) in [("a", "no"), ("b", "no"), ("c", "yes")] {
+        let mut c = cm(name, &[]);
+        c.metadata.labels = Some([("keep".to_string(), keep.to_string())].into());
+        cms.create(&PostParams::default(), &c).await.expect("create");
+    }
+    cms.delete_collection(&DeleteParams::default(), &ListParams::default().labels("keep=no"))
+        .await
+        .expect("deletecollection");
+    let left: Vec<_> = cms
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["c"]);
+}
