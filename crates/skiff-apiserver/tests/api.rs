@@ -568,3 +568,57 @@ async fn delete_collection_by_label() {
         .collect();
     assert_eq!(left, ["c"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_name_dry_run_and_propagation_policies() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let mut g = cm("", &[]);
+    g.metadata.name = None;
+    g.metadata.generate_name = Some("gen-".into());
+    let a = cms.create(&PostParams::default(), &g).await.expect("create");
+    let b = cms.create(&PostParams::default(), &g).await.expect("create");
+    let (an, bn) = (a.metadata.name.expect("name"), b.metadata.name.expect("name"));
+    assert!(an.starts_with("gen-") && an.len() == 9 && an != bn, "{an} {bn}");
+
+    // dryRun=All validates and answers, but stores nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let shown = cms.create(&dry, &cm("dry", &[("k", "v")])).await.expect("dry run");
+    assert_eq!(shown.metadata.name.as_deref(), Some("dry"));
+    assert!(cms.get_opt("dry").await.expect("get").is_none());
+    assert_eq!(
+        api_error(
+            cms.create(&dry, &cm("Bad_Name", &[]))
+                .await
+                .expect_err("still validated")
+        )
+        .code,
+        422
+    );
+
+    // Foreground and orphan deletion are recorded as finalizers for the garbage collector.
+    cms.create(&PostParams::default(), &cm("fg", &[]))
+        .await
+        .expect("create");
+    cms.delete("fg", &DeleteParams::foreground()).await.expect("delete");
+    let fg = cms.get("fg").await.expect("held for the garbage collector");
+    assert!(fg.metadata.deletion_timestamp.is_some());
+    assert_eq!(fg.metadata.finalizers, Some(vec!["foregroundDeletion".to_string()]));
+    cms.create(&PostParams::default(), &cm("or", &[]))
+        .await
+        .expect("create");
+    cms.delete("or", &DeleteParams::orphan()).await.expect("delete");
+    assert_eq!(
+        cms.get("or").await.expect("held").metadata.finalizers,
+        Some(vec!["orphan".to_string()])
+    );
+    // Background deletes at once.
+    cms.create(&PostParams::default(), &cm("bg", &[]))
+        .await
+        .expect("create");
+    cms.delete("bg", &DeleteParams::background()).await.expect("delete");
+    assert!(cms.get_opt("bg").await.expect("get").is_none());
+}
