@@ -85,11 +85,14 @@ struct State {
     rev: Revision,
     /// Watches from revisions before this cannot be served.
     oldest: Revision,
+    /// The live feed. Replaced on every re-list, which ends every watch on the old feed: their
+    /// clients resume (or re-list on 410), so nothing that happened during the gap is lost.
+    tx: broadcast::Sender<Arc<CacheEvent>>,
 }
 
 pub struct Cache {
     state: RwLock<State>,
-    tx: broadcast::Sender<Arc<CacheEvent>>,
+    feed_capacity: usize,
     rev_tx: watch::Sender<Revision>,
     capacity: usize,
 }
@@ -137,7 +140,8 @@ pub fn cached(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, serde_j
 impl Cache {
     /// Load everything under `prefix` and follow the store from there, in a background task.
     pub async fn start(store: Arc<dyn Store>, prefix: &str, capacity: usize) -> Result<Arc<Cache>, StoreError> {
-        let (tx, _) = broadcast::channel(capacity.max(1024));
+        let feed_capacity = capacity.max(1024);
+        let (tx, _) = broadcast::channel(feed_capacity);
         let (rev_tx, _) = watch::channel(0);
         let cache = Arc::new(Cache {
             state: RwLock::new(State {
@@ -145,8 +149,9 @@ impl Cache {
                 events: VecDeque::new(),
                 rev: 0,
                 oldest: 0,
+                tx,
             }),
-            tx,
+            feed_capacity,
             rev_tx,
             capacity,
         });
@@ -173,6 +178,7 @@ impl Cache {
         st.events.clear();
         st.rev = list.revision;
         st.oldest = list.revision;
+        st.tx = broadcast::channel(self.feed_capacity).0;
         drop(st);
         self.rev_tx.send_replace(list.revision);
         Ok(list.revision)
@@ -239,7 +245,7 @@ impl Cache {
         }
         st.rev = rev;
         // Sent under the lock so a watcher that registers under the lock sees no gap.
-        let _ = self.tx.send(event);
+        let _ = st.tx.send(event);
         drop(st);
         self.rev_tx.send_replace(rev);
     }
@@ -291,7 +297,7 @@ impl Cache {
             .filter(|e| e.rev > after && e.obj.key.starts_with(prefix))
             .cloned()
             .collect();
-        let live = self.tx.subscribe();
+        let live = st.tx.subscribe();
         Ok(CacheWatch { backlog, live })
     }
 
@@ -307,6 +313,6 @@ impl Cache {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v.clone())
             .collect();
-        (items, st.rev, self.tx.subscribe())
+        (items, st.rev, st.tx.subscribe())
     }
 }

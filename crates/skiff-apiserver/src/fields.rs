@@ -138,6 +138,11 @@ fn owned_leaves(obj: &Value, part: Part) -> BTreeSet<FieldPath> {
     out
 }
 
+/// A list element's existence entry (`…/k:{…}/.`): owning it means the element exists.
+fn is_existence(p: &[String]) -> bool {
+    p.last().is_some_and(|s| s == ".")
+}
+
 /// The value at a leaf path, for comparisons.
 fn value_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut cur = v;
@@ -286,7 +291,11 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
     let old_leaves = old.map(|o| owned_leaves(o, part)).unwrap_or_default();
     let changed: BTreeSet<FieldPath> = new_leaves
         .iter()
-        .filter(|p| !old_leaves.contains(*p) || old.and_then(|o| value_at(o, p)) != value_at(new, p))
+        // An element's "." only says it exists: it changes when the element is added, not when
+        // something inside it does.
+        .filter(|p| {
+            !old_leaves.contains(*p) || (!is_existence(p) && old.and_then(|o| value_at(o, p)) != value_at(new, p))
+        })
         .cloned()
         .collect();
     // Fields that no longer exist belong to nobody.
@@ -488,7 +497,7 @@ pub fn apply(
         let clashing: Vec<FieldPath> = e
             .fields
             .iter()
-            .filter(|p| applied_leaves.contains(*p) && value_at(current, p) != value_at(&merged, p))
+            .filter(|p| applied_leaves.contains(*p) && !is_existence(p) && value_at(current, p) != value_at(&merged, p))
             .cloned()
             .collect();
         if clashing.is_empty() {
@@ -620,6 +629,43 @@ mod tests {
         );
         let forced = apply(&cur, &deploy(5, "i:1"), "kubectl", "apps/v1", Part::Main, true).expect("forced");
         assert_eq!(forced["spec"]["replicas"], 5);
+    }
+
+    #[test]
+    fn co_owning_a_list_element_is_no_conflict() {
+        let a = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                       "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "i:1"}]}}}});
+        let cur = apply(
+            &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}),
+            &a,
+            "a",
+            "apps/v1",
+            Part::Main,
+            false,
+        )
+        .expect("a applies");
+        let b = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                       "spec": {"template": {"spec": {"containers": [{"name": "app", "resources": {"limits": {"cpu": "1"}}}]}}}});
+        let merged =
+            apply(&cur, &b, "b", "apps/v1", Part::Main, false).expect("b co-owns the container without conflict");
+        let c = &merged["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            (c["image"].as_str(), c["resources"]["limits"]["cpu"].as_str()),
+            (Some("i:1"), Some("1"))
+        );
+        // An update that changes a field inside the element takes that field only.
+        let mut next = merged.clone();
+        next["spec"]["template"]["spec"]["containers"][0]["image"] = json!("i:2");
+        record_update(&mut next, Some(&merged), "setter", "apps/v1", Part::Main);
+        let setter = read_entries(&next)
+            .into_iter()
+            .find(|e| e.manager == "setter")
+            .expect("setter");
+        assert_eq!(setter.fields.len(), 1);
+        assert!(setter
+            .fields
+            .iter()
+            .all(|p| p.last().map(String::as_str) == Some("f:image")));
     }
 
     #[test]

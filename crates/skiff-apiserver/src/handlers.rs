@@ -27,9 +27,9 @@ fn raw_json(code: StatusCode, bytes: Bytes) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
+pub fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
     for w in warnings {
-        let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        let v = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
         if let Ok(h) = http::HeaderValue::from_str(&v) {
             r.headers_mut().append(header::WARNING, h);
         }

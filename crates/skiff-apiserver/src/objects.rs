@@ -391,6 +391,9 @@ impl Objects {
         let name = str_of(&obj, "/metadata/name").to_string();
         self.check_namespace_open(rt, ns, &name)?;
         if opts.dry_run {
+            if self.cache.get(&rt.key(ns, &name)).is_some() {
+                return Err(ApiError::already_exists(rt, &name));
+            }
             return Ok(Outcome {
                 obj: self.present(rt, &obj),
                 created: true,
@@ -478,6 +481,11 @@ impl Objects {
                     }
                 }
             }
+        }
+        let body_uid = str_of(&new, "/metadata/uid");
+        if !body_uid.is_empty() && body_uid != str_of(old, "/metadata/uid") {
+            let e = FieldError::invalid("metadata.uid", body_uid, "field is immutable");
+            return Err(ApiError::invalid(rt, name, &[e]));
         }
         {
             let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
@@ -698,17 +706,40 @@ impl Objects {
             // Pending deletion: mark it and let finalizers (or the kubelet) finish.
             let already = !obj["metadata"]["deletionTimestamp"].is_null();
             {
+                let current_grace = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
                 let meta = meta_mut(&mut next);
-                if !already || grace > 0 {
+                // The first delete sets the deadline; a later one may only shorten it (as a
+                // forced delete does), which moves the deadline to now + the new grace.
+                if !already || current_grace.is_some_and(|c| grace < c) {
                     let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                    let ts = when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    if !already {
-                        meta.insert("deletionTimestamp".into(), json!(ts));
-                    }
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        json!(when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    );
                     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                }
+                if !already {
+                    if let Some(g) = meta.get("generation").and_then(Value::as_i64).filter(|g| *g > 0) {
+                        meta.insert("generation".into(), json!(g + 1));
+                    }
                 }
                 if !finalizers.is_empty() {
                     meta.insert("finalizers".into(), json!(finalizers));
+                }
+            }
+            // A pod whose grace is now over and that has nothing else holding it goes.
+            if already && grace == 0 && finalizers.is_empty() && !is_ns {
+                if opts.dry_run {
+                    return Ok((self.present(rt, obj), true));
+                }
+                match self.store.delete(&key, Some(cur.rev)).await {
+                    Ok(kv) => {
+                        self.settle(kv.mod_revision).await;
+                        return Ok((self.present(rt, &Self::with_rev(obj.clone(), kv.mod_revision)), true));
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(rt, name)),
+                    Err(e) => return Err(e.into()),
                 }
             }
             if is_ns {

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::response::{IntoResponse, Response};
-use http::{header, StatusCode};
+use axum::response::Response;
+use http::StatusCode;
 use serde_json::{json, Value};
 
 use skiff_api::{FieldError, ResourceType};
@@ -133,6 +133,10 @@ pub async fn patch(
                     // A create: keep the managed fields we just computed.
                     next["metadata"]["name"] = json!(name);
                 }
+                // A resourceVersion in the applied configuration is a precondition.
+                if let Some(rv) = patch_body["metadata"]["resourceVersion"].as_str().filter(|r| !r.is_empty()) {
+                    next["metadata"]["resourceVersion"] = json!(rv);
+                }
                 Ok(next)
             })
             .await?;
@@ -149,11 +153,8 @@ pub async fn patch(
     } else {
         StatusCode::OK
     };
-    let mut r = json_response(code, &out.obj);
-    for w in &out.warnings {
-        if let Ok(h) = http::HeaderValue::from_str(&format!("299 - \"{w}\"")) {
-            r.headers_mut().append(header::WARNING, h);
-        }
-    }
-    Ok(r.into_response())
+    Ok(crate::handlers::with_warnings(
+        json_response(code, &out.obj),
+        &out.warnings,
+    ))
 }

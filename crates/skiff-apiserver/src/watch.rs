@@ -82,7 +82,21 @@ impl Watcher {
             WatchEventType::Modified => match (before, now) {
                 (true, true) => "MODIFIED",
                 (false, true) => "ADDED",
-                (true, false) => "DELETED",
+                (true, false) => {
+                    // Leaving the selection: the watcher last saw the previous state; send that,
+                    // stamped with this event's revision (as upstream's cacher does).
+                    let prev = ev.prev.as_ref()?;
+                    let mut v = prev.value();
+                    v["metadata"]["resourceVersion"] = serde_json::json!(ev.rev.to_string());
+                    let kv = skiff_store::KeyValue {
+                        key: prev.key.clone(),
+                        value: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                        create_revision: 0,
+                        mod_revision: ev.rev,
+                    };
+                    let stamped = crate::cache::cached(&kv, ev.rev).ok()?;
+                    return Some(self.render("DELETED", &stamped));
+                }
                 (false, false) => return None,
             },
         };

@@ -317,7 +317,14 @@ async fn watcher_sees_changes_and_selector_transitions() {
         .expect("event")
         .expect("ok")
     {
-        WatchEvent::Deleted(o) => assert_eq!(o.metadata.name.as_deref(), Some("w")),
+        WatchEvent::Deleted(o) => {
+            assert_eq!(o.metadata.name.as_deref(), Some("w"));
+            // The last state this watcher matched, not the new one.
+            assert_eq!(
+                o.metadata.labels.and_then(|l| l.get("team").cloned()).as_deref(),
+                Some("a")
+            );
+        }
         other => panic!("expected DELETED, got {other:?}"),
     }
 }
@@ -621,4 +628,85 @@ async fn generate_name_dry_run_and_propagation_policies() {
         .expect("create");
     cms.delete("bg", &DeleteParams::background()).await.expect("delete");
     assert!(cms.get_opt("bg").await.expect("get").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_pod_deletion_and_force() {
+    let t = start().await;
+    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
+    let pod = |name: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "finalizers": ["example.com/hold"]},
+            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "i"}]}}))
+        .expect("pod")
+    };
+    pods.create(&PostParams::default(), &pod("p")).await.expect("create");
+    pods.delete("p", &DeleteParams::default()).await.expect("delete");
+    let p = pods.get("p").await.expect("terminating");
+    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
+    // A forced delete shortens the grace to 0; releasing the finalizer then removes the pod.
+    pods.delete(
+        "p",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("force");
+    assert_eq!(
+        pods.get("p")
+            .await
+            .expect("held by finalizer")
+            .metadata
+            .deletion_grace_period_seconds,
+        Some(0)
+    );
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release");
+    assert!(
+        pods.get_opt("p").await.expect("get").is_none(),
+        "gone once nothing holds it"
+    );
+
+    // Without finalizers, the node's confirmation (grace 0) removes a terminating pod.
+    let mut plain = pod("q");
+    plain.metadata.finalizers = None;
+    pods.create(&PostParams::default(), &plain).await.expect("create");
+    pods.delete("q", &DeleteParams::default()).await.expect("delete");
+    assert!(pods
+        .get("q")
+        .await
+        .expect("terminating")
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    pods.delete(
+        "q",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("confirm");
+    assert!(pods.get_opt("q").await.expect("get").is_none());
+
+    // A server-side dry-run create of an existing name is a conflict, as for a real create.
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("exists", &[]))
+        .await
+        .expect("create");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        api_error(cms.create(&dry, &cm("exists", &[])).await.expect_err("exists")).code,
+        409
+    );
 }

@@ -211,6 +211,26 @@ pub async fn compaction_forgets_history_but_not_state(s: impl Store) {
     ));
 }
 
+pub async fn revision_never_goes_back_after_compacting_a_delete(s: impl Store) {
+    let a = s.create("/r/a", b("1")).await.expect("create");
+    let d = s.delete("/r/a", Some(a.mod_revision)).await.expect("delete");
+    s.compact(d.mod_revision).await.expect("compact");
+    assert_eq!(s.current_revision().await.expect("rev"), d.mod_revision);
+    let l = s
+        .list("/r/", None, 0, None)
+        .await
+        .expect("list at the current revision");
+    assert_eq!(l.revision, d.mod_revision);
+    assert!(l.kvs.is_empty());
+    let mut w = s
+        .watch("/r/", d.mod_revision)
+        .await
+        .expect("watch from the current revision");
+    let n = s.create("/r/b", b("2")).await.expect("create");
+    assert!(n.mod_revision > d.mod_revision);
+    assert_eq!(next_event(&mut w).await.kv.key, "/r/b");
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for the store built by `$factory`
 /// (an async expression returning a fresh, empty store).
 #[macro_export]
@@ -220,7 +240,7 @@ macro_rules! store_conformance_tests {
             create_get_update_delete, compare_and_swap_conflicts, revisions_are_global_and_increasing,
             list_prefix_order_and_pages, list_at_old_revision_sees_old_values,
             watch_from_revision_replays_then_follows, watch_delivers_every_event_in_order_under_concurrency,
-            compaction_forgets_history_but_not_state);
+            compaction_forgets_history_but_not_state, revision_never_goes_back_after_compacting_a_delete);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(

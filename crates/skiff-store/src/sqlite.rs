@@ -135,9 +135,15 @@ impl SqliteStore {
     }
 }
 
+/// The revision of the latest write. Read from AUTOINCREMENT's sequence, which never goes
+/// back, rather than from the log: compaction may delete the newest row (a tombstone).
 fn current_rev(conn: &Connection) -> Result<Revision, StoreError> {
-    conn.query_row("SELECT COALESCE(MAX(rev), 0) FROM log", [], |r| r.get(0))
-        .map_err(db_err("read revision"))
+    conn.query_row(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'log'), 0)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db_err("read revision"))
 }
 
 fn compacted_rev(conn: &Connection) -> Result<Revision, StoreError> {
