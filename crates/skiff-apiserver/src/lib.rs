@@ -28,4 +28,4 @@ mod watch;
 
 pub use error::ApiError;
 pub use pki::Pki;
-pub use server::{start, Config, Identity, Server};
+pub use server::{open_datastore, start, Config, Identity, Server};

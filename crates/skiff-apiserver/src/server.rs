@@ -210,6 +210,21 @@ async fn compactor(shared: Arc<Shared>, every: Duration) {
     }
 }
 
+/// Open the datastore named by a k3s-style `--datastore-endpoint`: empty for the embedded
+/// SQLite store in `<data_dir>/db/state.db`, or `sqlite:///path`. etcd URLs are refused until
+/// the etcd backend exists.
+pub fn open_datastore(endpoint: &str, data_dir: &std::path::Path) -> Result<Arc<dyn Store>> {
+    let path = match endpoint {
+        "" => data_dir.join("db").join("state.db"),
+        s if s.starts_with("sqlite://") => PathBuf::from(s.trim_start_matches("sqlite://")),
+        s if s.starts_with("http://") || s.starts_with("https://") => {
+            anyhow::bail!("the etcd datastore ({s}) is not available in this build yet; use the embedded SQLite store")
+        }
+        s => anyhow::bail!("unsupported --datastore-endpoint {s:?}: use sqlite:///path or an etcd http(s):// URL"),
+    };
+    Ok(Arc::new(skiff_store::SqliteStore::open(skiff_store::SqliteOptions::new(path))?))
+}
+
 /// Start the server on `config`'s address with `store` as its storage.
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Server> {
     let mut sans = config.tls_sans.clone();

@@ -3,10 +3,9 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -83,18 +82,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let store: Arc<dyn skiff_store::Store> = match args.datastore_endpoint.as_str() {
-        "" => Arc::new(skiff_store::SqliteStore::open(skiff_store::SqliteOptions::new(
-            args.data_dir.join("db").join("state.db"),
-        ))?),
-        s if s.starts_with("sqlite://") => Arc::new(skiff_store::SqliteStore::open(skiff_store::SqliteOptions::new(
-            s.trim_start_matches("sqlite://"),
-        ))?),
-        s if s.starts_with("http://") || s.starts_with("https://") => {
-            bail!("the etcd datastore ({s}) is not available in this build yet; use the embedded SQLite store")
-        }
-        s => bail!("unsupported --datastore-endpoint {s:?}: use sqlite:///path or an etcd http(s):// URL"),
-    };
+    let store = skiff_apiserver::open_datastore(&args.datastore_endpoint, &args.data_dir)?;
     if !args.disable_agent {
         tracing::warn!(
             "the embedded node agent is not available yet; running the control plane only (as with --disable-agent)"
