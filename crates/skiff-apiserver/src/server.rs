@@ -172,9 +172,9 @@ async fn entry(State(shared): State<Arc<Shared>>, mut req: Request) -> Response 
         return ApiError::unauthorized().into_response();
     }
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+    let bytes = match read_body(body).await {
         Ok(b) => b,
-        Err(_) => return ApiError::too_large().into_response(),
+        Err(e) => return e.into_response(),
     };
     let who = parts.extensions.get::<Identity>().cloned();
     handlers::handle(shared, parts.method, parts.uri, parts.headers, bytes, who).await
@@ -210,6 +210,38 @@ async fn compactor(shared: Arc<Shared>, every: Duration) {
     }
 }
 
+/// Read a request body of at most `MAX_BODY` bytes. A larger one is read to its end (up to a
+/// bound) and discarded before the 413 answer, so the client sees the answer rather than a
+/// connection reset while it is still sending.
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => return Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+            Ok(None) => break,
+            Err(_) => return Err(ApiError::timeout("reading the request body timed out")),
+        };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(ApiError::too_large());
+    }
+    Ok(buf.freeze())
+}
+
 /// Open the datastore named by a k3s-style `--datastore-endpoint`: empty for the embedded
 /// SQLite store in `<data_dir>/db/state.db`, or `sqlite:///path`. etcd URLs are refused until
 /// the etcd backend exists.
@@ -222,7 +254,9 @@ pub fn open_datastore(endpoint: &str, data_dir: &std::path::Path) -> Result<Arc<
         }
         s => anyhow::bail!("unsupported --datastore-endpoint {s:?}: use sqlite:///path or an etcd http(s):// URL"),
     };
-    Ok(Arc::new(skiff_store::SqliteStore::open(skiff_store::SqliteOptions::new(path))?))
+    Ok(Arc::new(skiff_store::SqliteStore::open(
+        skiff_store::SqliteOptions::new(path),
+    )?))
 }
 
 /// Start the server on `config`'s address with `store` as its storage.

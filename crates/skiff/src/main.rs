@@ -47,6 +47,61 @@ struct ServerArgs {
     /// Extra host names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// Register this many simulated nodes (no containers: bound pods become Running/Ready).
+    #[arg(long, default_value_t = 0)]
+    simulated_nodes: usize,
+    /// Do not run the scheduler.
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Do not run the controller manager.
+    #[arg(long)]
+    disable_controller_manager: bool,
+}
+
+/// Which in-process API clients to run.
+struct Clients {
+    simulated_nodes: usize,
+    disable_scheduler: bool,
+    disable_controller_manager: bool,
+}
+
+/// Start the in-process API clients (controllers, scheduler, simulated nodes). They talk to the
+/// API server over HTTPS like any other client.
+async fn start_clients(kubeconfig: &str, args: &Clients) -> Result<()> {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).context("parsing the admin kubeconfig")?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("client configuration")?;
+    let client = kube::Client::try_from(cfg).context("API client")?;
+    if !args.disable_controller_manager {
+        let c = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = skiff_controllers::run(c).await {
+                tracing::error!(error = %e, "controller manager stopped");
+            }
+        });
+    }
+    if !args.disable_scheduler {
+        let c = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = skiff_scheduler::run(c).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        });
+    }
+    if args.simulated_nodes > 0 {
+        let cfg = skiff_agent::SimulatedNodesConfig {
+            count: args.simulated_nodes,
+            ..Default::default()
+        };
+        let nodes = skiff_agent::SimulatedNodes::new(client, cfg);
+        tokio::spawn(async move {
+            if let Err(e) = nodes.run().await {
+                tracing::error!(error = %e, "simulated nodes stopped");
+            }
+        });
+    }
+    Ok(())
 }
 
 fn init_tracing() {
@@ -80,6 +135,11 @@ fn load_or_make_token(data_dir: &std::path::Path, given: Option<String>) -> Resu
 
 async fn server(args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
+    let args_clients = Clients {
+        simulated_nodes: args.simulated_nodes,
+        disable_scheduler: args.disable_scheduler,
+        disable_controller_manager: args.disable_controller_manager,
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store = skiff_apiserver::open_datastore(&args.datastore_endpoint, &args.data_dir)?;
@@ -113,6 +173,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
         f.write_all(server.kubeconfig().as_bytes())?;
     }
+    start_clients(&server.kubeconfig(), &args_clients).await?;
     tracing::info!(address = %server.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     println!("Skiff API server listening on https://{}", server.addr);
     println!("Kubeconfig written to {}", kubeconfig_path.display());

@@ -23,6 +23,11 @@ impl SkiffServer {
 
     /// Start (or restart) on `dir`; port 0 picks a free one.
     pub fn start_in(dir: tempfile::TempDir, port: u16) -> Self {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// Start with extra `skiff server` flags.
+    pub fn start_with(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args([
                 "server",
@@ -31,8 +36,9 @@ impl SkiffServer {
                 "127.0.0.1",
                 "--https-listen-port",
                 &port.to_string(),
-                "--data-dir",
             ])
+            .args(extra)
+            .arg("--data-dir")
             .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,208 @@
+//! Simulated nodes: registration, lease heartbeats, and pod lifecycle without containers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::json;
+
+#[derive(Clone, Debug)]
+pub struct SimulatedNodesConfig {
+    pub count: usize,
+    pub name_prefix: String,
+    pub cpu: String,
+    pub memory: String,
+    pub pods: String,
+    /// How often the lease is renewed.
+    pub heartbeat: Duration,
+}
+
+impl Default for SimulatedNodesConfig {
+    fn default() -> Self {
+        SimulatedNodesConfig {
+            count: 1,
+            name_prefix: "sim-node-".into(),
+            cpu: "8".into(),
+            memory: "32Gi".into(),
+            pods: "110".into(),
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct SimulatedNodes {
+    client: Client,
+    cfg: SimulatedNodesConfig,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn micro_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+const MANAGER: &str = "skiff-simulated-node";
+
+impl SimulatedNodes {
+    pub fn new(client: Client, cfg: SimulatedNodesConfig) -> Self {
+        SimulatedNodes { client, cfg }
+    }
+
+    fn names(&self) -> Vec<String> {
+        (0..self.cfg.count)
+            .map(|i| format!("{}{i}", self.cfg.name_prefix))
+            .collect()
+    }
+
+    fn node_ip(index: usize) -> String {
+        // Addresses in TEST-NET-2: documentation-only, never routed; simulated nodes carry no
+        // traffic.
+        format!("198.51.{}.{}", 100 + index / 250, 1 + index % 250)
+    }
+
+    async fn register(&self) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let pp = PatchParams::apply(MANAGER).force();
+        for (i, name) in self.names().into_iter().enumerate() {
+            let node = json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": {
+                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                    "type": "simulated"}},
+                "spec": {"podCIDR": format!("10.42.{}.0/24", i % 256)},
+            });
+            nodes.patch(&name, &pp, &Patch::Apply(&node)).await?;
+            let status = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {
+                "capacity": {"cpu": self.cfg.cpu, "memory": self.cfg.memory, "pods": self.cfg.pods},
+                "allocatable": {"cpu": self.cfg.cpu, "memory": self.cfg.memory, "pods": self.cfg.pods},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated node is ready",
+                                "lastHeartbeatTime": now(), "lastTransitionTime": now()}],
+                "addresses": [{"type": "InternalIP", "address": Self::node_ip(i)}, {"type": "Hostname", "address": name}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0-skiff", "containerRuntimeVersion": "simulated://1", "osImage": "Skiff simulated node",
+                             "kernelVersion": "simulated", "operatingSystem": "linux", "architecture": "amd64",
+                             "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""}
+            }});
+            nodes.patch_status(&name, &pp, &Patch::Apply(&status)).await?;
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self) -> anyhow::Result<()> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        for name in self.names() {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_now()}});
+            match leases
+                .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&lease))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(node = name, error = %e, "lease renewal failed"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Move one pod along: bound and pending → running (or finished); terminating → gone.
+    async fn step(&self, pod: &Pod, ip_seq: &mut BTreeMap<String, u32>) -> anyhow::Result<()> {
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            return Ok(());
+        };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        if pod.metadata.deletion_timestamp.is_some() {
+            // The "containers" stop at once; confirm the deletion.
+            let _ = pods
+                .delete(
+                    &name,
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            return Ok(());
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        if phase != "Pending" && !phase.is_empty() {
+            return Ok(());
+        }
+        let spec = pod.spec.as_ref().expect("checked above");
+        let runs_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
+        let node_index: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let seq = ip_seq.entry(node.clone()).or_insert(1);
+        *seq += 1;
+        let pod_ip = format!("10.42.{}.{}", node_index % 256, 1 + (*seq % 250));
+        let ts = now();
+        let statuses: Vec<serde_json::Value> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let state = if runs_to_completion {
+                    json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": ts, "finishedAt": ts, "containerID": format!("simulated://{ns}/{name}/{}", c.name)}})
+                } else {
+                    json!({"running": {"startedAt": ts}})
+                };
+                json!({"name": c.name, "image": c.image, "imageID": format!("simulated://{}", c.image.clone().unwrap_or_default()),
+                       "containerID": format!("simulated://{ns}/{name}/{}", c.name), "ready": !runs_to_completion,
+                       "started": !runs_to_completion, "restartCount": 0, "state": state})
+            })
+            .collect();
+        let ready = if runs_to_completion { "False" } else { "True" };
+        let cond = |t: &str, s: &str| json!({"type": t, "status": s, "lastProbeTime": null, "lastTransitionTime": ts});
+        let status = json!({"status": {
+            "phase": if runs_to_completion { "Succeeded" } else { "Running" },
+            "conditions": [cond("PodReadyToStartContainers", "True"), cond("Initialized", "True"), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", "True")],
+            "hostIP": Self::node_ip(node_index), "hostIPs": [{"ip": Self::node_ip(node_index)}],
+            "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
+            "startTime": ts, "containerStatuses": statuses, "qosClass": "BestEffort",
+        }});
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        Ok(())
+    }
+
+    /// Register the nodes, then heartbeat and drive their pods until the client fails hard.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.register().await?;
+        self.heartbeat().await?;
+        let mut beat = tokio::time::interval(self.cfg.heartbeat);
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let mine: std::collections::HashSet<String> = self.names().into_iter().collect();
+        let stream = watcher(pods, watcher::Config::default()).default_backoff();
+        let mut stream = Box::pin(stream);
+        let mut ip_seq = BTreeMap::new();
+        loop {
+            tokio::select! {
+                _ = beat.tick() => { let _ = self.heartbeat().await; }
+                ev = stream.next() => {
+                    let Some(ev) = ev else { return Ok(()) };
+                    let pods: Vec<Pod> = match ev {
+                        Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => vec![p],
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "pod watch error; retrying");
+                            continue;
+                        }
+                    };
+                    for p in pods {
+                        let on_mine = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| mine.contains(n));
+                        if on_mine {
+                            if let Err(e) = self.step(&p, &mut ip_seq).await {
+                                tracing::debug!(pod = ?p.metadata.name, error = %e, "simulated pod step failed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Skiff's controller manager: level-triggered reconcilers (kube-runtime `Controller`) that
+//! read desired and observed state through the API server and converge. They are API clients
+//! only and never touch the store; every restart is safe.
+//!
+//! This wave: the ReplicaSet controller. The others of the controllers issue (Deployment,
+//! StatefulSet, DaemonSet, Job, CronJob, endpoints, garbage collection, nodes, volumes) follow.
+
+pub mod replicaset;
+
+/// Run every controller until one fails.
+pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    replicaset::run(client).await
+}

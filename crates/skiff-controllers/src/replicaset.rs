@@ -1,0 +1,203 @@
+//! The ReplicaSet controller: keeps `spec.replicas` pods from the template running, owned by
+//! the ReplicaSet, and reports replicas/ready/available/observedGeneration in status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes API error: {0}")]
+    Api(#[from] kube::Error),
+    #[error("replicaset {0} has no spec")]
+    NoSpec(String),
+}
+
+struct Ctx {
+    client: Client,
+}
+
+/// The `a=b,c in (d)` form of a label selector.
+fn selector_string(sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
+    let mut parts: Vec<String> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let vals = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({vals})", e.key),
+            "NotIn" => format!("{} notin ({vals})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn is_active(p: &Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+    p.metadata.deletion_timestamp.is_none() && phase != "Succeeded" && phase != "Failed"
+}
+
+/// Deletion preference: unscheduled, then pending, then not ready, then the newest.
+fn deletion_rank(p: &Pod) -> (u8, std::cmp::Reverse<i64>) {
+    let scheduled = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some_and(|n| !n.is_empty());
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+    let rank = if !scheduled {
+        0
+    } else if phase == "Pending" {
+        1
+    } else if !is_ready(p) {
+        2
+    } else {
+        3
+    };
+    let created = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or_default();
+    (rank, std::cmp::Reverse(created))
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let ns = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    let uid = rs.uid().unwrap_or_default();
+    if rs.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let spec = rs.spec.as_ref().ok_or_else(|| ReconcileError::NoSpec(name.clone()))?;
+    // A consistent read through the API server: it reflects every write made before, so the
+    // controller never acts twice on a stale view.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let listed = pods
+        .list(&ListParams::default().labels(&selector_string(&spec.selector)))
+        .await?;
+    let owned: Vec<Pod> = listed
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .collect();
+    let active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
+    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    if active.len() < want {
+        let template = spec.template.clone().unwrap_or_default();
+        for _ in active.len()..want {
+            let mut meta = template.metadata.clone().unwrap_or_default();
+            meta.name = None;
+            meta.generate_name = Some(format!("{name}-"));
+            meta.namespace = Some(ns.clone());
+            meta.owner_references = Some(vec![rs
+                .controller_owner_ref(&())
+                .expect("a ReplicaSet from the API has a name and uid")]);
+            let pod = Pod {
+                metadata: meta,
+                spec: template.spec.clone(),
+                status: None,
+            };
+            pods.create(
+                &PostParams {
+                    field_manager: Some("replicaset-controller".into()),
+                    ..Default::default()
+                },
+                &pod,
+            )
+            .await?;
+        }
+    } else if active.len() > want {
+        let mut victims: Vec<&Pod> = active.clone();
+        victims.sort_by_key(|p| deletion_rank(p));
+        for p in victims.into_iter().take(active.len() - want) {
+            match pods.delete(&p.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    // Status from what the cache shows now.
+    let labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let fully_labeled = active
+        .iter()
+        .filter(|p| {
+            let pl: BTreeMap<String, String> = p.metadata.labels.clone().unwrap_or_default();
+            labels.iter().all(|(k, v)| pl.get(k) == Some(v))
+        })
+        .count();
+    let ready = active.iter().filter(|p| is_ready(p)).count();
+    let status = json!({"status": {
+        "replicas": active.len(),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "observedGeneration": rs.metadata.generation,
+    }});
+    let current = rs.status.clone().unwrap_or_default();
+    let changed = current.replicas != active.len() as i32
+        || current.ready_replicas.unwrap_or(0) != ready as i32
+        || current.available_replicas.unwrap_or(0) != ready as i32
+        || current.fully_labeled_replicas.unwrap_or(0) != fully_labeled as i32
+        || current.observed_generation != rs.metadata.generation;
+    if changed {
+        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(_rs: Arc<ReplicaSet>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %err, "replicaset reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(1))
+}
+
+pub async fn run(client: Client) -> anyhow::Result<()> {
+    let pod_api: Api<Pod> = Api::all(client.clone());
+    let rs_api: Api<ReplicaSet> = Api::all(client.clone());
+    let ctx = Arc::new(Ctx { client });
+    Controller::new(rs_api, watcher::Config::default())
+        .owns(pod_api, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "replicaset controller event");
+            }
+        })
+        .await;
+    Ok(())
+}

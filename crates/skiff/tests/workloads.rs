@@ -1,0 +1,158 @@
+//! Controllers, scheduler and simulated nodes together in a real `skiff server` process:
+//! a ReplicaSet's pods are created, scheduled, run, replaced and scaled down; a pod that fits
+//! nowhere is reported Unschedulable.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use serde_json::json;
+use support::SkiffServer;
+
+async fn client(server: &SkiffServer) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(cfg).expect("client")
+}
+
+/// Poll `f` until it returns `Some`, for up to 20 s.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn running_on_sim_nodes(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| n.starts_with("sim-node-"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
+    let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &["--simulated-nodes", "2"]);
+    let c = client(&server).await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let ready = eventually("2 Ready simulated nodes", || async {
+        let n = nodes.list(&ListParams::default()).await.ok()?;
+        (n.items.len() == 2).then_some(n)
+    })
+    .await;
+    assert!(ready.items.iter().all(|n| n
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .is_some_and(|a| a.contains_key("cpu"))));
+
+    let rss: Api<ReplicaSet> = Api::namespaced(c.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "registry.local/web:1", "resources": {"requests": {"cpu": "500m"}}}]}}}
+    }))
+    .expect("rs");
+    rss.create(&PostParams::default(), &rs).await.expect("create rs");
+    let list = eventually("3 running pods", || async {
+        let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+        (running_on_sim_nodes(&l.items) == 3).then_some(l)
+    })
+    .await;
+    // Spread by least allocation: both nodes get pods.
+    let used: std::collections::HashSet<_> = list
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    assert_eq!(used.len(), 2, "pods spread over both nodes");
+    assert!(list.items.iter().all(|p| p
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "ReplicaSet" && o.controller == Some(true))));
+    eventually("rs status ready 3", || async {
+        let s = rss.get("web").await.ok()?.status?;
+        (s.ready_replicas == Some(3) && s.observed_generation == Some(1)).then_some(())
+    })
+    .await;
+
+    // A deleted pod is replaced.
+    let victim = list.items[0].metadata.name.clone().expect("name");
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually("replacement", || async {
+        let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+        let names: Vec<_> = l.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+        (running_on_sim_nodes(&l.items) == 3 && !names.contains(&victim)).then_some(())
+    })
+    .await;
+
+    // Scale down to 1.
+    rss.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .expect("scale");
+    eventually("one pod left", || async {
+        let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+        (l.items.len() == 1 && running_on_sim_nodes(&l.items) == 1).then_some(())
+    })
+    .await;
+    eventually("rs status 1 (generation 2 observed)", || async {
+        let s = rss.get("web").await.ok()?.status?;
+        (s.replicas == 1 && s.observed_generation == Some(2)).then_some(())
+    })
+    .await;
+
+    // A pod that fits nowhere: reported, not bound.
+    let big: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "huge"},
+        "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "64"}}}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &big).await.expect("create");
+    let cond = eventually("PodScheduled=False", || async {
+        let p = pods.get("huge").await.ok()?;
+        p.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    })
+    .await;
+    assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
+    assert_eq!(
+        cond.message.as_deref(),
+        Some("0/2 nodes are available: 2 Insufficient cpu.")
+    );
+    assert!(pods
+        .get("huge")
+        .await
+        .expect("get")
+        .spec
+        .and_then(|s| s.node_name)
+        .is_none());
+}
