@@ -27,7 +27,7 @@ struct Ctx {
 }
 
 /// The `a=b,c in (d)` form of a label selector.
-fn selector_string(sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
+pub fn selector_string(sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
     let mut parts: Vec<String> = sel
         .match_labels
         .iter()

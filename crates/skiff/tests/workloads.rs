@@ -156,3 +156,99 @@ async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
         .and_then(|s| s.node_name)
         .is_none());
 }
+
+/// The deployment verbs of the controllers issue with real kubectl: create, set image,
+/// rollout status/history/undo, scale.
+fn deployment_rollout(version: &str) {
+    let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &["--simulated-nodes", "3"]);
+    let k = support::Kubectl::new(version, &server);
+    k.ok(&[
+        "create",
+        "deployment",
+        "hello",
+        "--image=registry.local/hello:1",
+        "--replicas=3",
+    ]);
+    assert!(k
+        .ok(&["rollout", "status", "deployment/hello", "--timeout=60s"])
+        .contains("successfully rolled out"));
+    k.ok(&["set", "image", "deployment/hello", "hello=registry.local/hello:2"]);
+    assert!(k
+        .ok(&["rollout", "status", "deployment/hello", "--timeout=60s"])
+        .contains("successfully rolled out"));
+    let hist = k.ok(&["rollout", "history", "deployment/hello"]);
+    assert!(
+        hist.lines().any(|l| l.starts_with("1 ")) && hist.lines().any(|l| l.starts_with("2 ")),
+        "{hist}"
+    );
+    let rs = k.ok(&[
+        "get",
+        "rs",
+        "-l",
+        "app=hello",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.template.spec.containers[0].image}={.spec.replicas};{end}",
+    ]);
+    assert!(
+        rs.contains("registry.local/hello:1=0") && rs.contains("registry.local/hello:2=3"),
+        "{rs}"
+    );
+    k.ok(&["rollout", "undo", "deployment/hello"]);
+    assert!(k
+        .ok(&["rollout", "status", "deployment/hello", "--timeout=60s"])
+        .contains("successfully rolled out"));
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "hello",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "registry.local/hello:1"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "hello",
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+        ]),
+        "3"
+    );
+    k.ok(&["scale", "deployment/hello", "--replicas=10"]);
+    assert!(k
+        .ok(&["rollout", "status", "deployment/hello", "--timeout=60s"])
+        .contains("successfully rolled out"));
+    let ready = k.ok(&[
+        "get",
+        "deploy",
+        "hello",
+        "-o",
+        "jsonpath={.status.readyReplicas}/{.status.updatedReplicas}/{.status.availableReplicas}",
+    ]);
+    assert_eq!(ready, "10/10/10");
+    let running = k.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(running.lines().count(), 10);
+    let table = k.ok(&["get", "deploy", "hello"]);
+    assert!(table.contains("10/10"), "{table}");
+}
+
+#[test]
+fn deployment_rollout_kubectl_1_27() {
+    deployment_rollout("1.27");
+}
+
+#[test]
+fn deployment_rollout_kubectl_1_33() {
+    deployment_rollout("1.33");
+}
