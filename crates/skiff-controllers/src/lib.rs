@@ -2,14 +2,30 @@
 //! read desired and observed state through the API server and converge. They are API clients
 //! only and never touch the store; every restart is safe.
 //!
-//! This wave: the ReplicaSet and Deployment controllers. The others of the controllers issue (Deployment,
+//! This wave: ReplicaSet, Deployment, StatefulSet, and PersistentVolumeClaim provisioning
+//! (`local-path`). The others of the controllers issue (Deployment,
 //! StatefulSet, DaemonSet, Job, CronJob, endpoints, garbage collection, nodes, volumes) follow.
 
 pub mod deployment;
+pub mod events;
 pub mod replicaset;
+pub mod statefulset;
+pub mod volumes;
+
+/// Options of the controller manager.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where local-path volumes live on the nodes.
+    pub volume_root: String,
+}
 
 /// Run every controller until one fails.
-pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    tokio::try_join!(replicaset::run(client.clone()), deployment::run(client))?;
+pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
+    tokio::try_join!(
+        replicaset::run(client.clone()),
+        deployment::run(client.clone()),
+        statefulset::run(client.clone()),
+        volumes::run(client, opts.volume_root),
+    )?;
     Ok(())
 }

@@ -60,6 +60,7 @@ struct ServerArgs {
 
 /// Which in-process API clients to run.
 struct Clients {
+    volume_root: String,
     simulated_nodes: usize,
     disable_scheduler: bool,
     disable_controller_manager: bool,
@@ -75,8 +76,11 @@ async fn start_clients(kubeconfig: &str, args: &Clients) -> Result<()> {
     let client = kube::Client::try_from(cfg).context("API client")?;
     if !args.disable_controller_manager {
         let c = client.clone();
+        let opts = skiff_controllers::Options {
+            volume_root: args.volume_root.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = skiff_controllers::run(c).await {
+            if let Err(e) = skiff_controllers::run(c, opts).await {
                 tracing::error!(error = %e, "controller manager stopped");
             }
         });
@@ -136,6 +140,7 @@ fn load_or_make_token(data_dir: &std::path::Path, given: Option<String>) -> Resu
 async fn server(args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let args_clients = Clients {
+        volume_root: args.data_dir.join("storage").display().to_string(),
         simulated_nodes: args.simulated_nodes,
         disable_scheduler: args.disable_scheduler,
         disable_controller_manager: args.disable_controller_manager,

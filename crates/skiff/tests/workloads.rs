@@ -252,3 +252,111 @@ fn deployment_rollout_kubectl_1_27() {
 fn deployment_rollout_kubectl_1_33() {
     deployment_rollout("1.33");
 }
+
+/// examples/nginx.yaml on simulated nodes: ordered pods, per-pod claims, the missing
+/// StorageClass reported and then provided, scale up and down in order.
+fn statefulset_example(version: &str) {
+    let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &["--simulated-nodes", "2"]);
+    let k = support::Kubectl::new(version, &server);
+    let nginx = support::repo_file("examples/nginx.yaml");
+    let nginx = nginx.to_str().expect("path");
+    k.ok(&["apply", "-f", nginx]);
+    assert!(k
+        .ok(&["rollout", "status", "sts/web", "--timeout=60s"])
+        .contains("roll out complete"));
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=nginx",
+            "-o",
+            "jsonpath={.items[*].metadata.name}"
+        ]),
+        "web-0 web-1"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "web-1",
+            "-o",
+            "jsonpath={.spec.hostname}.{.spec.subdomain}"
+        ]),
+        "web-1.nginx"
+    );
+    // The claims exist, Pending, with the reason visible.
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pvc",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.phase};{end}"
+        ]),
+        "www-web-0=Pending;www-web-1=Pending;"
+    );
+    let events = (0..50)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            k.ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=www-web-0,reason=ProvisioningFailed",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])
+        })
+        .find(|e| !e.is_empty())
+        .unwrap_or_default();
+    assert!(
+        events.contains("storageclass.storage.k8s.io \"managed-nfs-storage\" not found"),
+        "{events}"
+    );
+    // Creating the StorageClass with the local-path provisioner binds them.
+    k.ok_stdin(&["apply", "-f", "-"], "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: managed-nfs-storage\nprovisioner: skiff.dev/local-path\n");
+    k.ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Bound",
+        "pvc/www-web-0",
+        "pvc/www-web-1",
+        "--timeout=30s",
+    ]);
+    assert!(k.ok(&["get", "sc", "local-path"]).contains("(default)"));
+    // Scale up: web-2 and its claim; scale down: highest ordinals go first.
+    k.ok(&["scale", "sts", "web", "--replicas=3"]);
+    assert!(k
+        .ok(&["rollout", "status", "sts/web", "--timeout=60s"])
+        .contains("roll out complete"));
+    k.ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Bound",
+        "pvc/www-web-2",
+        "--timeout=30s",
+    ]);
+    k.ok(&["scale", "sts", "web", "--replicas=1"]);
+    k.ok(&["wait", "--for=delete", "pod/web-2", "pod/web-1", "--timeout=30s"]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=nginx",
+            "-o",
+            "jsonpath={.items[*].metadata.name}"
+        ]),
+        "web-0"
+    );
+    // Claims are retained (the default policy).
+    assert_eq!(k.ok(&["get", "pvc", "-o", "name"]).lines().count(), 3);
+}
+
+#[test]
+fn statefulset_example_kubectl_1_27() {
+    statefulset_example("1.27");
+}
+
+#[test]
+fn statefulset_example_kubectl_1_33() {
+    statefulset_example("1.33");
+}

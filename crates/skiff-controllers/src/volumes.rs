@@ -1,0 +1,203 @@
+//! PersistentVolumeClaims: the default `local-path` StorageClass, its provisioner (one
+//! directory per volume under the data dir on the node that uses it), and binding. A claim that
+//! names a StorageClass that does not exist stays Pending with a Warning event saying so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+pub const LOCAL_PATH: &str = "skiff.dev/local-path";
+const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+const MANAGER: &str = "persistentvolume-controller";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes API error: {0}")]
+    Api(#[from] kube::Error),
+}
+
+struct Ctx {
+    client: Client,
+    root: String,
+}
+
+/// Make sure the default `local-path` StorageClass exists.
+pub async fn ensure_default_class(client: &Client) -> Result<(), kube::Error> {
+    let api: Api<StorageClass> = Api::all(client.clone());
+    if api.get_opt("local-path").await?.is_some() {
+        return Ok(());
+    }
+    let sc: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": "local-path", "annotations": {DEFAULT_CLASS: "true"}},
+        "provisioner": LOCAL_PATH, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+    }))
+    .expect("a StorageClass from literals");
+    match api.create(&PostParams::default(), &sc).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let ns = pvc.namespace().unwrap_or_default();
+    let name = pvc.name_any();
+    if pvc.metadata.deletion_timestamp.is_some()
+        || pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    {
+        return Ok(Action::await_change());
+    }
+    let spec = pvc.spec.clone().unwrap_or_default();
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let class = match spec.storage_class_name.as_deref() {
+        Some("") => return Ok(Action::await_change()), // statically bound claims only
+        Some(c) => classes.get_opt(c).await?,
+        None => classes
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|c| c.annotations().get(DEFAULT_CLASS).map(String::as_str) == Some("true")),
+    };
+    let Some(class) = class else {
+        let wanted = spec.storage_class_name.clone().unwrap_or_default();
+        let msg = if wanted.is_empty() {
+            "no default StorageClass exists and the claim names none".to_string()
+        } else {
+            format!("storageclass.storage.k8s.io \"{wanted}\" not found")
+        };
+        // One event per claim and message: do not repeat on every pass.
+        if pvc
+            .annotations()
+            .get("skiff.dev/provisioning-failed")
+            .map(String::as_str)
+            != Some(msg.as_str())
+        {
+            crate::events::record(
+                &ctx.client,
+                pvc.as_ref(),
+                "Warning",
+                "ProvisioningFailed",
+                &msg,
+                MANAGER,
+            )
+            .await;
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"annotations": {"skiff.dev/provisioning-failed": msg}}})),
+            )
+            .await?;
+        }
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    };
+    if class.provisioner != LOCAL_PATH {
+        // Another provisioner's claim: not ours.
+        return Ok(Action::await_change());
+    }
+    let uid = pvc.uid().unwrap_or_default();
+    let pv_name = format!("pvc-{uid}");
+    let storage = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())
+        .unwrap_or_else(|| "1Gi".into());
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    if pvs.get_opt(&pv_name).await?.is_none() {
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": LOCAL_PATH}},
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+                "persistentVolumeReclaimPolicy": class.reclaim_policy.clone().unwrap_or_else(|| "Delete".into()),
+                "storageClassName": class.name_any(),
+                "volumeMode": spec.volume_mode.clone().unwrap_or_else(|| "Filesystem".into()),
+                "hostPath": {"path": format!("{}/{pv_name}_{ns}_{name}", ctx.root), "type": "DirectoryOrCreate"},
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": name, "uid": uid},
+            }
+        }))
+        .expect("a PV from typed parts");
+        match pvs
+            .create(
+                &PostParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..Default::default()
+                },
+                &pv,
+            )
+            .await
+        {
+            Ok(_) => {
+                crate::events::record(
+                    &ctx.client,
+                    pvc.as_ref(),
+                    "Normal",
+                    "ProvisioningSucceeded",
+                    &format!("Successfully provisioned volume {pv_name}"),
+                    MANAGER,
+                )
+                .await
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    pvs.patch_status(
+        &pv_name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Bound"}})),
+    )
+    .await?;
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut ann = serde_json::Map::new();
+    ann.insert("pv.kubernetes.io/bind-completed".into(), json!("yes"));
+    ann.insert("pv.kubernetes.io/bound-by-controller".into(), json!("yes"));
+    ann.insert("volume.kubernetes.io/storage-provisioner".into(), json!(LOCAL_PATH));
+    ann.insert("skiff.dev/provisioning-failed".into(), serde_json::Value::Null);
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": ann}, "spec": {"volumeName": pv_name, "storageClassName": class.name_any()}}))).await?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Bound", "capacity": {"storage": storage}, "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()])}})),
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+fn error_policy(_p: Arc<PersistentVolumeClaim>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %err, "volume reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Run the provisioner/binder; volumes live under `root` on the nodes.
+pub async fn run(client: Client, root: String) -> anyhow::Result<()> {
+    ensure_default_class(&client).await?;
+    let api: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let ctx = Arc::new(Ctx { client, root });
+    Controller::new(api, watcher::Config::default())
+        // A StorageClass created later (the fix for a Pending claim) re-runs every claim.
+        .reconcile_all_on(
+            watcher(classes, watcher::Config::default())
+                .filter_map(|e| async move { matches!(e, Ok(watcher::Event::Apply(_))).then_some(()) }),
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "volume controller event");
+            }
+        })
+        .await;
+    Ok(())
+}
