@@ -225,7 +225,41 @@ pub fn apply(t: &ResourceType, v: &mut Value) {
             }
         }
         ("batch", "Job") => {
+            // The generated selector (unless manualSelector): the job's uid, as upstream does.
+            let uid = root
+                .get("metadata")
+                .and_then(|m| m.get("uid"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let name = root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if let Some(s) = root.get_mut("spec").and_then(Value::as_object_mut) {
+                let manual = s.get("manualSelector").and_then(Value::as_bool) == Some(true);
+                if !manual && !uid.is_empty() {
+                    set_default(
+                        s,
+                        "selector",
+                        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+                    );
+                    let t = s.entry("template").or_insert_with(|| json!({}));
+                    if let Some(t) = t.as_object_mut() {
+                        let m = t.entry("metadata").or_insert_with(|| json!({}));
+                        if let Some(m) = m.as_object_mut() {
+                            let labels = m.entry("labels").or_insert_with(|| json!({}));
+                            if let Some(l) = labels.as_object_mut() {
+                                l.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+                                l.insert("batch.kubernetes.io/job-name".into(), json!(name));
+                                l.insert("controller-uid".into(), json!(uid));
+                                l.insert("job-name".into(), json!(name));
+                            }
+                        }
+                    }
+                }
                 set_default(s, "parallelism", json!(1));
                 set_default(s, "backoffLimit", json!(6));
                 set_default(s, "completionMode", json!("NonIndexed"));

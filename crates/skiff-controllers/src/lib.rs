@@ -2,12 +2,13 @@
 //! read desired and observed state through the API server and converge. They are API clients
 //! only and never touch the store; every restart is safe.
 //!
-//! This wave: ReplicaSet, Deployment, StatefulSet, and PersistentVolumeClaim provisioning
+//! This wave: ReplicaSet, Deployment, StatefulSet, Job, and PersistentVolumeClaim provisioning
 //! (`local-path`). The others of the controllers issue (Deployment,
 //! StatefulSet, DaemonSet, Job, CronJob, endpoints, garbage collection, nodes, volumes) follow.
 
 pub mod deployment;
 pub mod events;
+pub mod job;
 pub mod replicaset;
 pub mod statefulset;
 pub mod volumes;
@@ -25,6 +26,7 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
         statefulset::run(client.clone()),
+        job::run(client.clone()),
         volumes::run(client, opts.volume_root),
     )?;
     Ok(())

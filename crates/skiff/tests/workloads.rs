@@ -241,6 +241,32 @@ fn deployment_rollout(version: &str) {
     assert_eq!(running.lines().count(), 10);
     let table = k.ok(&["get", "deploy", "hello"]);
     assert!(table.contains("10/10"), "{table}");
+
+    // A Job runs to completion.
+    k.ok(&[
+        "create",
+        "job",
+        "pi",
+        "--image=registry.local/perl:5",
+        "--",
+        "perl",
+        "-e",
+        "print 1",
+    ]);
+    k.ok(&["wait", "--for=condition=complete", "job/pi", "--timeout=60s"]);
+    let job = k.ok(&["get", "job", "pi"]);
+    assert!(job.contains("Complete") && job.contains("1/1"), "{job}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "job-name=pi",
+            "-o",
+            "jsonpath={.items[*].status.phase}"
+        ]),
+        "Succeeded"
+    );
 }
 
 #[test]
