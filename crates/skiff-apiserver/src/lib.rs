@@ -6,6 +6,7 @@
 //! This is the only crate that touches the store (`skiff-store`). Controllers, schedulers and
 //! agents are API clients. It never depends on the agent, runtime or networking crates.
 
+mod alloc;
 mod cache;
 mod crds;
 mod discovery;

@@ -32,6 +32,16 @@ pub async fn ensure_system_namespaces(shared: &Shared) -> ApiResult<()> {
             )
             .await?;
     }
+    // The `kubernetes` service: the API server at the first address of the service range.
+    let svc = shared
+        .types
+        .find("", "v1", "services")
+        .expect("services are always served");
+    let kubernetes = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": crate::alloc::KUBERNETES_SERVICE_IP,
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+    shared.objects.ensure(&svc, Some("default"), kubernetes).await?;
     Ok(())
 }
 

@@ -400,11 +400,24 @@ impl Objects {
                 warnings,
             });
         }
+        let is_service = rt.group.is_empty() && rt.kind == "Service";
+        let held = if is_service {
+            Some(crate::alloc::allocate(&*self.store, rt, &mut obj, None).await?)
+        } else {
+            None
+        };
+        let mut held = held;
         let mut attempts = 0;
         loop {
             let name = str_of(&obj, "/metadata/name").to_string();
             let key = rt.key(ns, &name);
-            match self.store.create(&key, Self::encode(&obj)?).await {
+            let res = self.store.create(&key, Self::encode(&obj)?).await;
+            if res.is_err() {
+                if let Some(h) = held.take() {
+                    h.release(&*self.store).await;
+                }
+            }
+            match res {
                 Ok(kv) => {
                     self.settle(kv.mod_revision).await;
                     let stored = Self::with_rev(obj, kv.mod_revision);
@@ -585,7 +598,15 @@ impl Objects {
                     warnings,
                 });
             }
-            let result = if Self::deletion_complete(rt, &new) {
+            let is_service = rt.group.is_empty() && rt.kind == "Service";
+            let deleting = Self::deletion_complete(rt, &new);
+            let mut new = new;
+            let held = if is_service && !deleting {
+                Some(crate::alloc::allocate(&*self.store, rt, &mut new, Some(&cur_obj)).await?)
+            } else {
+                None
+            };
+            let result = if deleting {
                 self.store
                     .delete(&key, Some(cur.rev))
                     .await
@@ -596,6 +617,11 @@ impl Objects {
                     .await
                     .map(|kv| (kv.mod_revision, new.clone()))
             };
+            match (&result, held) {
+                (Err(_), Some(h)) => h.release(&*self.store).await,
+                (Ok(_), _) if deleting && is_service => crate::alloc::release(&*self.store, &cur_obj).await,
+                _ => {}
+            }
             match result {
                 Ok((rev, obj)) => {
                     self.settle(rev).await;
@@ -690,6 +716,9 @@ impl Objects {
                 }
                 match self.store.delete(&key, Some(cur.rev)).await {
                     Ok(kv) => {
+                        if rt.group.is_empty() && rt.kind == "Service" {
+                            crate::alloc::release(&*self.store, obj).await;
+                        }
                         self.settle(kv.mod_revision).await;
                         return Ok((self.present(rt, &Self::with_rev(obj.clone(), kv.mod_revision)), true));
                     }
@@ -734,6 +763,9 @@ impl Objects {
                 }
                 match self.store.delete(&key, Some(cur.rev)).await {
                     Ok(kv) => {
+                        if rt.group.is_empty() && rt.kind == "Service" {
+                            crate::alloc::release(&*self.store, obj).await;
+                        }
                         self.settle(kv.mod_revision).await;
                         return Ok((self.present(rt, &Self::with_rev(obj.clone(), kv.mod_revision)), true));
                     }

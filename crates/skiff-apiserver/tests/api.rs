@@ -710,3 +710,64 @@ async fn graceful_pod_deletion_and_force() {
         409
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ips_and_node_ports_are_unique_under_concurrency() {
+    use k8s_openapi::api::core::v1::Service;
+    let t = start().await;
+    let svcs: Api<Service> = Api::namespaced(t.client.clone(), "default");
+    let kubernetes = svcs.get("kubernetes").await.expect("the kubernetes service exists");
+    assert_eq!(kubernetes.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.43.0.1"));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let svcs = svcs.clone();
+        tasks.push(tokio::spawn(async move {
+            let s: Service = serde_json::from_value(json!({"metadata": {"name": format!("s{i}")},
+                "spec": {"type": "NodePort", "ports": [{"port": 80}]}}))
+            .expect("svc");
+            svcs.create(&PostParams::default(), &s).await.expect("create")
+        }));
+    }
+    let mut ips = std::collections::HashSet::new();
+    let mut ports = std::collections::HashSet::new();
+    for t in tasks {
+        let s = t.await.expect("task").spec.expect("spec");
+        let ip = s.cluster_ip.expect("clusterIP");
+        assert!(ip.starts_with("10.43."), "{ip}");
+        assert!(ips.insert(ip), "duplicate ClusterIP");
+        let np = s.ports.expect("ports")[0].node_port.expect("nodePort");
+        assert!((30000..=32767).contains(&np));
+        assert!(ports.insert(np), "duplicate nodePort");
+    }
+    // A taken port is refused; once released it can be had again.
+    let taken = *ports.iter().next().expect("a port");
+    let s: Service = serde_json::from_value(
+        json!({"metadata": {"name": "dup"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": taken}]}}),
+    )
+    .expect("svc");
+    let e = api_error(svcs.create(&PostParams::default(), &s).await.expect_err("taken"));
+    assert!(
+        e.code == 422 && e.message.contains("already allocated"),
+        "{}",
+        e.message
+    );
+    let owner = svcs
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .find(|x| {
+            x.spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .is_some_and(|p| p[0].node_port == Some(taken))
+        })
+        .expect("owner");
+    svcs.delete(&owner.metadata.name.expect("name"), &DeleteParams::default())
+        .await
+        .expect("delete");
+    svcs.create(&PostParams::default(), &s)
+        .await
+        .expect("the released port is free again");
+}
