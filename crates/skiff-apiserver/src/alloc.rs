@@ -1,5 +1,5 @@
 //! Service ClusterIP and NodePort allocation. Each allocated IP or port is a key in the store
-//! (`/registry/skiff/allocations/...`), created with the store's create-if-absent, so two
+//! (`/skiff/allocations/...`), created with the store's create-if-absent, so two
 //! concurrent Service creates can never get the same one. Released when the Service goes.
 
 use std::net::Ipv4Addr;
@@ -18,11 +18,11 @@ pub const KUBERNETES_SERVICE_IP: &str = "10.43.0.1";
 const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
 fn ip_key(ip: &str) -> String {
-    format!("/registry/skiff/allocations/clusterips/{ip}")
+    format!("/skiff/allocations/clusterips/{ip}")
 }
 
 fn port_key(port: i64) -> String {
-    format!("/registry/skiff/allocations/nodeports/{port}")
+    format!("/skiff/allocations/nodeports/{port}")
 }
 
 fn in_range(ip: &str) -> bool {

@@ -2,14 +2,16 @@
 //! read desired and observed state through the API server and converge. They are API clients
 //! only and never touch the store; every restart is safe.
 //!
-//! This wave: ReplicaSet, Deployment, StatefulSet, Job, and PersistentVolumeClaim provisioning
-//! (`local-path`). The others of the controllers issue (Deployment,
+//! This wave: ReplicaSet, Deployment, StatefulSet, Job, Endpoints/EndpointSlices, the default
+//! ServiceAccount, and PersistentVolumeClaim provisioning (`local-path`). The others of the controllers issue (Deployment,
 //! StatefulSet, DaemonSet, Job, CronJob, endpoints, garbage collection, nodes, volumes) follow.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod job;
 pub mod replicaset;
+pub mod serviceaccount;
 pub mod statefulset;
 pub mod volumes;
 
@@ -27,6 +29,8 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         deployment::run(client.clone()),
         statefulset::run(client.clone()),
         job::run(client.clone()),
+        endpoints::run(client.clone()),
+        serviceaccount::run(client.clone()),
         volumes::run(client, opts.volume_root),
     )?;
     Ok(())

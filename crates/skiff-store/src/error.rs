@@ -23,7 +23,7 @@ pub enum StoreError {
     /// A watcher fell too far behind the live event stream and must re-list.
     #[error("watch fell behind the event stream and must be restarted")]
     WatchLagged,
-    #[error("store backend failed: {message}")]
+    #[error("store backend failed: {message}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
     Backend {
         message: String,
         #[source]

@@ -180,7 +180,8 @@ impl Inner {
         op: impl FnOnce(Option<KeyValue>) -> Result<Option<Bytes>, StoreError>,
     ) -> Result<Event, StoreError> {
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction().map_err(db_err("begin"))?;
+        // IMMEDIATE: take the write lock up front instead of upgrading a read transaction.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_err("begin"))?;
         let prev = get_current(&tx, key)?;
         let new_value = op(prev.clone())?;
         let event = match new_value {

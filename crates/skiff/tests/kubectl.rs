@@ -178,7 +178,8 @@ fn scenario(version: &str) {
         "service/nginx"
     );
     assert_eq!(
-        k.ok(&["get", "svc", "-l", "app,app notin (nginx)", "-o", "name"]).trim(),
+        k.ok(&["get", "svc", "-l", "app,app notin (nginx)", "-o", "name"])
+            .trim(),
         ""
     );
     let desc = k.ok(&["describe", "statefulset", "web"]);

@@ -311,6 +311,34 @@ fn statefulset_example(version: &str) {
         ]),
         "web-1.nginx"
     );
+    // The headless service's endpoints list both pods, by hostname, on port 80.
+    let eps = (0..50)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            k.ok(&[
+                "get",
+                "endpoints",
+                "nginx",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].hostname} {.subsets[*].ports[*].port}",
+            ])
+        })
+        .find(|e| e.contains("web-0") && e.contains("web-1"))
+        .unwrap_or_default();
+    assert!(eps.ends_with(" 80"), "{eps}");
+    let slice = k.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=nginx",
+        "-o",
+        "jsonpath={.items[0].endpoints[*].conditions.ready}",
+    ]);
+    assert_eq!(slice, "true true");
+    assert_eq!(
+        k.ok(&["get", "sa", "default", "-o", "name"]).trim(),
+        "serviceaccount/default"
+    );
     // The claims exist, Pending, with the reason visible.
     assert_eq!(
         k.ok(&[
