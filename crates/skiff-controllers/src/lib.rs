@@ -2,12 +2,15 @@
 //! read desired and observed state through the API server and converge. They are API clients
 //! only and never touch the store; every restart is safe.
 //!
-//! This wave: the ReplicaSet controller. The others of the controllers issue (Deployment,
-//! StatefulSet, DaemonSet, Job, CronJob, endpoints, garbage collection, nodes, volumes) follow.
+//! This wave: the ReplicaSet controller and the garbage collector. The others of the
+//! controllers issue (Deployment, StatefulSet, DaemonSet, Job, CronJob, endpoints, nodes,
+//! volumes) follow.
 
+pub mod gc;
 pub mod replicaset;
 
 /// Run every controller until one fails.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    replicaset::run(client).await
+    tokio::try_join!(replicaset::run(client.clone()), gc::run(client))?;
+    Ok(())
 }
