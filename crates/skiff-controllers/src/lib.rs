@@ -3,12 +3,14 @@
 //! only and never touch the store; every restart is safe.
 //!
 //! This wave: ReplicaSet, Deployment, StatefulSet, Job, Endpoints/EndpointSlices, the default
-//! ServiceAccount, and PersistentVolumeClaim provisioning (`local-path`). The others of the controllers issue (Deployment,
-//! StatefulSet, DaemonSet, Job, CronJob, endpoints, garbage collection, nodes, volumes) follow.
+//! ServiceAccount, PersistentVolumeClaim provisioning (`local-path`) and the garbage collector.
+//! Still to come from the controllers issue: DaemonSet, CronJob, node lifecycle (NotReady,
+//! taints, eviction).
 
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
+pub mod gc;
 pub mod job;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -31,6 +33,7 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         job::run(client.clone()),
         endpoints::run(client.clone()),
         serviceaccount::run(client.clone()),
+        gc::run(client.clone()),
         volumes::run(client, opts.volume_root),
     )?;
     Ok(())
