@@ -25,6 +25,9 @@ pub enum ReconcileError {
     Api(#[from] kube::Error),
 }
 
+/// (port name, target port, protocol).
+type ResolvedPort = (String, i32, String);
+
 struct Ctx {
     client: Client,
 }
@@ -86,8 +89,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     let publish_all = spec.publish_not_ready_addresses == Some(true);
     let ports = spec.ports.clone().unwrap_or_default();
     // Endpoints subsets: pods grouped by the ports they resolve to.
-    let mut subsets: BTreeMap<Vec<(String, i32, String)>, (Vec<serde_json::Value>, Vec<serde_json::Value>)> =
-        BTreeMap::new();
+    let mut subsets: BTreeMap<Vec<ResolvedPort>, (Vec<serde_json::Value>, Vec<serde_json::Value>)> = BTreeMap::new();
     let mut slice_endpoints = Vec::new();
     for p in &pods {
         let resolved: Option<Vec<(String, i32, String)>> = ports

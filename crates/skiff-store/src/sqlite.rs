@@ -181,7 +181,9 @@ impl Inner {
     ) -> Result<Event, StoreError> {
         let mut conn = lock(&self.writer);
         // IMMEDIATE: take the write lock up front instead of upgrading a read transaction.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_err("begin"))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err("begin"))?;
         let prev = get_current(&tx, key)?;
         let new_value = op(prev.clone())?;
         let event = match new_value {

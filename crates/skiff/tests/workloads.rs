@@ -56,7 +56,12 @@ async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
     let nodes: Api<Node> = Api::all(c.clone());
     let ready = eventually("2 Ready simulated nodes", || async {
         let n = nodes.list(&ListParams::default()).await.ok()?;
-        (n.items.len() == 2).then_some(n)
+        let with_status = n
+            .items
+            .iter()
+            .filter(|n| n.status.as_ref().and_then(|s| s.allocatable.as_ref()).is_some())
+            .count();
+        (n.items.len() == 2 && with_status == 2).then_some(n)
     })
     .await;
     assert!(ready.items.iter().all(|n| n
