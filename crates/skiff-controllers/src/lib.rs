@@ -3,15 +3,16 @@
 //! only and never touch the store; every restart is safe.
 //!
 //! This wave: ReplicaSet, Deployment, StatefulSet, Job, Endpoints/EndpointSlices, the default
-//! ServiceAccount, PersistentVolumeClaim provisioning (`local-path`) and the garbage collector.
-//! Still to come from the controllers issue: DaemonSet, CronJob, node lifecycle (NotReady,
-//! taints, eviction).
+//! ServiceAccount, PersistentVolumeClaim provisioning (`local-path`), the garbage collector and
+//! node lifecycle (NotReady, unreachable taints, taint-based eviction). Still to come from the
+//! controllers issue: DaemonSet, CronJob.
 
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod job;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -22,6 +23,7 @@ pub mod volumes;
 pub struct Options {
     /// Where local-path volumes live on the nodes.
     pub volume_root: String,
+    pub node_lifecycle: nodelifecycle::NodeLifecycleOptions,
 }
 
 /// Run every controller until one fails.
@@ -34,6 +36,7 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         endpoints::run(client.clone()),
         serviceaccount::run(client.clone()),
         gc::run(client.clone()),
+        nodelifecycle::run(client.clone(), opts.node_lifecycle),
         volumes::run(client, opts.volume_root),
     )?;
     Ok(())

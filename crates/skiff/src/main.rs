@@ -50,6 +50,9 @@ struct ServerArgs {
     /// Register this many simulated nodes (no containers: bound pods become Running/Ready).
     #[arg(long, default_value_t = 0)]
     simulated_nodes: usize,
+    /// How long a node may go without renewing its lease before it is NotReady (seconds).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
     /// Do not run the scheduler.
     #[arg(long)]
     disable_scheduler: bool,
@@ -61,6 +64,7 @@ struct ServerArgs {
 /// Which in-process API clients to run.
 struct Clients {
     volume_root: String,
+    node_grace: u64,
     simulated_nodes: usize,
     disable_scheduler: bool,
     disable_controller_manager: bool,
@@ -78,6 +82,10 @@ async fn start_clients(kubeconfig: &str, args: &Clients) -> Result<()> {
         let c = client.clone();
         let opts = skiff_controllers::Options {
             volume_root: args.volume_root.clone(),
+            node_lifecycle: skiff_controllers::nodelifecycle::NodeLifecycleOptions {
+                grace: std::time::Duration::from_secs(args.node_grace),
+                period: std::time::Duration::from_secs((args.node_grace / 4).clamp(1, 5)),
+            },
         };
         tokio::spawn(async move {
             if let Err(e) = skiff_controllers::run(c, opts).await {
@@ -96,6 +104,8 @@ async fn start_clients(kubeconfig: &str, args: &Clients) -> Result<()> {
     if args.simulated_nodes > 0 {
         let cfg = skiff_agent::SimulatedNodesConfig {
             count: args.simulated_nodes,
+            // Renew well inside the grace period, as the kubelet renews at a quarter of it.
+            heartbeat: std::time::Duration::from_secs((args.node_grace / 4).clamp(1, 10)),
             ..Default::default()
         };
         let nodes = skiff_agent::SimulatedNodes::new(client, cfg);
@@ -141,6 +151,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let args_clients = Clients {
         volume_root: args.data_dir.join("storage").display().to_string(),
+        node_grace: args.node_monitor_grace_period,
         simulated_nodes: args.simulated_nodes,
         disable_scheduler: args.disable_scheduler,
         disable_controller_manager: args.disable_controller_manager,

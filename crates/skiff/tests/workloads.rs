@@ -419,3 +419,89 @@ fn statefulset_example_kubectl_1_27() {
 fn statefulset_example_kubectl_1_33() {
     statefulset_example("1.33");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_heartbeating_is_tainted_and_its_pods_evicted() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let server = SkiffServer::start_with(
+        tempfile::tempdir().expect("tempdir"),
+        0,
+        &["--simulated-nodes", "1", "--node-monitor-grace-period", "3"],
+    );
+    let c = client(&server).await;
+    // A node registered by hand: it heartbeats once, then never again.
+    let nodes: Api<Node> = Api::all(c.clone());
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "gone-1"}})).expect("node");
+    nodes.create(&PostParams::default(), &node).await.expect("node");
+    nodes
+        .patch_status("gone-1", &PatchParams::default(), &Patch::Merge(json!({"status": {
+            "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now}]}})))
+        .await
+        .expect("status");
+    let leases: Api<Lease> = Api::namespaced(c.clone(), "kube-node-lease");
+    let lease: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "gone-1"}, "spec": {"holderIdentity": "gone-1", "renewTime": now}}),
+    )
+    .expect("lease");
+    leases.create(&PostParams::default(), &lease).await.expect("lease");
+    // An RS pod pinned there, tolerating unreachability for 1 s.
+    let rss: Api<ReplicaSet> = Api::namespaced(c.clone(), "default");
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "pinned"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "pinned"}},
+                 "template": {"metadata": {"labels": {"app": "pinned"}},
+                              "spec": {"nodeName": "gone-1", "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1}],
+                                       "containers": [{"name": "c", "image": "i"}]}}}
+    }))
+    .expect("rs");
+    rss.create(&PostParams::default(), &rs).await.expect("rs");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    eventually("the pinned pod exists", || async {
+        (pods
+            .list(&ListParams::default().labels("app=pinned"))
+            .await
+            .ok()?
+            .items
+            .len()
+            == 1)
+            .then_some(())
+    })
+    .await;
+    // NotReady and tainted after the grace period; the pod evicted after its toleration.
+    let tainted = eventually("node NotReady with the unreachable taint", || async {
+        let n = nodes.get("gone-1").await.ok()?;
+        let ready = n
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .status
+            .clone();
+        let taints = n.spec.as_ref()?.taints.clone()?;
+        (ready == "Unknown"
+            && taints
+                .iter()
+                .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute"))
+        .then_some(n)
+    })
+    .await;
+    assert!(tainted
+        .spec
+        .and_then(|s| s.taints)
+        .is_some_and(|t| t.iter().any(|t| t.effect == "NoSchedule")));
+    eventually("the pod evicted (terminating)", || async {
+        let l = pods.list(&ListParams::default().labels("app=pinned")).await.ok()?;
+        l.items
+            .iter()
+            .any(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    // The healthy simulated node stays Ready.
+    let sim = nodes.get("sim-node-0").await.expect("sim node");
+    assert!(sim.spec.and_then(|s| s.taints).unwrap_or_default().is_empty());
+}
