@@ -505,3 +505,88 @@ async fn a_node_that_stops_heartbeating_is_tainted_and_its_pods_evicted() {
     let sim = nodes.get("sim-node-0").await.expect("sim node");
     assert!(sim.spec.and_then(|s| s.taints).unwrap_or_default().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_runs_one_pod_per_eligible_node_and_rolls() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &["--simulated-nodes", "3"]);
+    let c = client(&server).await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    eventually("3 nodes", || async {
+        (nodes.list(&ListParams::default()).await.ok()?.items.len() == 3).then_some(())
+    })
+    .await;
+    // One node opts out by label.
+    nodes
+        .patch(
+            "sim-node-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"logs": "off"}}})),
+        )
+        .await
+        .expect("label");
+    for n in ["sim-node-0", "sim-node-1"] {
+        nodes
+            .patch(
+                n,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"logs": "on"}}})),
+            )
+            .await
+            .expect("label");
+    }
+    let dss: Api<DaemonSet> = Api::namespaced(c.clone(), "default");
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "logs"},
+        "spec": {"selector": {"matchLabels": {"app": "logs"}},
+                 "template": {"metadata": {"labels": {"app": "logs"}},
+                              "spec": {"nodeSelector": {"logs": "on"}, "containers": [{"name": "c", "image": "registry.local/logs:1"}]}}}
+    }))
+    .expect("ds");
+    dss.create(&PostParams::default(), &ds).await.expect("create");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let nodes_of = |l: &[Pod]| -> Vec<String> {
+        let mut v: Vec<String> = l
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    eventually("daemon pods on the two labelled nodes", || async {
+        let l = pods.list(&ListParams::default().labels("app=logs")).await.ok()?;
+        (nodes_of(&l.items) == ["sim-node-0", "sim-node-1"] && running_on_sim_nodes(&l.items) == 2).then_some(())
+    })
+    .await;
+    eventually("status 2/2 ready", || async {
+        let s = dss.get("logs").await.ok()?.status?;
+        (s.desired_number_scheduled == 2 && s.number_ready == 2).then_some(())
+    })
+    .await;
+    // A rolling update replaces both pods with the new image.
+    dss.patch(
+        "logs",
+        &PatchParams::default(),
+        &Patch::Strategic(
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "registry.local/logs:2"}]}}}}),
+        ),
+    )
+    .await
+    .expect("update");
+    eventually("updated pods", || async {
+        let l = pods.list(&ListParams::default().labels("app=logs")).await.ok()?;
+        let live: Vec<&Pod> = l
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let images: Vec<String> = live
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())
+            .collect();
+        (live.len() == 2 && images.iter().all(|i| i == "registry.local/logs:2") && running_on_sim_nodes(&l.items) == 2)
+            .then_some(())
+    })
+    .await;
+}
