@@ -2,11 +2,12 @@
 //! read desired and observed state through the API server and converge. They are API clients
 //! only and never touch the store; every restart is safe.
 //!
-//! This wave: ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, Endpoints/EndpointSlices, the default
-//! ServiceAccount, PersistentVolumeClaim provisioning (`local-path`), the garbage collector and
-//! node lifecycle (NotReady, unreachable taints, taint-based eviction). Still to come from the
-//! controllers issue: CronJob.
+//! This wave: ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob,
+//! Endpoints/EndpointSlices, the default ServiceAccount, PersistentVolumeClaim provisioning
+//! (`local-path`), the garbage collector and node lifecycle (NotReady, unreachable taints,
+//! taint-based eviction).
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -35,6 +36,7 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         statefulset::run(client.clone()),
         daemonset::run(client.clone()),
         job::run(client.clone()),
+        cronjob::run(client.clone()),
         endpoints::run(client.clone()),
         serviceaccount::run(client.clone()),
         gc::run(client.clone()),

@@ -590,3 +590,51 @@ async fn daemonset_runs_one_pod_per_eligible_node_and_rolls() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjob_starts_a_job_on_schedule_and_keeps_history() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &["--simulated-nodes", "1"]);
+    let c = client(&server).await;
+    let cjs: Api<CronJob> = Api::namespaced(c.clone(), "default");
+    let cj: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "tick"},
+        "spec": {"schedule": "* * * * *", "successfulJobsHistoryLimit": 1,
+                 "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.local/tick:1"}]}}}}}
+    }))
+    .expect("cronjob");
+    cjs.create(&PostParams::default(), &cj).await.expect("create");
+    let jobs: Api<Job> = Api::namespaced(c.clone(), "default");
+    // The next minute boundary starts a Job named after its scheduled minute; it completes.
+    let mut done = None;
+    for _ in 0..750 {
+        let l = jobs.list(&ListParams::default()).await.expect("list");
+        if let Some(j) = l.items.into_iter().find(|j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete" && c.status == "True"))
+        }) {
+            done = Some(j);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = done.expect("a scheduled Job completed within 75 s");
+    let name = job.metadata.name.clone().expect("name");
+    assert!(
+        name.starts_with("tick-") && name["tick-".len()..].parse::<i64>().is_ok(),
+        "{name}"
+    );
+    assert!(job
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.kind == "CronJob" && o.name == "tick"));
+    let status = eventually("lastScheduleTime", || async {
+        cjs.get("tick").await.ok()?.status?.last_schedule_time
+    })
+    .await;
+    assert!(status.0.as_second() > 0);
+}
