@@ -111,13 +111,14 @@ impl SimulatedNodes {
     }
 
     /// Move one pod along: bound and pending → running (or finished); terminating → gone.
-    async fn step(&self, pod: &Pod, ip_seq: &mut BTreeMap<String, u32>) -> anyhow::Result<()> {
+    async fn step(client: Client, pod: Pod, pod_ip: String) -> anyhow::Result<()> {
+        let pod = &pod;
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             return Ok(());
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         if pod.metadata.deletion_timestamp.is_some() {
             // The "containers" stop at once; confirm the deletion.
             let _ = pods
@@ -138,9 +139,6 @@ impl SimulatedNodes {
         let spec = pod.spec.as_ref().expect("checked above");
         let runs_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
         let node_index: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        let seq = ip_seq.entry(node.clone()).or_insert(1);
-        *seq += 1;
-        let pod_ip = format!("10.42.{}.{}", node_index % 256, 1 + (*seq % 250));
         let ts = now();
         let statuses: Vec<serde_json::Value> = spec
             .containers
@@ -180,6 +178,8 @@ impl SimulatedNodes {
         let stream = watcher(pods, watcher::Config::default()).default_backoff();
         let mut stream = Box::pin(stream);
         let mut ip_seq = BTreeMap::new();
+        // Pods move along concurrently, a bounded number at a time.
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
         loop {
             tokio::select! {
                 _ = beat.tick() => { let _ = self.heartbeat().await; }
@@ -196,9 +196,20 @@ impl SimulatedNodes {
                     for p in pods {
                         let on_mine = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| mine.contains(n));
                         if on_mine {
-                            if let Err(e) = self.step(&p, &mut ip_seq).await {
-                                tracing::debug!(pod = ?p.metadata.name, error = %e, "simulated pod step failed");
-                            }
+                            let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                            let node_index: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                            let seq = ip_seq.entry(node).or_insert(1u32);
+                            *seq += 1;
+                            let pod_ip = format!("10.42.{}.{}", node_index % 256, 1 + (*seq % 250));
+                            let permit = limit.clone().acquire_owned().await;
+                            let client = self.client.clone();
+                            tokio::spawn(async move {
+                                let _permit = permit;
+                                let name = p.metadata.name.clone();
+                                if let Err(e) = Self::step(client, p, pod_ip).await {
+                                    tracing::debug!(pod = ?name, error = %e, "simulated pod step failed");
+                                }
+                            });
                         }
                     }
                 }

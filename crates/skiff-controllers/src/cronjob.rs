@@ -225,6 +225,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let jobs: Api<Job> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     Controller::new(api, watcher::Config::default())
+        .with_config(crate::controller_config())
         .owns(jobs, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

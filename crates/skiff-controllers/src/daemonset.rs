@@ -254,6 +254,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         matches!(e, Ok(watcher::Event::Apply(_)) | Ok(watcher::Event::Delete(_))).then_some(())
     });
     Controller::new(api, watcher::Config::default())
+        .with_config(crate::controller_config())
         .owns(pods, watcher::Config::default())
         .reconcile_all_on(node_changes)
         .run(reconcile, error_policy, ctx)

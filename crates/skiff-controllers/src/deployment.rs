@@ -495,6 +495,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     Controller::new(d_api, watcher::Config::default())
+        .with_config(crate::controller_config())
         .owns(rs_api, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

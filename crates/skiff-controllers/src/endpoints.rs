@@ -214,6 +214,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         matches!(e, Ok(watcher::Event::Apply(_)) | Ok(watcher::Event::Delete(_))).then_some(())
     });
     Controller::new(svcs, watcher::Config::default())
+        .with_config(crate::controller_config())
         .reconcile_all_on(pod_changes)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

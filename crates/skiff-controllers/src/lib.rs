@@ -20,6 +20,12 @@ pub mod serviceaccount;
 pub mod statefulset;
 pub mod volumes;
 
+/// Shared controller settings: triggers for the same object within 100 ms are batched into
+/// one reconcile, so a burst of pod updates costs one pass rather than one per update.
+pub(crate) fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().debounce(std::time::Duration::from_millis(100))
+}
+
 /// Options of the controller manager.
 #[derive(Clone, Debug)]
 pub struct Options {

@@ -111,27 +111,44 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     let want = spec.replicas.unwrap_or(1).max(0) as usize;
     if active.len() < want {
         let template = spec.template.clone().unwrap_or_default();
-        for _ in active.len()..want {
-            let mut meta = template.metadata.clone().unwrap_or_default();
-            meta.name = None;
-            meta.generate_name = Some(format!("{name}-"));
-            meta.namespace = Some(ns.clone());
-            meta.owner_references = Some(vec![rs
-                .controller_owner_ref(&())
-                .expect("a ReplicaSet from the API has a name and uid")]);
-            let pod = Pod {
-                metadata: meta,
-                spec: template.spec.clone(),
-                status: None,
-            };
-            pods.create(
-                &PostParams {
-                    field_manager: Some("replicaset-controller".into()),
-                    ..Default::default()
-                },
-                &pod,
-            )
-            .await?;
+        // Concurrent creates in growing batches (upstream's slow start): a failing template
+        // costs one request, a healthy one reaches full parallelism quickly.
+        let owner = rs
+            .controller_owner_ref(&())
+            .expect("a ReplicaSet from the API has a name and uid");
+        let mut remaining = want - active.len();
+        let mut batch = 1usize;
+        while remaining > 0 {
+            let n = batch.min(remaining);
+            let creates = (0..n).map(|_| {
+                let mut meta = template.metadata.clone().unwrap_or_default();
+                meta.name = None;
+                meta.generate_name = Some(format!("{name}-"));
+                meta.namespace = Some(ns.clone());
+                meta.owner_references = Some(vec![owner.clone()]);
+                let pod = Pod {
+                    metadata: meta,
+                    spec: template.spec.clone(),
+                    status: None,
+                };
+                let pods = pods.clone();
+                async move {
+                    pods.create(
+                        &PostParams {
+                            field_manager: Some("replicaset-controller".into()),
+                            ..Default::default()
+                        },
+                        &pod,
+                    )
+                    .await
+                }
+            });
+            let results: Vec<_> = futures::stream::iter(creates).buffer_unordered(64).collect().await;
+            for r in results {
+                r?;
+            }
+            remaining -= n;
+            batch = (batch * 2).min(500);
         }
     } else if active.len() > want {
         let mut victims: Vec<&Pod> = active.clone();
@@ -191,6 +208,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     Controller::new(rs_api, watcher::Config::default())
+        .with_config(crate::controller_config())
         .owns(pod_api, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -44,6 +44,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let sa_changes = watcher(sas, watcher::Config::default())
         .filter_map(|e| async move { matches!(e, Ok(watcher::Event::Delete(_))).then_some(()) });
     Controller::new(nss, watcher::Config::default())
+        .with_config(crate::controller_config())
         .reconcile_all_on(sa_changes)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

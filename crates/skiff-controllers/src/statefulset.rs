@@ -344,6 +344,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     Controller::new(api, watcher::Config::default())
+        .with_config(crate::controller_config())
         .owns(pods, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -187,6 +187,7 @@ pub async fn run(client: Client, root: String) -> anyhow::Result<()> {
     let classes: Api<StorageClass> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client, root });
     Controller::new(api, watcher::Config::default())
+        .with_config(crate::controller_config())
         // A StorageClass created later (the fix for a Pending claim) re-runs every claim.
         .reconcile_all_on(
             watcher(classes, watcher::Config::default())

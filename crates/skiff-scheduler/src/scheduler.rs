@@ -207,6 +207,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
             .cloned()
             .collect();
         pending.sort_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp));
+        let mut binds: Vec<(String, String, String)> = Vec::new();
         for pod in pending {
             let mut best: Option<(f64, String)> = None;
             let mut reasons: HashMap<&'static str, usize> = HashMap::new();
@@ -239,22 +240,15 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             match best {
                 Some((_, node)) => {
-                    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-                    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
-                        .header("Content-Type", "application/json")
-                        .body(serde_json::to_vec(&binding)?)?;
-                    match client.request_text(req).await {
-                        Ok(_) => {
-                            let r = requests(&pod);
-                            let u = used.entry(node.clone()).or_default();
-                            u.cpu += r.cpu;
-                            u.memory += r.memory;
-                            u.pods += 1;
-                            assumed.insert(key(&pod), (node, r, now));
-                            reported.remove(&key(&pod));
-                        }
-                        Err(e) => tracing::debug!(pod = %key(&pod), error = %e, "binding failed; will retry"),
-                    }
+                    // Decide now (so the next pod sees this one's resources), bind below.
+                    let r = requests(&pod);
+                    let u = used.entry(node.clone()).or_default();
+                    u.cpu += r.cpu;
+                    u.memory += r.memory;
+                    u.pods += 1;
+                    assumed.insert(key(&pod), (node.clone(), r, now));
+                    reported.remove(&key(&pod));
+                    binds.push((ns.clone(), name.clone(), node));
                 }
                 None => {
                     let mut parts: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
@@ -271,6 +265,30 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
                         }
                     }
                 }
+            }
+        }
+        // Bind concurrently; a failed bind is forgotten and retried on the next pass.
+        let results: Vec<_> = futures::stream::iter(binds.into_iter().map(|(ns, name, node)| {
+            let client = client.clone();
+            async move {
+                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
+                    .header("Content-Type", "application/json")
+                    .body(serde_json::to_vec(&binding).unwrap_or_default());
+                let res = match req {
+                    Ok(req) => client.request_text(req).await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (format!("{ns}/{name}"), res)
+            }
+        }))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+        for (k, res) in results {
+            if let Err(e) = res {
+                tracing::debug!(pod = %k, error = %e, "binding failed; will retry");
+                assumed.remove(&k);
             }
         }
     }
