@@ -56,7 +56,12 @@ spec:
 ";
 
 fn scenario(version: &str) {
-    let server = SkiffServer::start();
+    // The API on its own: controllers would write status between a `get` and a `replace`.
+    let server = SkiffServer::start_with(
+        tempfile::tempdir().expect("tempdir"),
+        0,
+        &["--disable-controller-manager", "--disable-scheduler"],
+    );
     let k = Kubectl::new(version, &server);
     let nginx = nginx_yaml();
 
