@@ -23,4 +23,6 @@ echo
 echo "Skiff is running. In another shell:"
 echo "  export KUBECONFIG=$KUBECONFIG"
 echo "  kubectl get all"
+echo "Pods stay Pending until the node agent lands; 'skiff server --simulated-nodes 2' shows the"
+echo "controllers and scheduler at work on simulated nodes (no containers)."
 wait $pid
