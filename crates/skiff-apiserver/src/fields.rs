@@ -114,6 +114,7 @@ fn owned_leaves(obj: &Value, part: Part) -> BTreeSet<FieldPath> {
             Part::Main => {
                 m.remove("status");
             }
+            Part::Both => {}
         }
         if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
             for k in [
@@ -260,7 +261,7 @@ fn write_entries(obj: &mut Value, entries: &[Entry]) {
 
 fn subresource_name(part: Part) -> &'static str {
     match part {
-        Part::Main => "",
+        Part::Main | Part::Both => "",
         Part::Status => "status",
     }
 }

@@ -59,6 +59,8 @@ pub struct Outcome {
 pub enum Part {
     Main,
     Status,
+    /// Spec and status in one write: only for the server's own subresources (pod binding).
+    Both,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -482,6 +484,7 @@ impl Objects {
                     meta_mut(&mut new).insert("managedFields".into(), mf);
                 }
             }
+            Part::Both => {}
             Part::Main => {
                 if rt.status {
                     match old.get("status") {

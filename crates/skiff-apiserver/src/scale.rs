@@ -131,32 +131,31 @@ pub async fn bind(
         return Err(ApiError::invalid(rt, name, &[FieldError::required("target.name", "")]));
     }
     let ts = crate::objects::now();
+    // nodeName and the PodScheduled condition in one write.
     shared
         .objects
-        .update_with(rt, ns, name, Part::Main, opts, false, |cur| {
+        .update_with(rt, ns, name, Part::Both, opts, false, |cur| {
             let cur = cur.ok_or_else(|| ApiError::not_found(rt, name))?;
             let existing = cur["spec"]["nodeName"].as_str().unwrap_or("");
             if !existing.is_empty() {
-                return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\"")));
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""),
+                ));
             }
             if !cur["metadata"]["deletionTimestamp"].is_null() {
-                return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host")));
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
+                ));
             }
             let mut next = cur.clone();
             next["spec"]["nodeName"] = json!(node);
-            Ok(next)
-        })
-        .await?;
-    // The PodScheduled condition lives in status.
-    shared
-        .objects
-        .update_with(rt, ns, name, Part::Status, opts, false, |cur| {
-            let mut next = cur.cloned().unwrap_or(Value::Null);
             let conds = next["status"]["conditions"].as_array().cloned().unwrap_or_default();
             let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-            conds.push(
-                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": ts}),
-            );
+            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": ts}));
             next["status"]["conditions"] = json!(conds);
             Ok(next)
         })

@@ -771,3 +771,36 @@ async fn service_ips_and_node_ports_are_unique_under_concurrency() {
         .await
         .expect("the released port is free again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_assigns_a_node_once() {
+    let t = start().await;
+    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "b"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .expect("pod");
+    pods.create(&PostParams::default(), &p).await.expect("create");
+    let bind = |node: &str| {
+        let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"}, "target": {"kind": "Node", "name": node}})).expect("json");
+        http::Request::post("/api/v1/namespaces/default/pods/b/binding")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .expect("request")
+    };
+    t.client.request_text(bind("n1")).await.expect("bind");
+    let bound = pods.get("b").await.expect("get");
+    assert_eq!(bound.spec.and_then(|s| s.node_name).as_deref(), Some("n1"));
+    let cond = bound
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .expect("PodScheduled");
+    assert_eq!(cond.status, "True");
+    match t.client.request_text(bind("n2")).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
+        other => panic!("a second binding must conflict, got {other:?}"),
+    }
+}
