@@ -215,11 +215,6 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
     Ok(Action::requeue(Duration::from_millis(next.min(60_000))))
 }
 
-fn error_policy(_c: Arc<CronJob>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "cronjob reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
-}
-
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let api: Api<CronJob> = Api::all(client.clone());
     let jobs: Api<Job> = Api::all(client.clone());
@@ -227,12 +222,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())
         .owns(jobs, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "cronjob controller event");
-            }
-        })
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }

@@ -239,11 +239,6 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
     )))
 }
 
-fn error_policy(_d: Arc<DaemonSet>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "daemonset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
-}
-
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let api: Api<DaemonSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
@@ -257,12 +252,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         .with_config(crate::controller_config())
         .owns(pods, watcher::Config::default())
         .reconcile_all_on(node_changes)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "daemonset controller event");
-            }
-        })
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }

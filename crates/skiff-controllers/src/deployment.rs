@@ -485,11 +485,6 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
     }
 }
 
-fn error_policy(_d: Arc<Deployment>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "deployment reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
-}
-
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let d_api: Api<Deployment> = Api::all(client.clone());
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
@@ -497,12 +492,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     Controller::new(d_api, watcher::Config::default())
         .with_config(crate::controller_config())
         .owns(rs_api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "deployment controller event");
-            }
-        })
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }

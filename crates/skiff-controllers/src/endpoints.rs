@@ -199,11 +199,6 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-fn error_policy(_s: Arc<Service>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "endpoints reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
-}
-
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let svcs: Api<Service> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
@@ -216,12 +211,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     Controller::new(svcs, watcher::Config::default())
         .with_config(crate::controller_config())
         .reconcile_all_on(pod_changes)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "endpoints controller event");
-            }
-        })
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }

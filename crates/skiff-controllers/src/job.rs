@@ -259,11 +259,6 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     })
 }
 
-fn error_policy(_j: Arc<Job>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "job reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
-}
-
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let api: Api<Job> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
@@ -271,12 +266,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())
         .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "job controller event");
-            }
-        })
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }

@@ -26,6 +26,30 @@ pub(crate) fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().debounce(std::time::Duration::from_millis(100))
 }
 
+/// The error policy of every controller: log the failure with the object, retry in a second.
+pub(crate) fn retry_on_error<K, E, C>(
+    obj: std::sync::Arc<K>,
+    err: &E,
+    _ctx: std::sync::Arc<C>,
+) -> kube::runtime::controller::Action
+where
+    K: kube::Resource<DynamicType = ()>,
+    E: std::fmt::Display,
+{
+    use kube::ResourceExt;
+    tracing::warn!(kind = %K::kind(&()), name = %obj.name_any(), namespace = ?obj.namespace(), error = %err, "reconcile failed; retrying");
+    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(1))
+}
+
+/// Consume one item of a controller's output stream, logging failures (a controller's own
+/// errors are already handled by `retry_on_error`; these are watch and queue errors).
+pub(crate) fn log_event<T, E: std::fmt::Display>(res: Result<T, E>) -> futures::future::Ready<()> {
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "controller event");
+    }
+    futures::future::ready(())
+}
+
 /// Options of the controller manager.
 #[derive(Clone, Debug)]
 pub struct Options {

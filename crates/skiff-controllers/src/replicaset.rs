@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -198,11 +197,6 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     Ok(Action::await_change())
 }
 
-fn error_policy(_rs: Arc<ReplicaSet>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "replicaset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
-}
-
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let pod_api: Api<Pod> = Api::all(client.clone());
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
@@ -210,12 +204,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     Controller::new(rs_api, watcher::Config::default())
         .with_config(crate::controller_config())
         .owns(pod_api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "replicaset controller event");
-            }
-        })
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }

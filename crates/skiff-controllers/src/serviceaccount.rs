@@ -31,11 +31,6 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, kube::Er
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-fn error_policy(_n: Arc<Namespace>, err: &kube::Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "serviceaccount reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
-}
-
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let nss: Api<Namespace> = Api::all(client.clone());
     let sas: Api<ServiceAccount> = Api::all(client.clone());
@@ -46,8 +41,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     Controller::new(nss, watcher::Config::default())
         .with_config(crate::controller_config())
         .reconcile_all_on(sa_changes)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }

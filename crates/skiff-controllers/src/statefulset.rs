@@ -334,11 +334,6 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
     }
 }
 
-fn error_policy(_s: Arc<StatefulSet>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "statefulset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
-}
-
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let api: Api<StatefulSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
@@ -346,12 +341,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())
         .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "statefulset controller event");
-            }
-        })
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }

@@ -175,11 +175,6 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
     Ok(Action::await_change())
 }
 
-fn error_policy(_p: Arc<PersistentVolumeClaim>, err: &ReconcileError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "volume reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
-}
-
 /// Run the provisioner/binder; volumes live under `root` on the nodes.
 pub async fn run(client: Client, root: String) -> anyhow::Result<()> {
     ensure_default_class(&client).await?;
@@ -193,12 +188,8 @@ pub async fn run(client: Client, root: String) -> anyhow::Result<()> {
             watcher(classes, watcher::Config::default())
                 .filter_map(|e| async move { matches!(e, Ok(watcher::Event::Apply(_))).then_some(()) }),
         )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "volume controller event");
-            }
-        })
+        .run(reconcile, crate::retry_on_error, ctx)
+        .for_each(crate::log_event)
         .await;
     Ok(())
 }
