@@ -1,12 +1,14 @@
 //! PersistentVolumeClaims: the default `local-path` StorageClass, its provisioner (one
-//! directory per volume under the data dir on the node that uses it), and binding. A claim that
+//! directory per volume under the data dir on the node that uses it), and binding. The default
+//! class binds on first consumer, as k3s's does: the scheduler chooses the node, the volume is
+//! made there and its node affinity keeps later pods of the claim on that node. A claim that
 //! names a StorageClass that does not exist stays Pending with a Warning event saying so.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -17,6 +19,9 @@ use serde_json::json;
 pub const LOCAL_PATH: &str = "skiff.dev/local-path";
 const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 const MANAGER: &str = "persistentvolume-controller";
+/// Set by the scheduler on a claim of a WaitForFirstConsumer class.
+const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+const WAITING: &str = "skiff.dev/waiting-for-first-consumer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -37,7 +42,7 @@ pub async fn ensure_default_class(client: &Client) -> Result<(), kube::Error> {
     }
     let sc: StorageClass = serde_json::from_value(json!({
         "metadata": {"name": "local-path", "annotations": {DEFAULT_CLASS: "true"}},
-        "provisioner": LOCAL_PATH, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+        "provisioner": LOCAL_PATH, "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer",
     }))
     .expect("a StorageClass from literals");
     match api.create(&PostParams::default(), &sc).await {
@@ -104,6 +109,43 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
         // Another provisioner's claim: not ours.
         return Ok(Action::await_change());
     }
+    // WaitForFirstConsumer: the scheduler picks the node of the first pod that uses the claim
+    // and names it in an annotation; the volume is made there and pinned to it.
+    let selected = pvc.annotations().get(SELECTED_NODE).cloned();
+    let delayed = class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer");
+    if delayed && selected.is_none() {
+        if !pvc.annotations().contains_key(WAITING) {
+            crate::events::record(
+                &ctx.client,
+                pvc.as_ref(),
+                "Normal",
+                "WaitForFirstConsumer",
+                "waiting for first consumer to be created before binding",
+                MANAGER,
+            )
+            .await;
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"annotations": {WAITING: "true"}}})),
+            )
+            .await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let node_affinity = match selected.as_deref().filter(|_| delayed) {
+        Some(node) => {
+            let hostname = Api::<Node>::all(ctx.client.clone())
+                .get_opt(node)
+                .await?
+                .and_then(|n| n.labels().get("kubernetes.io/hostname").cloned())
+                .unwrap_or_else(|| node.to_string());
+            json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [hostname]}]}]}})
+        }
+        None => serde_json::Value::Null,
+    };
     let uid = pvc.uid().unwrap_or_default();
     let pv_name = format!("pvc-{uid}");
     let storage = spec
@@ -125,6 +167,7 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
                 "volumeMode": spec.volume_mode.clone().unwrap_or_else(|| "Filesystem".into()),
                 "hostPath": {"path": format!("{}/{pv_name}_{ns}_{name}", ctx.root), "type": "DirectoryOrCreate"},
                 "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": name, "uid": uid},
+                "nodeAffinity": node_affinity,
             }
         }))
         .expect("a PV from typed parts");
@@ -165,6 +208,7 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
     ann.insert("pv.kubernetes.io/bound-by-controller".into(), json!("yes"));
     ann.insert("volume.kubernetes.io/storage-provisioner".into(), json!(LOCAL_PATH));
     ann.insert("skiff.dev/provisioning-failed".into(), serde_json::Value::Null);
+    ann.insert(WAITING.into(), serde_json::Value::Null);
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": ann}, "spec": {"volumeName": pv_name, "storageClassName": class.name_any()}}))).await?;
     api.patch_status(
         &name,

@@ -1,127 +1,64 @@
-//! The scheduling loop.
+//! The scheduling loop: watch events keep the cache current; pending pods are scheduled in
+//! batches; bindings run concurrently behind the loop, which counts a pod on its node (assumes
+//! it) until the watch shows it bound. Pods that fit nowhere are parked with a backoff and
+//! retried when the cluster changes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::Client;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::quantity::milli;
+use crate::framework::{schedule, Cache, Decision, Objects, PodInfo, SCHEDULER_NAME};
 
-pub const SCHEDULER_NAME: &str = "default-scheduler";
+const COMPONENT: &str = "default-scheduler";
+/// Pods scheduled per pass before the loop catches up with watch events again.
+const BATCH: usize = 2_000;
+/// Concurrent binding requests.
+const BINDERS: usize = 64;
+/// Events waiting to be written; more are dropped, as kube's event broadcaster does.
+const EVENT_QUEUE: usize = 1_000;
+/// An unschedulable pod is retried at least this often even if nothing seems to change.
+const PARKED_MAX: Duration = Duration::from_secs(30);
+/// A binding the watch has not confirmed by then is forgotten.
+const ASSUME_TTL: Duration = Duration::from_secs(30);
 
-/// CPU in millicores, memory in milli-bytes (quantity units × 1000), and a pod count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Resources {
-    pub cpu: i128,
-    pub memory: i128,
-    pub pods: i128,
+enum Update {
+    Pod(watcher::Event<Pod>),
+    Node(watcher::Event<Node>),
+    /// Claims, volumes, classes or namespaces changed.
+    Objects,
+    Bound(String, Result<(), BindError>),
 }
 
-fn requests(pod: &Pod) -> Resources {
-    let mut r = Resources {
-        pods: 1,
-        ..Default::default()
-    };
-    let Some(spec) = &pod.spec else { return r };
-    for c in &spec.containers {
-        if let Some(req) = c.resources.as_ref().and_then(|r| r.requests.as_ref()) {
-            r.cpu += req.get("cpu").and_then(|q| milli(&q.0)).unwrap_or(0);
-            r.memory += req.get("memory").and_then(|q| milli(&q.0)).unwrap_or(0);
-        }
-    }
-    // Init containers run before the others: the pod needs the larger of the two.
-    for c in spec.init_containers.iter().flatten() {
-        if let Some(req) = c.resources.as_ref().and_then(|r| r.requests.as_ref()) {
-            r.cpu = r.cpu.max(req.get("cpu").and_then(|q| milli(&q.0)).unwrap_or(0));
-            r.memory = r.memory.max(req.get("memory").and_then(|q| milli(&q.0)).unwrap_or(0));
-        }
-    }
-    r
+#[derive(Debug)]
+enum BindError {
+    /// The pod is gone or already bound: nothing to retry.
+    Final(String),
+    Retry(String),
 }
 
-fn allocatable(node: &Node) -> Resources {
-    let a = node
-        .status
-        .as_ref()
-        .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
-    let get = |k: &str| a.and_then(|a| a.get(k)).and_then(|q| milli(&q.0)).unwrap_or(0);
-    Resources {
-        cpu: get("cpu"),
-        memory: get("memory"),
-        pods: get("pods") / 1000,
-    }
+struct Parked {
+    pod: Arc<Pod>,
+    attempts: u32,
+    since: Instant,
+    cluster_changed: bool,
 }
 
-fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn tolerates(pod: &Pod, node: &Node) -> bool {
-    let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let tolerations = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.tolerations.clone())
-        .unwrap_or_default();
-    taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .all(|t| {
-            tolerations.iter().any(|tol| {
-                let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty() || k == t.key);
-                let op = tol.operator.as_deref().unwrap_or("Equal");
-                let value_ok = op == "Exists" || tol.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or("");
-                let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == t.effect);
-                // An empty key with Exists tolerates everything.
-                (key_ok || (tol.key.as_deref().unwrap_or("").is_empty() && op == "Exists")) && value_ok && effect_ok
-            })
-        })
-}
-
-/// Why a node does not fit a pod, or `None` when it does.
-pub fn fits(pod: &Pod, node: &Node, used: Resources) -> Option<&'static str> {
-    if !is_ready(node) {
-        return Some("node(s) were not ready");
-    }
-    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
-        return Some("node(s) were unschedulable");
-    }
-    if !tolerates(pod, node) {
-        return Some("node(s) had untolerated taint");
-    }
-    if let Some(sel) = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref()) {
-        let labels = node.metadata.labels.clone().unwrap_or_default();
-        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return Some("node(s) didn't match Pod's node affinity/selector");
-        }
-    }
-    let want = requests(pod);
-    let have = allocatable(node);
-    if used.pods + 1 > have.pods {
-        return Some("Too many pods");
-    }
-    if want.cpu > 0 && used.cpu + want.cpu > have.cpu {
-        return Some("Insufficient cpu");
-    }
-    if want.memory > 0 && used.memory + want.memory > have.memory {
-        return Some("Insufficient memory");
-    }
-    None
-}
-
-fn is_pending(p: &Pod) -> bool {
-    let spec = p.spec.as_ref();
-    spec.is_some_and(|s| s.node_name.as_deref().unwrap_or("").is_empty())
-        && spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or(SCHEDULER_NAME) == SCHEDULER_NAME
-        && p.metadata.deletion_timestamp.is_none()
+struct Bind {
+    namespace: String,
+    name: String,
+    key: String,
+    decision: Decision,
 }
 
 fn is_active(p: &Pod) -> bool {
@@ -129,167 +66,525 @@ fn is_active(p: &Pod) -> bool {
     phase != "Succeeded" && phase != "Failed"
 }
 
-fn key(p: &Pod) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or(""),
-        p.metadata.name.as_deref().unwrap_or("")
-    )
+fn node_of(p: &Pod) -> Option<&str> {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
 }
 
-/// Run the scheduler until the watches end.
-pub async fn run(client: Client) -> anyhow::Result<()> {
-    let nodes_api: Api<Node> = Api::all(client.clone());
-    let pods_api: Api<Pod> = Api::all(client.clone());
-    let (nodes, node_writer) = reflector::store();
-    let (pods, pod_writer) = reflector::store();
-    let node_stream = reflector(
-        node_writer,
-        watcher(nodes_api, watcher::Config::default()).default_backoff(),
+fn ours(p: &Pod) -> bool {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or(SCHEDULER_NAME)
+        == SCHEDULER_NAME
+}
+
+fn key_of(p: &Pod) -> String {
+    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1 << attempts.saturating_sub(1).min(3)).min(Duration::from_secs(10))
+}
+
+struct Stores {
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
+    classes: Store<StorageClass>,
+    namespaces: Store<Namespace>,
+}
+
+impl Stores {
+    fn objects(&self) -> Objects {
+        let mut o = Objects::default();
+        for c in self.claims.state() {
+            o.claims
+                .insert(format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()), c);
+        }
+        for v in self.volumes.state() {
+            o.volumes.insert(v.name_any(), v);
+        }
+        for c in self.classes.state() {
+            o.classes.insert(c.name_any(), c);
+        }
+        for n in self.namespaces.state() {
+            o.namespace_labels.insert(n.name_any(), n.labels().clone());
+        }
+        o
+    }
+}
+
+/// Follow a kind with a reflector store; say `Update::Objects` when it changes.
+fn follow<K>(client: &Client, tx: mpsc::UnboundedSender<Update>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
     )
-    .touched_objects()
-    .map(|_| ());
-    let pod_stream = reflector(
-        pod_writer,
-        watcher(pods_api, watcher::Config::default()).default_backoff(),
-    )
-    .touched_objects()
-    .map(|_| ());
-    // The reflectors are driven by their own task; the loop hears that something changed.
-    let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
-    let mut changes = Box::pin(futures::stream::select(node_stream, pod_stream));
-    let feeder = tokio::spawn(async move {
-        while changes.next().await.is_some() {
-            let _ = tx.try_send(());
+    .default_backoff()
+    .touched_objects();
+    tokio::spawn(async move {
+        let mut stream = Box::pin(stream);
+        while stream.next().await.is_some() {
+            if tx.send(Update::Objects).is_err() {
+                return;
+            }
         }
     });
-    nodes.wait_until_ready().await?;
-    pods.wait_until_ready().await?;
-    // Pods bound by this scheduler that the reflector has not shown bound yet.
-    let mut assumed: HashMap<String, (String, Resources, tokio::time::Instant)> = HashMap::new();
-    let mut reported: HashMap<String, String> = HashMap::new();
-    loop {
-        // One pass per burst of changes, and at least every few seconds (retries).
-        if let Ok(None) = tokio::time::timeout(Duration::from_secs(5), changed.recv()).await {
-            feeder.abort();
-            return Ok(());
-        }
-        let all_pods = pods.state();
-        let all_nodes = nodes.state();
-        let mut used: HashMap<String, Resources> = HashMap::new();
-        let mut bound: HashSet<String> = HashSet::new();
-        for p in all_pods.iter().filter(|p| is_active(p)) {
-            if let Some(n) = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty())
-            {
-                bound.insert(key(p));
-                let u = used.entry(n).or_default();
-                let r = requests(p);
-                u.cpu += r.cpu;
-                u.memory += r.memory;
-                u.pods += 1;
-            }
-        }
-        let now = tokio::time::Instant::now();
-        assumed.retain(|k, (_, _, t)| !bound.contains(k) && now.duration_since(*t) < Duration::from_secs(30));
-        for (n, r, _) in assumed.values() {
-            let u = used.entry(n.clone()).or_default();
-            u.cpu += r.cpu;
-            u.memory += r.memory;
-            u.pods += 1;
-        }
-        let mut pending: Vec<_> = all_pods
-            .iter()
-            .filter(|p| is_pending(p) && !assumed.contains_key(&key(p)))
-            .cloned()
-            .collect();
-        pending.sort_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp));
-        let mut binds: Vec<(String, String, String)> = Vec::new();
-        for pod in pending {
-            let mut best: Option<(f64, String)> = None;
-            let mut reasons: HashMap<&'static str, usize> = HashMap::new();
-            for node in all_nodes.iter() {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                let u = used.get(&name).copied().unwrap_or_default();
-                match fits(&pod, node, u) {
-                    Some(why) => *reasons.entry(why).or_default() += 1,
-                    None => {
-                        let a = allocatable(node);
-                        let free = |used: i128, total: i128| {
-                            if total > 0 {
-                                1.0 - used as f64 / total as f64
-                            } else {
-                                0.0
-                            }
-                        };
-                        let score = (free(u.cpu, a.cpu) + free(u.memory, a.memory) + free(u.pods, a.pods)) / 3.0;
-                        if best
-                            .as_ref()
-                            .is_none_or(|(s, n)| score > *s || (score == *s && name < *n))
-                        {
-                            best = Some((score, name));
-                        }
+    store
+}
+
+/// Forward a kind's watch events into the loop.
+fn forward<K>(client: &Client, tx: mpsc::UnboundedSender<Update>, wrap: fn(watcher::Event<K>) -> Update)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = Box::pin(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    if tx.send(wrap(ev)).is_err() {
+                        return;
                     }
                 }
-            }
-            let ns = pod.metadata.namespace.clone().unwrap_or_default();
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            match best {
-                Some((_, node)) => {
-                    // Decide now (so the next pod sees this one's resources), bind below.
-                    let r = requests(&pod);
-                    let u = used.entry(node.clone()).or_default();
-                    u.cpu += r.cpu;
-                    u.memory += r.memory;
-                    u.pods += 1;
-                    assumed.insert(key(&pod), (node.clone(), r, now));
-                    reported.remove(&key(&pod));
-                    binds.push((ns.clone(), name.clone(), node));
-                }
-                None => {
-                    let mut parts: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
-                    parts.sort();
-                    let message = format!("0/{} nodes are available: {}.", all_nodes.len(), parts.join(", "));
-                    if reported.get(&key(&pod)) != Some(&message) {
-                        let status = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}]}});
-                        if api
-                            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
-                            .await
-                            .is_ok()
-                        {
-                            reported.insert(key(&pod), message);
-                        }
-                    }
-                }
+                Err(e) => tracing::debug!(error = %e, "scheduler watch error; retrying"),
             }
         }
-        // Bind concurrently; a failed bind is forgotten and retried on the next pass.
-        let results: Vec<_> = futures::stream::iter(binds.into_iter().map(|(ns, name, node)| {
+    });
+}
+
+/// Record an event; best effort, as in kube-scheduler.
+fn event(events: &mpsc::Sender<Event>, pod: &Pod, ty: &str, reason: &str, message: String) {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ev = json!({
+        "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": pod.namespace()},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": pod.namespace(),
+                           "uid": pod.uid(), "resourceVersion": pod.resource_version()},
+        "reason": reason, "message": message, "type": ty, "source": {"component": COMPONENT},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1, "reportingComponent": COMPONENT,
+    });
+    if let Ok(ev) = serde_json::from_value::<Event>(ev) {
+        let _ = events.try_send(ev);
+    }
+}
+
+async fn write_events(client: Client, rx: mpsc::Receiver<Event>) {
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+        .for_each_concurrent(8, |ev| {
             let client = client.clone();
             async move {
-                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-                let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
-                    .header("Content-Type", "application/json")
-                    .body(serde_json::to_vec(&binding).unwrap_or_default());
-                let res = match req {
-                    Ok(req) => client.request_text(req).await.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                (format!("{ns}/{name}"), res)
+                let ns = ev.namespace().unwrap_or_else(|| "default".into());
+                if let Err(e) = Api::<Event>::namespaced(client, &ns)
+                    .create(&PostParams::default(), &ev)
+                    .await
+                {
+                    tracing::debug!(error = %e, "recording a scheduler event failed");
+                }
             }
-        }))
-        .buffer_unordered(32)
-        .collect()
+        })
         .await;
-        for (k, res) in results {
-            if let Err(e) = res {
-                tracing::debug!(pod = %k, error = %e, "binding failed; will retry");
-                assumed.remove(&k);
+}
+
+fn classify(e: kube::Error) -> BindError {
+    match e {
+        kube::Error::Api(s) if s.code == 404 || s.code == 409 => BindError::Final(s.message),
+        e => BindError::Retry(e.to_string()),
+    }
+}
+
+/// Provision the pod's delayed-binding claims on the chosen node (kube's PreBind: annotate the
+/// claim with the node, wait until the provisioner has bound it), then bind the pod.
+async fn bind(client: Client, b: Bind) -> Result<(), BindError> {
+    for claim in &b.decision.provision {
+        let (ns, name) = claim.split_once('/').unwrap_or(("", claim));
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+        let ann = json!({"metadata": {"annotations": {"volume.kubernetes.io/selected-node": b.decision.node}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&ann))
+            .await
+            .map_err(|e| BindError::Retry(e.to_string()))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let c = api.get(name).await.map_err(|e| BindError::Retry(e.to_string()))?;
+            if c.spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .is_some_and(|v| !v.is_empty())
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(BindError::Retry(format!(
+                    "persistentvolumeclaim {claim} was not provisioned in time"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": b.name},
+                         "target": {"apiVersion": "v1", "kind": "Node", "name": b.decision.node}});
+    let req = http::Request::post(format!("/api/v1/namespaces/{}/pods/{}/binding", b.namespace, b.name))
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&binding).unwrap_or_default())
+        .map_err(|e| BindError::Final(e.to_string()))?;
+    client.request_text(req).await.map(|_| ()).map_err(classify)
+}
+
+struct Scheduler {
+    client: Client,
+    cache: Cache,
+    /// Unbound pods waiting for a pass.
+    pending: HashMap<String, Arc<Pod>>,
+    parked: HashMap<String, Parked>,
+    /// Bindings sent, with when; the watch confirms them.
+    binding: HashMap<String, Option<Instant>>,
+    /// The Unschedulable message last written to each pod.
+    reported: HashMap<String, String>,
+    /// Failed attempts of pods retried from the parked set.
+    attempts: HashMap<String, u32>,
+    relist_pods: Option<Vec<Pod>>,
+    relist_nodes: Option<Vec<Node>>,
+    pods_synced: bool,
+    nodes_synced: bool,
+    binds: mpsc::UnboundedSender<Bind>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Scheduler {
+    fn cluster_changed(&mut self) {
+        for p in self.parked.values_mut() {
+            p.cluster_changed = true;
+        }
+    }
+
+    fn on_pod(&mut self, pod: Pod) {
+        let key = key_of(&pod);
+        match node_of(&pod).map(str::to_string) {
+            Some(node) => {
+                self.pending.remove(&key);
+                self.parked.remove(&key);
+                self.reported.remove(&key);
+                self.binding.remove(&key);
+                if is_active(&pod) {
+                    let first = self.cache.node(&node).is_none_or(|n| !n.pods.contains_key(&key))
+                        || self.cache.is_assumed(&key);
+                    self.cache.add_pod(PodInfo::new(Arc::new(pod)), &node);
+                    if first {
+                        // A newly placed pod can satisfy others' affinity.
+                        self.cluster_changed();
+                    }
+                } else if self.cache.node(&node).is_some_and(|n| n.pods.contains_key(&key)) {
+                    self.cache.remove_pod(&key);
+                    self.cluster_changed();
+                }
+            }
+            None => {
+                if self.binding.contains_key(&key) {
+                    return; // our binding is on its way
+                }
+                if pod.metadata.deletion_timestamp.is_some() || !ours(&pod) || !is_active(&pod) {
+                    self.pending.remove(&key);
+                    self.parked.remove(&key);
+                    return;
+                }
+                let pod = Arc::new(pod);
+                match self.parked.get_mut(&key) {
+                    Some(p) => p.pod = pod,
+                    None => {
+                        self.pending.insert(key, pod);
+                    }
+                }
             }
         }
+    }
+
+    fn on_pod_deleted(&mut self, key: &str) {
+        self.pending.remove(key);
+        self.parked.remove(key);
+        self.reported.remove(key);
+        if !self.binding.contains_key(key) && self.cache.pod_keys().iter().any(|k| k == key) {
+            self.cache.remove_pod(key);
+            self.cluster_changed();
+        }
+    }
+
+    fn apply(&mut self, u: Update) {
+        match u {
+            Update::Pod(ev) => match ev {
+                watcher::Event::Init => self.relist_pods = Some(Vec::new()),
+                watcher::Event::InitApply(p) => {
+                    if let Some(v) = self.relist_pods.as_mut() {
+                        v.push(p)
+                    }
+                }
+                watcher::Event::InitDone => {
+                    let pods = self.relist_pods.take().unwrap_or_default();
+                    let keep: HashSet<String> = pods.iter().map(key_of).collect();
+                    for k in self.cache.pod_keys() {
+                        if !keep.contains(&k) && !self.binding.contains_key(&k) {
+                            self.cache.remove_pod(&k);
+                        }
+                    }
+                    self.pending.retain(|k, _| keep.contains(k));
+                    self.parked.retain(|k, _| keep.contains(k));
+                    for p in pods {
+                        self.on_pod(p);
+                    }
+                    self.pods_synced = true;
+                    self.cluster_changed();
+                }
+                watcher::Event::Apply(p) => self.on_pod(p),
+                watcher::Event::Delete(p) => self.on_pod_deleted(&key_of(&p)),
+            },
+            Update::Node(ev) => {
+                match ev {
+                    watcher::Event::Init => self.relist_nodes = Some(Vec::new()),
+                    watcher::Event::InitApply(n) => {
+                        if let Some(v) = self.relist_nodes.as_mut() {
+                            v.push(n)
+                        }
+                    }
+                    watcher::Event::InitDone => {
+                        let nodes = self.relist_nodes.take().unwrap_or_default();
+                        self.cache.replace_nodes(nodes.into_iter().map(Arc::new).collect());
+                        self.nodes_synced = true;
+                    }
+                    watcher::Event::Apply(n) => self.cache.set_node(Arc::new(n)),
+                    watcher::Event::Delete(n) => self.cache.remove_node(&n.name_any()),
+                }
+                self.cluster_changed();
+            }
+            Update::Objects => self.cluster_changed(),
+            Update::Bound(key, res) => match res {
+                Ok(()) => {
+                    if let Some(at) = self.binding.get_mut(&key) {
+                        *at = Some(Instant::now());
+                    }
+                }
+                Err(e) => {
+                    self.binding.remove(&key);
+                    if self.cache.is_assumed(&key) {
+                        self.cache.remove_pod(&key);
+                    }
+                    match e {
+                        BindError::Final(why) => tracing::debug!(pod = %key, %why, "binding not possible"),
+                        BindError::Retry(why) => {
+                            tracing::info!(pod = %key, %why, "binding failed; will retry");
+                            // The watch brings the pod back if it still needs a node.
+                            self.cluster_changed();
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// Pods whose backoff is over and that may now fit go back to the queue.
+    fn unpark(&mut self) {
+        let now = Instant::now();
+        let ready: Vec<String> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| {
+                let waited = now.duration_since(p.since);
+                (p.cluster_changed && waited >= backoff(p.attempts)) || waited >= PARKED_MAX
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ready {
+            if let Some(p) = self.parked.remove(&k) {
+                self.pending.insert(k.clone(), p.pod);
+                // Remember attempts through the pending queue.
+                self.attempts.insert(k, p.attempts);
+            }
+        }
+        let expired: Vec<String> = self
+            .binding
+            .iter()
+            .filter(|(_, at)| at.is_some_and(|t| now.duration_since(t) > ASSUME_TTL))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.binding.remove(&k);
+            self.cache.remove_pod(&k);
+        }
+    }
+
+    /// Schedule up to a batch of pending pods, highest priority and oldest first.
+    fn pass(&mut self, stores: &Stores) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut batch: Vec<Arc<Pod>> = self.pending.values().cloned().collect();
+        batch.sort_by(|a, b| {
+            let prio = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            prio(b)
+                .cmp(&prio(a))
+                .then_with(|| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp))
+                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        });
+        batch.truncate(BATCH);
+        let needs_objects = batch.iter().any(|p| {
+            let spec = p.spec.as_ref();
+            spec.and_then(|s| s.volumes.as_ref()).is_some_and(|v| {
+                v.iter()
+                    .any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
+            }) || spec.and_then(|s| s.affinity.as_ref()).is_some()
+        }) || self.parked.len() + self.pending.len() > batch.len();
+        let objects = if needs_objects {
+            stores.objects()
+        } else {
+            Objects::default()
+        };
+        for pod in batch {
+            let key = key_of(&pod);
+            self.pending.remove(&key);
+            let info = PodInfo::new(pod.clone());
+            match schedule(&mut self.cache, &info, &objects) {
+                Ok(decision) => {
+                    self.cache.assume(info, &decision.node);
+                    self.binding.insert(key.clone(), None);
+                    self.attempts.remove(&key);
+                    event(
+                        &self.events,
+                        &pod,
+                        "Normal",
+                        "Scheduled",
+                        format!("Successfully assigned {key} to {}", decision.node),
+                    );
+                    let _ = self.binds.send(Bind {
+                        namespace: pod.namespace().unwrap_or_default(),
+                        name: pod.name_any(),
+                        key,
+                        decision,
+                    });
+                }
+                Err(message) => {
+                    let attempts = self.attempts.remove(&key).unwrap_or(0) + 1;
+                    if self.reported.get(&key) != Some(&message) {
+                        self.reported.insert(key.clone(), message.clone());
+                        event(&self.events, &pod, "Warning", "FailedScheduling", message.clone());
+                        let client = self.client.clone();
+                        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+                        tokio::spawn(async move {
+                            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                            let status = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False",
+                                "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": now}]}});
+                            if let Err(e) = Api::<Pod>::namespaced(client, &ns)
+                                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
+                                .await
+                            {
+                                tracing::debug!(pod = %name, error = %e, "could not report Unschedulable");
+                            }
+                        });
+                    }
+                    self.parked.insert(
+                        key,
+                        Parked {
+                            pod,
+                            attempts,
+                            since: Instant::now(),
+                            cluster_changed: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Run the scheduler until its watches end.
+pub async fn run(client: Client) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    forward::<Pod>(&client, tx.clone(), Update::Pod);
+    forward::<Node>(&client, tx.clone(), Update::Node);
+    let stores = Stores {
+        claims: follow(&client, tx.clone()),
+        volumes: follow(&client, tx.clone()),
+        classes: follow(&client, tx.clone()),
+        namespaces: follow(&client, tx.clone()),
+    };
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(write_events(client.clone(), events_rx));
+    let (binds_tx, binds_rx) = mpsc::unbounded_channel::<Bind>();
+    {
+        let client = client.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio_stream::wrappers::UnboundedReceiverStream::new(binds_rx)
+                .map(|b| {
+                    let client = client.clone();
+                    async move {
+                        let key = b.key.clone();
+                        if b.decision.provision.is_empty() {
+                            (key, bind(client, b).await)
+                        } else {
+                            // Waiting for volumes must not hold up other bindings.
+                            let res = tokio::spawn(bind(client, b))
+                                .await
+                                .unwrap_or_else(|e| Err(BindError::Retry(e.to_string())));
+                            (key, res)
+                        }
+                    }
+                })
+                .buffer_unordered(BINDERS)
+                .for_each(|(key, res)| {
+                    let _ = tx.send(Update::Bound(key, res));
+                    async {}
+                })
+                .await;
+        });
+    }
+    drop(tx);
+    for ready in [
+        stores.claims.wait_until_ready().await,
+        stores.volumes.wait_until_ready().await,
+        stores.classes.wait_until_ready().await,
+        stores.namespaces.wait_until_ready().await,
+    ] {
+        ready?;
+    }
+    let mut s = Scheduler {
+        client,
+        cache: Cache::default(),
+        pending: HashMap::new(),
+        parked: HashMap::new(),
+        binding: HashMap::new(),
+        reported: HashMap::new(),
+        attempts: HashMap::new(),
+        relist_pods: None,
+        relist_nodes: None,
+        pods_synced: false,
+        nodes_synced: false,
+        binds: binds_tx,
+        events: events_tx,
+    };
+    loop {
+        let wait = if s.pending.is_empty() {
+            Duration::from_millis(500)
+        } else {
+            Duration::ZERO
+        };
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(u)) => s.apply(u),
+            Ok(None) => return Ok(()),
+            Err(_) => {}
+        }
+        while let Ok(u) = rx.try_recv() {
+            s.apply(u);
+        }
+        if !(s.pods_synced && s.nodes_synced) {
+            continue;
+        }
+        s.unpark();
+        s.pass(&stores);
+        // Let the binders and watches run between batches.
+        tokio::task::yield_now().await;
     }
 }

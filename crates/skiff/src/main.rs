@@ -19,6 +19,53 @@ struct Cli {
 enum Command {
     /// Run the API server (the control plane).
     Server(ServerArgs),
+    /// Run a node agent that joins a server. Today only simulated nodes (`--simulated`).
+    Agent(AgentArgs),
+}
+
+/// Capacity of each simulated node.
+#[derive(clap::Args, Clone)]
+struct SimulatedCapacity {
+    /// CPU of each simulated node.
+    #[arg(long = "simulated-node-cpu", default_value = "8")]
+    cpu: String,
+    /// Memory of each simulated node.
+    #[arg(long = "simulated-node-memory", default_value = "32Gi")]
+    memory: String,
+    /// Pods each simulated node may run.
+    #[arg(long = "simulated-node-pods", default_value = "110")]
+    pods: String,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Simulate nodes (the kwok idea): register them, renew their leases and move their pods
+    /// to Running without containers.
+    #[arg(long)]
+    simulated: bool,
+    /// How many nodes to simulate.
+    #[arg(long, default_value_t = 1)]
+    simulated_nodes: usize,
+    /// Node names are this prefix and an index; give each agent its own.
+    #[arg(long, default_value = "sim-agent-")]
+    node_name_prefix: String,
+    #[command(flatten)]
+    capacity: SimulatedCapacity,
+    /// Lease renewal interval (seconds).
+    #[arg(long, default_value_t = 10)]
+    heartbeat: u64,
+    /// Kubeconfig of the server to join (alternative to --server/--token/--ca-file).
+    #[arg(long, env = "KUBECONFIG", conflicts_with = "server")]
+    kubeconfig: Option<PathBuf>,
+    /// The server's URL, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "SKIFF_URL", requires_all = ["token", "ca_file"])]
+    server: Option<String>,
+    /// The server's join token (`<data-dir>/token` on the server).
+    #[arg(long, short = 't', env = "SKIFF_TOKEN")]
+    token: Option<String>,
+    /// The server's CA certificate (`<data-dir>/tls/ca.crt` on the server).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -50,6 +97,8 @@ struct ServerArgs {
     /// Register this many simulated nodes (no containers: bound pods become Running/Ready).
     #[arg(long, default_value_t = 0)]
     simulated_nodes: usize,
+    #[command(flatten)]
+    simulated_capacity: SimulatedCapacity,
     /// How long a node may go without renewing its lease before it is NotReady (seconds).
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
@@ -66,18 +115,23 @@ struct Clients {
     volume_root: String,
     node_grace: u64,
     simulated_nodes: usize,
+    simulated_capacity: SimulatedCapacity,
     disable_scheduler: bool,
     disable_controller_manager: bool,
 }
 
 /// Start the in-process API clients (controllers, scheduler, simulated nodes). They talk to the
 /// API server over HTTPS like any other client.
-async fn start_clients(kubeconfig: &str, args: &Clients) -> Result<()> {
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).context("parsing the admin kubeconfig")?;
+async fn client_from(kubeconfig: &str) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).context("parsing the kubeconfig")?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .context("client configuration")?;
-    let client = kube::Client::try_from(cfg).context("API client")?;
+    kube::Client::try_from(cfg).context("API client")
+}
+
+async fn start_clients(kubeconfig: &str, args: &Clients) -> Result<()> {
+    let client = client_from(kubeconfig).await?;
     if !args.disable_controller_manager {
         let c = client.clone();
         let opts = skiff_controllers::Options {
@@ -106,6 +160,9 @@ async fn start_clients(kubeconfig: &str, args: &Clients) -> Result<()> {
             count: args.simulated_nodes,
             // Renew well inside the grace period, as the kubelet renews at a quarter of it.
             heartbeat: std::time::Duration::from_secs((args.node_grace / 4).clamp(1, 10)),
+            cpu: args.simulated_capacity.cpu.clone(),
+            memory: args.simulated_capacity.memory.clone(),
+            pods: args.simulated_capacity.pods.clone(),
             ..Default::default()
         };
         let nodes = skiff_agent::SimulatedNodes::new(client, cfg);
@@ -153,6 +210,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         volume_root: args.data_dir.join("storage").display().to_string(),
         node_grace: args.node_monitor_grace_period,
         simulated_nodes: args.simulated_nodes,
+        simulated_capacity: args.simulated_capacity.clone(),
         disable_scheduler: args.disable_scheduler,
         disable_controller_manager: args.disable_controller_manager,
     };
@@ -205,6 +263,46 @@ async fn server(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
+/// `skiff agent --simulated`: simulated nodes in their own process, joined like a real agent.
+async fn agent(args: AgentArgs) -> Result<()> {
+    if !args.simulated {
+        anyhow::bail!("the container node agent is not available yet; `skiff agent --simulated` runs simulated nodes");
+    }
+    let kubeconfig = match (&args.kubeconfig, &args.server) {
+        (_, Some(server)) => {
+            use base64::Engine;
+            let ca_file = args.ca_file.as_ref().context("--ca-file is required with --server")?;
+            let ca = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+            let token = args.token.as_deref().context("--token is required with --server")?;
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\ncontexts:\n- name: skiff\n  context: {{cluster: skiff, user: agent}}\ncurrent-context: skiff\nusers:\n- name: agent\n  user:\n    token: {token}\n",
+                base64::engine::general_purpose::STANDARD.encode(ca)
+            )
+        }
+        (Some(path), None) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        (None, None) => anyhow::bail!("say which server to join: --server, --token and --ca-file, or --kubeconfig"),
+    };
+    let client = client_from(&kubeconfig).await?;
+    // Fail early and clearly when the server cannot be reached or refuses the credentials.
+    client.apiserver_version().await.context("contacting the server")?;
+    let cfg = skiff_agent::SimulatedNodesConfig {
+        count: args.simulated_nodes,
+        name_prefix: args.node_name_prefix,
+        cpu: args.capacity.cpu,
+        memory: args.capacity.memory,
+        pods: args.capacity.pods,
+        heartbeat: Duration::from_secs(args.heartbeat.max(1)),
+    };
+    println!("Skiff agent running {} simulated node(s)", cfg.count);
+    let nodes = skiff_agent::SimulatedNodes::new(client, cfg);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = nodes.run() => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -218,6 +316,7 @@ fn main() -> std::process::ExitCode {
     let res = rt.block_on(async {
         match cli.command {
             Command::Server(a) => server(a).await,
+            Command::Agent(a) => agent(a).await,
         }
     });
     match res {

@@ -292,9 +292,66 @@ fn statefulset_example(version: &str) {
     let nginx = support::repo_file("examples/nginx.yaml");
     let nginx = nginx.to_str().expect("path");
     k.ok(&["apply", "-f", nginx]);
+    // The claim names a StorageClass that does not exist: it stays Pending with the reason
+    // visible, and web-0 cannot be scheduled (web-1 waits for web-0, OrderedReady).
+    let events = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            k.ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=www-web-0,reason=ProvisioningFailed",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])
+        })
+        .find(|e| !e.is_empty())
+        .unwrap_or_default();
+    assert!(
+        events.contains("storageclass.storage.k8s.io \"managed-nfs-storage\" not found"),
+        "{events}"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pvc",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.phase};{end}"
+        ]),
+        "www-web-0=Pending;"
+    );
+    let why = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            k.ok(&[
+                "get",
+                "pod",
+                "web-0",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+            ])
+        })
+        .find(|e| !e.is_empty())
+        .unwrap_or_default();
+    assert_eq!(
+        why,
+        "0/2 nodes are available: storageclass.storage.k8s.io \"managed-nfs-storage\" not found."
+    );
+    assert!(k.fails(&["get", "pod", "web-1"]).contains("NotFound"));
+    // Creating the StorageClass with the local-path provisioner binds the claims and the set
+    // rolls out in order.
+    k.ok_stdin(&["apply", "-f", "-"], "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: managed-nfs-storage\nprovisioner: skiff.dev/local-path\n");
     assert!(k
         .ok(&["rollout", "status", "sts/web", "--timeout=60s"])
         .contains("roll out complete"));
+    k.ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Bound",
+        "pvc/www-web-0",
+        "pvc/www-web-1",
+        "--timeout=30s",
+    ]);
     assert_eq!(
         k.ok(&[
             "get",
@@ -344,43 +401,6 @@ fn statefulset_example(version: &str) {
         k.ok(&["get", "sa", "default", "-o", "name"]).trim(),
         "serviceaccount/default"
     );
-    // The claims exist, Pending, with the reason visible.
-    assert_eq!(
-        k.ok(&[
-            "get",
-            "pvc",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name}={.status.phase};{end}"
-        ]),
-        "www-web-0=Pending;www-web-1=Pending;"
-    );
-    let events = (0..50)
-        .map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            k.ok(&[
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=www-web-0,reason=ProvisioningFailed",
-                "-o",
-                "jsonpath={.items[*].message}",
-            ])
-        })
-        .find(|e| !e.is_empty())
-        .unwrap_or_default();
-    assert!(
-        events.contains("storageclass.storage.k8s.io \"managed-nfs-storage\" not found"),
-        "{events}"
-    );
-    // Creating the StorageClass with the local-path provisioner binds them.
-    k.ok_stdin(&["apply", "-f", "-"], "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: managed-nfs-storage\nprovisioner: skiff.dev/local-path\n");
-    k.ok(&[
-        "wait",
-        "--for=jsonpath={.status.phase}=Bound",
-        "pvc/www-web-0",
-        "pvc/www-web-1",
-        "--timeout=30s",
-    ]);
     assert!(k.ok(&["get", "sc", "local-path"]).contains("(default)"));
     // Scale up: web-2 and its claim; scale down: highest ordinals go first.
     k.ok(&["scale", "sts", "web", "--replicas=3"]);
