@@ -642,12 +642,17 @@ pub fn validate_update(t: &ResourceType, new: &Value, old: &Value) -> Vec<FieldE
             }
         }
         ("", "PersistentVolumeClaim") => {
+            // A claim without a class may be given one once (RetroactiveDefaultStorageClass).
+            let class_unset = old["spec"]["storageClassName"].is_null();
             let strip = |v: &Value| {
                 let mut s = v["spec"].clone();
                 if let Some(m) = s.as_object_mut() {
                     m.remove("resources");
                     m.remove("volumeName");
                     m.remove("volumeAttributesClassName");
+                    if class_unset {
+                        m.remove("storageClassName");
+                    }
                 }
                 s
             };
