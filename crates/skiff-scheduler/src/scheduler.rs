@@ -442,6 +442,8 @@ impl Scheduler {
         } else {
             Objects::default()
         };
+        let started = Instant::now();
+        let count = batch.len();
         for pod in batch {
             let key = key_of(&pod);
             self.pending.remove(&key);
@@ -496,6 +498,14 @@ impl Scheduler {
                 }
             }
         }
+        tracing::debug!(
+            pods = count,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            pending = self.pending.len(),
+            parked = self.parked.len(),
+            binding = self.binding.len(),
+            "scheduling pass"
+        );
     }
 }
 

@@ -1,0 +1,318 @@
+//! Scheduler throughput at scale: `skiff server --simulated-nodes 5000`, 50,000 pods created
+//! as Deployments; how fast the pods are bound (and Running), against a baseline measured in the
+//! same run: the API alone creating the same 50,000 pods (no controllers, no scheduler, no
+//! nodes) with as many concurrent clients as the ReplicaSet controller uses at most. Also the
+//! server's memory with all of it in place.
+//!
+//! Usage: `scheduler-throughput --skiff target/release/skiff [--nodes 5000] [--pods 50000]
+//! [--deployments 50]`
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams, WatchEvent};
+use serde::Deserialize;
+
+struct Args {
+    skiff: PathBuf,
+    nodes: usize,
+    pods: usize,
+    deployments: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        skiff: PathBuf::from("target/release/skiff"),
+        nodes: 5000,
+        pods: 50_000,
+        deployments: 50,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let v = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--skiff" => a.skiff = v.into(),
+            "--nodes" => a.nodes = v.parse()?,
+            "--pods" => a.pods = v.parse()?,
+            "--deployments" => a.deployments = v.parse()?,
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    Ok(a)
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Server {
+    child: Child,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(skiff: &PathBuf, extra: &[&str]) -> Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(skiff)
+        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
+        .args(["--https-listen-port", "0", "--data-dir"])
+        .arg(dir.path())
+        .args(extra)
+        .env("SKIFF_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting skiff")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut ready = false;
+    for line in lines.by_ref() {
+        if line?.starts_with("Skiff API server listening on") {
+            ready = true;
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    if !ready {
+        bail!("server never became ready");
+    }
+    Ok(Server {
+        child,
+        kubeconfig: dir.path().join("kubeconfig.yaml"),
+        _dir: dir,
+    })
+}
+
+async fn client(s: &Server) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+fn template() -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1.2.3",
+                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+    })
+}
+
+/// Only what the count needs, so the benchmark's own parsing stays cheap.
+#[derive(Deserialize, Clone)]
+struct MiniPod {
+    metadata: MiniMeta,
+    #[serde(default)]
+    spec: MiniSpec,
+    #[serde(default)]
+    status: MiniStatus,
+}
+#[derive(Deserialize, Clone, Default)]
+struct MiniMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: String,
+}
+#[derive(Deserialize, Clone, Default)]
+struct MiniSpec {
+    #[serde(default, rename = "nodeName")]
+    node_name: Option<String>,
+}
+#[derive(Deserialize, Clone, Default)]
+struct MiniStatus {
+    #[serde(default)]
+    phase: Option<String>,
+}
+
+/// The API alone: create `n` pods with `workers` concurrent clients.
+async fn api_only(skiff: &PathBuf, n: usize, workers: usize) -> Result<Duration> {
+    let server = start(skiff, &["--disable-scheduler", "--disable-controller-manager"])?;
+    let c = client(&server).await?;
+    let api: Api<Pod> = Api::namespaced(c, "default");
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (api, next) = (api.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let mut p = template();
+                p["metadata"]["name"] = format!("p{i}").into();
+                let p: Pod = serde_json::from_value(p)?;
+                api.create(&PostParams::default(), &p).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(t0.elapsed())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let a = parse_args()?;
+    let per = a.pods / a.deployments;
+    let total = per * a.deployments;
+
+    // Baseline first, on its own server, so the two runs do not share the cores.
+    let base = api_only(&a.skiff, total, 64).await?;
+    println!(
+        "baseline: the API alone creates {total} pods (64 clients) in {:.2} s ({:.0} pods/s)",
+        base.as_secs_f64(),
+        total as f64 / base.as_secs_f64()
+    );
+
+    let nodes_flag = a.nodes.to_string();
+    let server = start(&a.skiff, &["--simulated-nodes", &nodes_flag])?;
+    let pid = server.child.id();
+    let c = client(&server).await?;
+    let t_reg = Instant::now();
+    let nodes: Api<Node> = Api::all(c.clone());
+    loop {
+        let ready = nodes
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        if ready >= a.nodes {
+            break;
+        }
+        if t_reg.elapsed() > Duration::from_secs(600) {
+            bail!("only {ready} of {} nodes registered", a.nodes);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "{} simulated nodes registered and Ready in {:.1} s; server RSS {} MiB",
+        a.nodes,
+        t_reg.elapsed().as_secs_f64(),
+        proc_status_kib(pid, "VmRSS:") / 1024
+    );
+    // Let the idle server settle (lease renewals are the only traffic).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Count bound and running pods from one watch, started before anything is created.
+    let rv = Api::<Pod>::all(c.clone())
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let req = http::Request::get(format!(
+        "/api/v1/pods?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=1800"
+    ))
+    .body(Vec::new())?;
+    let mut events = Box::pin(c.request_events::<MiniPod>(req).await?);
+    let counter = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut bound = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut all_created = None;
+        let mut running = HashSet::new();
+        let mut first_bound = None;
+        let mut all_bound = None;
+        while let Some(ev) = events.next().await {
+            let p = match ev {
+                Ok(WatchEvent::Added(p)) | Ok(WatchEvent::Modified(p)) => p,
+                Ok(_) => continue,
+                Err(e) => return Err(anyhow::anyhow!("watch: {e}")),
+            };
+            let key = (p.metadata.namespace.clone(), p.metadata.name.clone());
+            let _ = &p.metadata.resource_version;
+            if seen.insert(key.clone()) && seen.len() == total {
+                all_created = Some(t0.elapsed());
+            }
+            if p.spec.node_name.is_some_and(|n| !n.is_empty()) && bound.insert(key.clone()) {
+                first_bound.get_or_insert(t0.elapsed());
+                if bound.len() == total {
+                    all_bound = Some(t0.elapsed());
+                }
+            }
+            if p.status.phase.as_deref() == Some("Running") && running.insert(key) && running.len() == total {
+                return Ok((all_created, first_bound, all_bound, t0.elapsed()));
+            }
+        }
+        bail!("watch ended at {} bound, {} running", bound.len(), running.len())
+    });
+
+    let t0 = Instant::now();
+    let deploys: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    for d in 0..a.deployments {
+        let dep: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("bench-{d}")},
+            "spec": {"replicas": per, "selector": {"matchLabels": {"app": "bench", "d": d.to_string()}},
+                     "template": {"metadata": {"labels": {"app": "bench", "d": d.to_string()}},
+                                  "spec": template()["spec"].clone()}}
+        }))?;
+        deploys.create(&PostParams::default(), &dep).await?;
+    }
+    let created = t0.elapsed();
+    let (all_created, first, all_bound, all_running) =
+        tokio::time::timeout(Duration::from_secs(1800), counter).await???;
+    let all_bound = all_bound.context("never saw every pod bound")?;
+    let first = first.unwrap_or_default();
+    let hwm = proc_status_kib(pid, "VmHWM:");
+    let rss = proc_status_kib(pid, "VmRSS:");
+    println!(
+        "{} Deployments x {per} replicas created in {:.2} s; first pod bound at {:.2} s",
+        a.deployments,
+        created.as_secs_f64(),
+        first.as_secs_f64()
+    );
+    println!(
+        "all {total} pods created (by the ReplicaSet controller) at {:.2} s",
+        all_created.unwrap_or_default().as_secs_f64()
+    );
+    println!(
+        "all {total} pods bound at {:.2} s ({:.0} pods/s end to end); all Running at {:.2} s",
+        all_bound.as_secs_f64(),
+        total as f64 / all_bound.as_secs_f64(),
+        all_running.as_secs_f64()
+    );
+    println!(
+        "ratio to the API alone creating the pods: {:.2}",
+        all_bound.as_secs_f64() / base.as_secs_f64()
+    );
+    println!(
+        "server memory with {} nodes and {total} pods: RSS {} MiB, peak {} MiB",
+        a.nodes,
+        rss / 1024,
+        hwm / 1024
+    );
+    Ok(())
+}
