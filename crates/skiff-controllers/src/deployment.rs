@@ -207,6 +207,22 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
                     .await?;
                 all[i] = patched.clone();
                 Some(patched)
+            } else if rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+                != spec.min_ready_seconds.unwrap_or(0)
+            {
+                // minReadySeconds is not part of the template: the current ReplicaSet follows it.
+                let patched = rs_api
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams {
+                            field_manager: Some(MANAGER.into()),
+                            ..Default::default()
+                        },
+                        &Patch::Merge(&json!({"spec": {"minReadySeconds": spec.min_ready_seconds.unwrap_or(0)}})),
+                    )
+                    .await?;
+                all[i] = patched.clone();
+                Some(patched)
             } else {
                 Some(rs)
             }
