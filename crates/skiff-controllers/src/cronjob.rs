@@ -1,7 +1,9 @@
 //! The CronJob controller: creates a Job for each scheduled time (standard 5-field cron
 //! schedules, UTC), honouring `suspend`, `startingDeadlineSeconds`, `concurrencyPolicy`
 //! (Allow/Forbid/Replace) and the successful/failed history limits. Missed runs while the
-//! controller was down: only the most recent one is started, as upstream does.
+//! controller was down: only the most recent one is started, as upstream does, and only if it
+//! is within `startingDeadlineSeconds`. `lastScheduleTime` records runs that started: a run
+//! held back by `Forbid` starts when the active Job finishes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,37 +91,36 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
         }
     };
     let now = Utc::now();
-    let last = cj
+    let mut earliest = cj
         .status
         .as_ref()
         .and_then(|s| s.last_schedule_time.as_ref())
         .or(cj.metadata.creation_timestamp.as_ref())
         .and_then(to_chrono)
         .unwrap_or(now);
+    // Nothing older than startingDeadlineSeconds is started (upstream's mostRecentScheduleTime).
+    if let Some(cutoff) = spec
+        .starting_deadline_seconds
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|d| now.checked_sub_signed(d))
+    {
+        earliest = earliest.max(cutoff);
+    }
     // The most recent scheduled time since the last run, if any.
-    let due = schedule.find_previous_occurrence(&now, true).ok().filter(|t| *t > last);
+    let due = schedule
+        .find_previous_occurrence(&now, true)
+        .ok()
+        .filter(|t| *t > earliest);
     let mut last_schedule = cj.status.as_ref().and_then(|s| s.last_schedule_time.clone());
     if let (Some(t), false) = (due, spec.suspend == Some(true)) {
-        let too_late = spec
-            .starting_deadline_seconds
-            .is_some_and(|d| (now - t).num_seconds() > d);
         let active: Vec<&Job> = jobs
             .iter()
             .filter(|j| job_state(j).is_none() && j.metadata.deletion_timestamp.is_none())
             .collect();
         let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
-        if too_late {
-            crate::events::record(
-                &ctx.client,
-                cj.as_ref(),
-                "Warning",
-                "MissSchedule",
-                &format!("Missed scheduled time to start a job: {}", t.to_rfc3339()),
-                MANAGER,
-            )
-            .await;
-        } else if policy == "Forbid" && !active.is_empty() {
-            // Skipped: the previous run is still going.
+        if policy == "Forbid" && !active.is_empty() {
+            // Held back while the previous run is going, and not recorded as run: it starts
+            // when that one finishes, if it is still the latest and within the deadline.
         } else {
             if policy == "Replace" {
                 for j in &active {
@@ -168,8 +169,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(e.into()),
             }
+            last_schedule = serde_json::from_value(json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))).ok();
         }
-        last_schedule = serde_json::from_value(json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))).ok();
     }
     // History limits: remove the oldest finished jobs beyond them.
     for (state, limit) in [

@@ -2,7 +2,8 @@
 //! `<deployment>-<pod-template-hash>`, with revision annotations kubectl's `rollout history` and
 //! `undo` read), rolled out with RollingUpdate (maxSurge/maxUnavailable) or Recreate, old
 //! ReplicaSets pruned to `revisionHistoryLimit`, and the status and conditions `rollout status`
-//! waits on.
+//! waits on. A replica count changed mid-rollout is shared out over the old and new ReplicaSets
+//! in proportion, as upstream does; a paused deployment still follows its replica count.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -125,6 +126,117 @@ async fn scale(
     .map(|_| ())
 }
 
+fn created(rs: &ReplicaSet) -> (i64, String) {
+    (
+        rs.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_millisecond())
+            .unwrap_or_default(),
+        rs.name_any(),
+    )
+}
+
+/// Upstream's `GetProportion`: this ReplicaSet's share of `to_add` (negative: of a removal),
+/// from its size relative to the deployment's previous maximum (the max-replicas annotation),
+/// never more than what is left to share out.
+fn proportion(rs: &ReplicaSet, replicas: i32, max_surge: i32, to_add: i32, added: i32, status_replicas: i32) -> i32 {
+    let size = spec_replicas(rs);
+    if size == 0 || to_add == 0 || to_add == added {
+        return 0;
+    }
+    let fraction = if replicas == 0 {
+        -size
+    } else {
+        let annotated = rs
+            .annotations()
+            .get(MAX_REPLICAS)
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(status_replicas);
+        if annotated <= 0 {
+            0
+        } else {
+            (f64::from(size) * f64::from(replicas + max_surge) / f64::from(annotated)).round() as i32 - size
+        }
+    };
+    let allowed = to_add - added;
+    if to_add > 0 {
+        fraction.min(allowed)
+    } else {
+        fraction.max(allowed)
+    }
+}
+
+/// Upstream's `scale`: follow a new `spec.replicas` without advancing the rollout (on a
+/// scaling event, and always while paused). A sole active ReplicaSet (or, with none active,
+/// the newest) takes the whole count; a saturated new ReplicaSet leaves the old ones at zero;
+/// otherwise, in a rolling update, the difference to replicas + maxSurge is shared out over
+/// the active ReplicaSets in proportion to their size, leftovers to the largest.
+async fn scale_to_deployment(
+    api: &Api<ReplicaSet>,
+    replicas: i32,
+    max_surge: i32,
+    rolling: bool,
+    new_rs: Option<&ReplicaSet>,
+    olds: &[&ReplicaSet],
+    status_replicas: i32,
+) -> Result<(), kube::Error> {
+    let all: Vec<&ReplicaSet> = olds.iter().copied().chain(new_rs).collect();
+    let active: Vec<&ReplicaSet> = all.iter().copied().filter(|r| spec_replicas(r) > 0).collect();
+    let sole = match active.len() {
+        0 => new_rs.or_else(|| olds.iter().copied().max_by_key(|r| created(r))),
+        1 => Some(active[0]),
+        _ => None,
+    };
+    if let Some(rs) = sole {
+        return scale(api, rs, replicas, replicas, max_surge).await;
+    }
+    let saturated = new_rs.is_some_and(|r| {
+        spec_replicas(r) == replicas
+            && r.annotations().get(DESIRED).map(String::as_str) == Some(&replicas.to_string())
+            && available(r) == replicas
+    });
+    if saturated {
+        for old in active
+            .iter()
+            .filter(|r| Some(r.name_any()) != new_rs.map(|n| n.name_any()))
+        {
+            scale(api, old, 0, replicas, max_surge).await?;
+        }
+        return Ok(());
+    }
+    if !rolling {
+        return Ok(());
+    }
+    let allowed = if replicas > 0 { replicas + max_surge } else { 0 };
+    let to_add = allowed - active.iter().map(|r| spec_replicas(r)).sum::<i32>();
+    // Largest first; among equals the newest first when adding, the oldest when removing.
+    let mut order = active;
+    order.sort_by(|a, b| {
+        spec_replicas(b).cmp(&spec_replicas(a)).then_with(|| {
+            if to_add > 0 {
+                created(b).cmp(&created(a))
+            } else {
+                created(a).cmp(&created(b))
+            }
+        })
+    });
+    let mut added = 0;
+    let mut sizes = Vec::with_capacity(order.len());
+    for rs in &order {
+        let p = proportion(rs, replicas, max_surge, to_add, added, status_replicas);
+        sizes.push(spec_replicas(rs) + p);
+        added += p;
+    }
+    if let Some(first) = sizes.first_mut() {
+        *first = (*first + to_add - added).max(0);
+    }
+    for (rs, size) in order.iter().zip(sizes) {
+        scale(api, rs, size, replicas, max_surge).await?;
+    }
+    Ok(())
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -207,6 +319,22 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
                     .await?;
                 all[i] = patched.clone();
                 Some(patched)
+            } else if rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+                != spec.min_ready_seconds.unwrap_or(0)
+            {
+                // minReadySeconds is not part of the template: the current ReplicaSet follows it.
+                let patched = rs_api
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams {
+                            field_manager: Some(MANAGER.into()),
+                            ..Default::default()
+                        },
+                        &Patch::Merge(&json!({"spec": {"minReadySeconds": spec.min_ready_seconds.unwrap_or(0)}})),
+                    )
+                    .await?;
+                all[i] = patched.clone();
+                Some(patched)
             } else {
                 Some(rs)
             }
@@ -271,59 +399,77 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
     let new_name = new_rs.as_ref().map(|r| r.name_any());
     let olds: Vec<&ReplicaSet> = all.iter().filter(|r| Some(r.name_any()) != new_name).collect();
 
-    if !paused {
-        if let Some(new_rs) = &new_rs {
-            let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
-            if recreate {
-                for old in &olds {
-                    scale(&rs_api, old, 0, replicas, 0).await?;
-                }
-                let old_running: i32 = olds.iter().map(|r| r.status.as_ref().map_or(0, |s| s.replicas)).sum();
-                if old_running == 0 {
-                    scale(&rs_api, new_rs, replicas, replicas, 0).await?;
-                }
+    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+    // A scaling event: an active ReplicaSet was sized for a different replica count. (Recreate
+    // needs none: it has one active ReplicaSet at a time, which its rollout sizes.)
+    let scaling_event = !recreate
+        && all
+            .iter()
+            .any(|r| spec_replicas(r) > 0 && r.annotations().get(DESIRED).is_some_and(|v| *v != replicas.to_string()));
+    if paused || scaling_event {
+        // Only the size follows the deployment; the rollout resumes on the next pass.
+        let status_replicas = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        scale_to_deployment(
+            &rs_api,
+            replicas,
+            max_surge,
+            !recreate,
+            new_rs.as_ref(),
+            &olds,
+            status_replicas,
+        )
+        .await?;
+    } else if let Some(new_rs) = &new_rs {
+        if recreate {
+            for old in &olds {
+                scale(&rs_api, old, 0, replicas, 0).await?;
+            }
+            let old_running: i32 = olds.iter().map(|r| r.status.as_ref().map_or(0, |s| s.replicas)).sum();
+            if old_running == 0 {
+                scale(&rs_api, new_rs, replicas, replicas, 0).await?;
+            }
+        } else {
+            // Scale up the new ReplicaSet within maxSurge.
+            let all_total: i32 = all.iter().map(spec_replicas).sum();
+            let new_spec = spec_replicas(new_rs);
+            let max_total = replicas + max_surge;
+            let target_new = if new_spec > replicas {
+                replicas
+            } else if all_total < max_total {
+                (new_spec + (max_total - all_total)).min(replicas)
             } else {
-                // Scale up the new ReplicaSet within maxSurge.
-                let all_total: i32 = all.iter().map(spec_replicas).sum();
-                let new_spec = spec_replicas(new_rs);
-                let max_total = replicas + max_surge;
-                let target_new = if new_spec > replicas {
-                    replicas
-                } else if all_total < max_total {
-                    (new_spec + (max_total - all_total)).min(replicas)
-                } else {
-                    new_spec
-                };
-                scale(&rs_api, new_rs, target_new, replicas, max_surge).await?;
-                // Scale down old ReplicaSets within maxUnavailable: unhealthy pods first.
-                let min_available = replicas - max_unavailable;
-                let new_unavailable = (target_new - available(new_rs)).max(0);
-                let total_after_up: i32 = all_total - new_spec + target_new;
-                let mut cleanup_budget = (total_after_up - min_available - new_unavailable).max(0);
-                let mut old_specs: Vec<(String, i32, i32)> = olds
-                    .iter()
-                    .map(|r| (r.name_any(), spec_replicas(r), available(r)))
-                    .collect();
-                for (_, s, avail) in old_specs.iter_mut() {
-                    let unhealthy = (*s - *avail).max(0).min(cleanup_budget);
-                    *s -= unhealthy;
-                    cleanup_budget -= unhealthy;
-                }
-                let all_available: i32 =
-                    available(new_rs) + old_specs.iter().map(|(_, s, a)| (*a).min(*s)).sum::<i32>();
-                let mut scale_down = (all_available - min_available).max(0);
-                for (_, s, _) in old_specs.iter_mut() {
-                    let take = (*s).min(scale_down);
-                    *s -= take;
-                    scale_down -= take;
-                }
-                for (old, (_, s, _)) in olds.iter().zip(old_specs.iter()) {
-                    if spec_replicas(old) != *s {
-                        scale(&rs_api, old, *s, replicas, max_surge).await?;
-                    }
+                new_spec
+            };
+            scale(&rs_api, new_rs, target_new, replicas, max_surge).await?;
+            // Scale down old ReplicaSets within maxUnavailable: unhealthy pods first.
+            let min_available = replicas - max_unavailable;
+            let new_unavailable = (target_new - available(new_rs)).max(0);
+            let total_after_up: i32 = all_total - new_spec + target_new;
+            let mut cleanup_budget = (total_after_up - min_available - new_unavailable).max(0);
+            let mut old_specs: Vec<(String, i32, i32)> = olds
+                .iter()
+                .map(|r| (r.name_any(), spec_replicas(r), available(r)))
+                .collect();
+            for (_, s, avail) in old_specs.iter_mut() {
+                let unhealthy = (*s - *avail).max(0).min(cleanup_budget);
+                *s -= unhealthy;
+                cleanup_budget -= unhealthy;
+            }
+            let all_available: i32 = available(new_rs) + old_specs.iter().map(|(_, s, a)| (*a).min(*s)).sum::<i32>();
+            let mut scale_down = (all_available - min_available).max(0);
+            for (_, s, _) in old_specs.iter_mut() {
+                let take = (*s).min(scale_down);
+                *s -= take;
+                scale_down -= take;
+            }
+            for (old, (_, s, _)) in olds.iter().zip(old_specs.iter()) {
+                if spec_replicas(old) != *s {
+                    scale(&rs_api, old, *s, replicas, max_surge).await?;
                 }
             }
         }
+    }
+    if !paused {
         // Keep at most revisionHistoryLimit old, empty ReplicaSets.
         let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
         let empty: Vec<&&ReplicaSet> = olds
@@ -509,6 +655,34 @@ mod tests {
         assert_eq!(resolve(None, 1, true, 25), 1);
         assert_eq!(resolve(None, 1, false, 25), 0);
         assert_eq!(resolve(Some(&IntOrString::Int(0)), 5, false, 25), 0);
+    }
+
+    fn rs(replicas: i32, max_replicas: Option<i32>) -> ReplicaSet {
+        let mut ann = serde_json::Map::new();
+        if let Some(m) = max_replicas {
+            ann.insert(MAX_REPLICAS.into(), json!(m.to_string()));
+        }
+        serde_json::from_value(
+            json!({"metadata": {"name": "r", "annotations": ann}, "spec": {"replicas": replicas, "selector": {}}}),
+        )
+        .expect("rs")
+    }
+
+    #[test]
+    fn proportions_follow_upstream() {
+        // 4 → 8 replicas (maxSurge 1) with old 4 / new 1, both sized for a maximum of 5:
+        // 4 more fit; the old one gets round(4 × 9 / 5) − 4 = 3, the new one what is left.
+        let (old, new) = (rs(4, Some(5)), rs(1, Some(5)));
+        assert_eq!(proportion(&old, 8, 1, 4, 0, 5), 3);
+        assert_eq!(proportion(&new, 8, 1, 4, 3, 5), 1);
+        // Never more than what is left to share out, in either direction.
+        assert_eq!(proportion(&new, 8, 1, 4, 4, 5), 0);
+        assert_eq!(proportion(&old, 2, 1, -2, 0, 5), -2);
+        // Scaling to zero empties every ReplicaSet.
+        assert_eq!(proportion(&old, 0, 1, -5, 0, 5), -4);
+        // Without the annotation the deployment's observed size stands in.
+        assert_eq!(proportion(&rs(2, None), 8, 1, 5, 0, 4), 3);
+        assert_eq!(proportion(&rs(0, Some(5)), 8, 1, 4, 0, 5), 0);
     }
 
     #[test]

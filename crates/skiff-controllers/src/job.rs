@@ -1,7 +1,8 @@
 //! The Job controller: runs pods until `completions` succeed (`parallelism` at a time; Indexed
-//! mode gives each pod its completion index), gives up after `backoffLimit` failures or
-//! `activeDeadlineSeconds`, records `Complete`/`Failed` conditions, and deletes finished jobs
-//! after `ttlSecondsAfterFinished`.
+//! mode gives each pod its completion index), replaces failed pods after an exponential
+//! backoff (10 s, 20 s, 40 s … up to 10 min, as upstream), gives up after `backoffLimit`
+//! failures or `activeDeadlineSeconds`, records `Complete`/`Failed` conditions, and deletes
+//! finished jobs after `ttlSecondsAfterFinished`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use serde_json::json;
 
 const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 const MANAGER: &str = "job-controller";
+/// Upstream's DefaultJobPodFailureBackOff and MaxJobPodFailureBackOff.
+const POD_FAILURE_BACKOFF_MS: i64 = 10_000;
+const MAX_POD_FAILURE_BACKOFF_MS: i64 = 600_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -37,6 +41,55 @@ fn phase(p: &Pod) -> &str {
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// When a pod finished, in milliseconds since the epoch (upstream's `getFinishedTime`): its
+/// containers' last finish if all have terminated, else its Ready=False transition, else its
+/// deletion, else its creation.
+fn finished_at(p: &Pod) -> i64 {
+    let ms = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| t.0.as_millisecond();
+    let status = p.status.as_ref();
+    let containers: Option<Vec<i64>> = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .filter(|cs| !cs.is_empty())
+        .and_then(|cs| {
+            cs.iter()
+                .map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(ms))
+                .collect()
+        });
+    if let Some(t) = containers.and_then(|ts| ts.into_iter().max()) {
+        return t;
+    }
+    let ready_false = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "False"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(ms);
+    if let Some(t) = ready_false {
+        return t;
+    }
+    if let Some(t) = p.metadata.deletion_timestamp.as_ref() {
+        return ms(t) - p.metadata.deletion_grace_period_seconds.unwrap_or(0) * 1000;
+    }
+    p.metadata.creation_timestamp.as_ref().map(ms).unwrap_or_default()
+}
+
+/// How long to wait before creating pods, after failures (upstream's backoff record): 10 s
+/// doubled for each failure since the last success, capped at 10 min, counted from the last
+/// failure.
+fn backoff_remaining(pods: &[Pod], now_ms: i64) -> Option<Duration> {
+    let last_success = pods.iter().filter(|p| phase(p) == "Succeeded").map(finished_at).max();
+    let failures: Vec<i64> = pods
+        .iter()
+        .filter(|p| phase(p) == "Failed")
+        .map(finished_at)
+        .filter(|t| last_success.is_none_or(|s| *t > s))
+        .collect();
+    let last_failure = failures.iter().max()?;
+    let doublings = (failures.len() - 1).min(16) as u32;
+    let backoff = (POD_FAILURE_BACKOFF_MS << doublings).min(MAX_POD_FAILURE_BACKOFF_MS);
+    let remaining = last_failure + backoff - now_ms;
+    (remaining > 0).then(|| Duration::from_millis(remaining as u64))
 }
 
 fn finished(job: &Job) -> Option<&str> {
@@ -124,6 +177,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     let start_time = status.start_time.as_ref().map(|t| t.0.to_string()).unwrap_or_else(now);
 
     let mut condition: Option<(&str, &str, String)> = None;
+    let mut backoff: Option<Duration> = None;
     if completions.is_some_and(|c| done_count >= c) || (completions.is_none() && done_count > 0 && active.is_empty()) {
         condition = Some((
             "Complete",
@@ -158,7 +212,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     } else if spec.suspend != Some(true) {
         let remaining = completions.map(|c| c - done_count).unwrap_or(parallelism).max(0);
         let want = parallelism.min(remaining);
-        let missing = want - active.len() as i32;
+        let mut missing = want - active.len() as i32;
+        if missing > 0 {
+            if let Some(wait) = backoff_remaining(&pods, chrono::Utc::now().timestamp_millis()) {
+                // Failed pods are replaced only after the backoff.
+                missing = 0;
+                backoff = Some(wait);
+            }
+        }
         let busy: BTreeSet<i32> = active
             .iter()
             .filter_map(|p| p.annotations().get(INDEX_ANNOTATION).and_then(|i| i.parse().ok()))
@@ -253,10 +314,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
         )
         .await?;
     }
-    Ok(match spec.active_deadline_seconds {
-        Some(d) if condition.is_none() => Action::requeue(Duration::from_secs(d.clamp(1, 30) as u64)),
-        _ => Action::requeue(Duration::from_secs(60)),
-    })
+    let recheck = match spec.active_deadline_seconds {
+        Some(d) if condition.is_none() => Duration::from_secs(d.clamp(1, 30) as u64),
+        _ => Duration::from_secs(60),
+    };
+    Ok(Action::requeue(match backoff {
+        Some(b) => recheck.min(b + Duration::from_millis(100)),
+        None => recheck,
+    }))
 }
 
 pub async fn run(client: Client) -> anyhow::Result<()> {
@@ -270,4 +335,44 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         .for_each(crate::log_event)
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(phase: &str, finished: &str) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "creationTimestamp": "2023-11-14T22:00:00Z"}, "status": {
+            "phase": phase,
+            "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                                   "state": {"terminated": {"exitCode": 1, "finishedAt": finished}}}]}}),
+        )
+        .expect("pod")
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_since_the_last_success() {
+        // 2023-11-14T22:13:20Z
+        let t = 1_700_000_000_000;
+        let one = [pod("Failed", "2023-11-14T22:13:20Z")];
+        assert_eq!(backoff_remaining(&one, t + 4_000), Some(Duration::from_secs(6)));
+        assert_eq!(backoff_remaining(&one, t + 10_000), None);
+        let two = [
+            pod("Failed", "2023-11-14T22:13:10Z"),
+            pod("Failed", "2023-11-14T22:13:20Z"),
+        ];
+        assert_eq!(backoff_remaining(&two, t), Some(Duration::from_secs(20)));
+        // A success resets the count; failures before it no longer matter.
+        let after_success = [
+            pod("Failed", "2023-11-14T22:13:00Z"),
+            pod("Succeeded", "2023-11-14T22:13:10Z"),
+            pod("Failed", "2023-11-14T22:13:20Z"),
+        ];
+        assert_eq!(backoff_remaining(&after_success, t), Some(Duration::from_secs(10)));
+        assert_eq!(backoff_remaining(&[pod("Succeeded", "2023-11-14T22:13:20Z")], t), None);
+        // Capped at 10 minutes.
+        let many: Vec<Pod> = (0..12).map(|_| pod("Failed", "2023-11-14T22:13:20Z")).collect();
+        assert_eq!(backoff_remaining(&many, t), Some(Duration::from_secs(600)));
+    }
 }

@@ -1,5 +1,6 @@
 //! The ReplicaSet controller: keeps `spec.replicas` pods from the template running, owned by
-//! the ReplicaSet, and reports replicas/ready/available/observedGeneration in status.
+//! the ReplicaSet, and reports replicas/ready/available/observedGeneration in status (a pod is
+//! available once it has been Ready for `minReadySeconds`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +51,39 @@ fn is_ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Milliseconds since the epoch at which the pod last became Ready.
+fn ready_since(p: &Pod) -> Option<i64> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+}
+
+/// Upstream's `IsPodAvailable`: Ready, and (with `minReadySeconds`) Ready for longer than
+/// that. Otherwise, for a Ready pod, how long until it is available.
+fn availability(p: &Pod, min_ready_seconds: i32, now_ms: i64) -> Result<(), Option<i64>> {
+    if !is_ready(p) {
+        return Err(None);
+    }
+    if min_ready_seconds <= 0 {
+        return Ok(());
+    }
+    let Some(since) = ready_since(p) else {
+        return Err(None);
+    };
+    let at = since + i64::from(min_ready_seconds) * 1000;
+    if at < now_ms {
+        Ok(())
+    } else {
+        Err(Some(at - now_ms))
+    }
 }
 
 fn is_active(p: &Pod) -> bool {
@@ -176,17 +210,29 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
         })
         .count();
     let ready = active.iter().filter(|p| is_ready(p)).count();
+    let min_ready_seconds = spec.min_ready_seconds.unwrap_or(0);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut available = 0;
+    // The soonest a Ready pod becomes available: look again then.
+    let mut recheck: Option<i64> = None;
+    for p in &active {
+        match availability(p, min_ready_seconds, now_ms) {
+            Ok(()) => available += 1,
+            Err(Some(wait)) => recheck = Some(recheck.map_or(wait, |r| r.min(wait))),
+            Err(None) => {}
+        }
+    }
     let status = json!({"status": {
         "replicas": active.len(),
         "fullyLabeledReplicas": fully_labeled,
         "readyReplicas": ready,
-        "availableReplicas": ready,
+        "availableReplicas": available,
         "observedGeneration": rs.metadata.generation,
     }});
     let current = rs.status.clone().unwrap_or_default();
     let changed = current.replicas != active.len() as i32
         || current.ready_replicas.unwrap_or(0) != ready as i32
-        || current.available_replicas.unwrap_or(0) != ready as i32
+        || current.available_replicas.unwrap_or(0) != available
         || current.fully_labeled_replicas.unwrap_or(0) != fully_labeled as i32
         || current.observed_generation != rs.metadata.generation;
     if changed {
@@ -194,7 +240,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await?;
     }
-    Ok(Action::await_change())
+    Ok(match recheck {
+        Some(ms) => Action::requeue(std::time::Duration::from_millis(ms.max(0) as u64 + 100)),
+        None => Action::await_change(),
+    })
 }
 
 pub async fn run(client: Client) -> anyhow::Result<()> {
@@ -208,4 +257,32 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         .for_each(crate::log_event)
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ready_since: Option<&str>) -> Pod {
+        let conditions = match ready_since {
+            Some(t) => json!([{"type": "Ready", "status": "True", "lastTransitionTime": t}]),
+            None => json!([{"type": "Ready", "status": "False"}]),
+        };
+        serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "status": {"phase": "Running", "conditions": conditions}}),
+        )
+        .expect("pod")
+    }
+
+    #[test]
+    fn available_after_min_ready_seconds() {
+        let ready_at = 1_700_000_000_000;
+        let p = pod(Some("2023-11-14T22:13:20Z"));
+        assert_eq!(availability(&p, 0, ready_at), Ok(()));
+        assert_eq!(availability(&p, 5, ready_at + 1_000), Err(Some(4_000)));
+        // Upstream's strict "ready time + minReadySeconds is before now".
+        assert_eq!(availability(&p, 5, ready_at + 5_000), Err(Some(0)));
+        assert_eq!(availability(&p, 5, ready_at + 5_001), Ok(()));
+        assert_eq!(availability(&pod(None), 0, ready_at), Err(None));
+    }
 }

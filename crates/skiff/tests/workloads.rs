@@ -272,6 +272,21 @@ fn deployment_rollout(version: &str) {
         ]),
         "Succeeded"
     );
+
+    // Deleting the deployment leaves nothing behind: its ReplicaSets (all revisions) and
+    // their pods are collected.
+    k.ok(&["delete", "deployment", "hello"]);
+    let left = (0..150)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            k.ok(&["get", "rs,pods", "-l", "app=hello", "-o", "name"])
+        })
+        .find(|out| out.trim().is_empty());
+    assert!(
+        left.is_some(),
+        "left behind after deleting the deployment: {}",
+        k.ok(&["get", "rs,pods", "-l", "app=hello", "-o", "name"])
+    );
 }
 
 #[test]
