@@ -50,6 +50,15 @@ fn micro_now() -> String {
 
 const MANAGER: &str = "skiff-simulated-node";
 
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl SimulatedNodes {
     pub fn new(client: Client, cfg: SimulatedNodesConfig) -> Self {
         SimulatedNodes { client, cfg }
@@ -94,19 +103,32 @@ impl SimulatedNodes {
         Ok(())
     }
 
+    /// Renew every lease, a bounded number at a time, as kubelets do (a small merge patch of
+    /// `renewTime`, not an apply: the lease exists after registration).
     async fn heartbeat(&self) -> anyhow::Result<()> {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        for name in self.names() {
-            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
-                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_now()}});
-            match leases
-                .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&lease))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) => tracing::warn!(node = name, error = %e, "lease renewal failed"),
-            }
-        }
+        futures::stream::iter(self.names())
+            .for_each_concurrent(16, |name| {
+                let leases = leases.clone();
+                async move {
+                    let renew = json!({"spec": {"renewTime": micro_now()}});
+                    let res = match leases.patch(&name, &PatchParams::default(), &Patch::Merge(&renew)).await {
+                        Err(kube::Error::Api(e)) if e.code == 404 => {
+                            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+                                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_now()}});
+                            leases
+                                .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&lease))
+                                .await
+                                .map(|_| ())
+                        }
+                        r => r.map(|_| ()),
+                    };
+                    if let Err(e) = res {
+                        tracing::warn!(node = name, error = %e, "lease renewal failed");
+                    }
+                }
+            })
+            .await;
         Ok(())
     }
 
@@ -172,7 +194,20 @@ impl SimulatedNodes {
     pub async fn run(self) -> anyhow::Result<()> {
         self.register().await?;
         self.heartbeat().await?;
-        let mut beat = tokio::time::interval(self.cfg.heartbeat);
+        // Heartbeats run on their own so that renewing thousands of leases never holds up pods.
+        let beats = SimulatedNodes {
+            client: self.client.clone(),
+            cfg: self.cfg.clone(),
+        };
+        let heartbeats = tokio::spawn(async move {
+            let mut beat = tokio::time::interval(beats.cfg.heartbeat);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beat.tick().await;
+                let _ = beats.heartbeat().await;
+            }
+        });
+        let _stop_heartbeats = AbortOnDrop(heartbeats);
         let pods: Api<Pod> = Api::all(self.client.clone());
         let mine: std::collections::HashSet<String> = self.names().into_iter().collect();
         let stream = watcher(pods, watcher::Config::default()).default_backoff();
@@ -182,7 +217,6 @@ impl SimulatedNodes {
         let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
         loop {
             tokio::select! {
-                _ = beat.tick() => { let _ = self.heartbeat().await; }
                 ev = stream.next() => {
                     let Some(ev) = ev else { return Ok(()) };
                     let pods: Vec<Pod> = match ev {

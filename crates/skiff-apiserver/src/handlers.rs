@@ -12,7 +12,9 @@ use skiff_api::{FieldSelector, LabelSelector, ResourceType};
 
 use crate::error::{ApiError, ApiResult};
 use crate::objects::{DeleteOpts, FieldValidation, Outcome, Part, WriteOpts};
-use crate::request::{body_type, route, wants_table, BodyType, Query, ResourceRoute, Route};
+use crate::request::{
+    body_type, partial_metadata, route, wants_metadata, wants_table, BodyType, Query, ResourceRoute, Route,
+};
 use crate::server::Shared;
 use crate::{discovery, openapi, version};
 
@@ -284,6 +286,9 @@ async fn resource(
             if wants_table(accept) {
                 let obj = objects.present(&rt, &cur.value());
                 return Ok(table_response(&rt, &[Arc::new(obj)], &cur.rev.to_string(), None, &q));
+            }
+            if wants_metadata(accept) {
+                return Ok(raw_json(StatusCode::OK, partial_metadata(&cur.bytes).into()));
             }
             if !objects.needs_conversion(&rt) {
                 return Ok(raw_json(StatusCode::OK, cur.bytes.clone()));

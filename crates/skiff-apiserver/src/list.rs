@@ -17,7 +17,7 @@ use crate::cache::cached;
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::{json_response, table_response, Selectors};
 use crate::objects::DeleteOpts;
-use crate::request::{wants_table, Query};
+use crate::request::{partial_metadata, wants_metadata, wants_table, Query};
 use crate::server::Shared;
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -156,19 +156,26 @@ pub async fn list(
     if let Some(n) = &next {
         meta["continue"] = json!(n);
     }
-    let head = format!(
-        "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
-        rt.list_kind,
-        rt.api_version(),
-        meta
-    );
+    let metadata_only = wants_metadata(accept);
+    let head = if metadata_only {
+        format!("{{\"kind\":\"PartialObjectMetadataList\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{meta},\"items\":[")
+    } else {
+        format!(
+            "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+            rt.list_kind,
+            rt.api_version(),
+            meta
+        )
+    };
     let mut out = BytesMut::with_capacity(head.len() + items.iter().map(|i| i.bytes.len() + 1).sum::<usize>() + 2);
     out.put_slice(head.as_bytes());
     for (idx, it) in items.iter().enumerate() {
         if idx > 0 {
             out.put_u8(b',');
         }
-        if converted {
+        if metadata_only {
+            out.put_slice(&partial_metadata(&it.bytes));
+        } else if converted {
             out.put_slice(&serde_json::to_vec(&shared.objects.present(rt, &it.value())).unwrap_or_default());
         } else {
             out.put_slice(&it.bytes);

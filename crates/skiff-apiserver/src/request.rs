@@ -164,6 +164,35 @@ pub fn wants_table(accept: &str) -> bool {
     })
 }
 
+/// Whether the client asked for metadata only (`PartialObjectMetadata[List]`), as metadata
+/// informers (the garbage collector, controllers that only follow owners) do.
+pub fn wants_metadata(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|part| {
+        let p = part.replace(' ', "");
+        p.contains("as=PartialObjectMetadata") && p.contains("g=meta.k8s.io")
+    })
+}
+
+/// `{"kind":"PartialObjectMetadata",...,"metadata":...}` from an object's stored JSON, without
+/// parsing more of it than the metadata.
+pub fn partial_metadata(object: &[u8]) -> Vec<u8> {
+    #[derive(serde::Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow)]
+        metadata: Option<&'a serde_json::value::RawValue>,
+    }
+    let meta = serde_json::from_slice::<Meta>(object)
+        .ok()
+        .and_then(|m| m.metadata)
+        .map(|m| m.get())
+        .unwrap_or("{}");
+    let mut out = Vec::with_capacity(meta.len() + 80);
+    out.extend_from_slice(br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#);
+    out.extend_from_slice(meta.as_bytes());
+    out.push(b'}');
+    out
+}
+
 /// Body media types the server decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyType {
@@ -247,5 +276,14 @@ mod tests {
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
         ));
         assert!(!wants_table("application/json"));
+        assert!(wants_metadata(
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+        ));
+        assert!(!wants_metadata("application/json"));
+        let m = partial_metadata(br#"{"kind":"Pod","metadata":{"name":"p","labels":{"a":"b"}},"spec":{"x":[1,2]}}"#);
+        assert_eq!(
+            std::str::from_utf8(&m).unwrap(),
+            r#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"p","labels":{"a":"b"}}}"#
+        );
     }
 }

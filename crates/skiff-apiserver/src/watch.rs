@@ -19,7 +19,7 @@ use skiff_store::Revision;
 use crate::cache::{CacheEvent, CachedObject, WatchEventType};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::{table, Selectors};
-use crate::request::{wants_table, Query};
+use crate::request::{partial_metadata, wants_metadata, wants_table, Query};
 use crate::server::Shared;
 
 struct Watcher {
@@ -28,6 +28,7 @@ struct Watcher {
     prefix: String,
     sel: Selectors,
     table: bool,
+    metadata_only: bool,
     q: Query,
     sent_header: bool,
     convert: bool,
@@ -54,7 +55,9 @@ impl Watcher {
             line.push(b'\n');
             return Bytes::from(line);
         }
-        let body: Bytes = if self.convert {
+        let body: Bytes = if self.metadata_only {
+            Bytes::from(partial_metadata(&obj.bytes))
+        } else if self.convert {
             Bytes::from(serde_json::to_vec(&self.shared.objects.present(&self.rt, &obj.value())).unwrap_or_default())
         } else {
             obj.bytes.clone()
@@ -207,6 +210,7 @@ pub async fn watch(
         prefix: prefix.clone(),
         sel,
         table: table_mode,
+        metadata_only: wants_metadata(accept),
         q: q.clone(),
         sent_header: false,
         convert,

@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -241,8 +242,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
 
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let api: Api<DaemonSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client.clone());
+    // Owners and node changes are seen from metadata alone (any change moves resourceVersion);
+    // whole objects are read per reconcile.
+    let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
+    let nodes: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     // A node joining, leaving or changing labels/taints affects every DaemonSet.
     let node_changes = watcher(nodes, watcher::Config::default()).filter_map(|e| async move {

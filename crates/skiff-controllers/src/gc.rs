@@ -32,6 +32,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::GroupVersionKind;
+use kube::core::PartialObjectMeta;
 use kube::discovery::{verbs, ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -99,7 +100,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn from_object(resource: &Arc<Tracked>, o: &DynamicObject) -> Option<Node> {
+    fn from_object(resource: &Arc<Tracked>, o: &PartialObjectMeta<DynamicObject>) -> Option<Node> {
         Some(Node {
             resource: resource.clone(),
             uid: o.metadata.uid.clone()?,
@@ -608,7 +609,9 @@ impl Drop for GarbageCollector {
 
 /// Keep the shared copy of one resource current; wake the pass loop when graph state changes.
 async fn watch_resource(client: Client, key: String, resource: Arc<Tracked>, shared: Arc<Shared>) {
-    let api: Api<DynamicObject> = Api::all_with(client, &resource.ar);
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &resource.ar);
+    // Metadata only: the collector needs nothing else, and whole objects cost the API server
+    // and this process a parse of every change of every kind.
     let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut buffer: HashMap<String, Arc<Node>> = HashMap::new();
     while let Some(event) = stream.next().await {
@@ -679,15 +682,20 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
             }
             next_discovery = Instant::now() + DISCOVERY_INTERVAL;
         }
+        let pass_started = Instant::now();
         let outstanding = if gc.discovery.is_some() {
             gc.pass().instrument(tracing::debug_span!("gc_pass")).await
         } else {
             true
         };
+        let took = pass_started.elapsed();
         let wait = if outstanding { RETRY_INTERVAL } else { RESYNC_INTERVAL };
         let deadline = (Instant::now() + wait).min(next_discovery);
+        // A pass is O(objects): under constant churn of many objects, rest at least nine
+        // times as long as the last pass took, so the collector stays near a tenth of a core.
+        let rest = DEBOUNCE.max(took * 9);
         tokio::select! {
-            _ = gc.shared.changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = gc.shared.changed.notified() => tokio::time::sleep(rest).await,
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -247,7 +248,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
 }
 
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let pod_api: Api<Pod> = Api::all(client.clone());
+    // Owners are found from metadata alone; whole pods are read per reconcile.
+    let pod_api: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     Controller::new(rs_api, watcher::Config::default())

@@ -274,6 +274,8 @@ pub struct Cache {
     index: HashMap<String, usize>,
     pod_node: HashMap<String, String>,
     assumed: HashSet<String>,
+    /// Pods with pod (anti-)affinity anywhere: without any, the symmetric checks are skipped.
+    affinity_pods: usize,
     /// Where the next search for feasible nodes starts, so pods spread over a sample.
     next_start: usize,
 }
@@ -347,6 +349,7 @@ impl Cache {
     pub fn add_pod(&mut self, info: PodInfo, node: &str) {
         self.remove_pod(&info.key);
         self.pod_node.insert(info.key.clone(), node.to_string());
+        self.affinity_pods += usize::from(info.has_pod_affinity());
         self.slot(node).add_pod(Arc::new(info));
     }
 
@@ -355,6 +358,9 @@ impl Cache {
         self.assumed.remove(key);
         if let Some(node) = self.pod_node.remove(key) {
             if let Some(&i) = self.index.get(&node) {
+                if self.nodes[i].affinity_pods.contains(key) {
+                    self.affinity_pods -= 1;
+                }
                 self.nodes[i].remove_pod(key);
             }
             self.drop_slot_if_empty(&node);
@@ -631,7 +637,11 @@ fn pre_filter<'a>(pod: &'a PodInfo, cache: &Cache, objs: &Objects) -> Result<Pre
         }
     }
     // Existing pods whose required anti-affinity this pod would violate.
-    for node in cache.nodes.iter().filter(|n| n.node.is_some()) {
+    for node in cache
+        .nodes
+        .iter()
+        .filter(|n| cache.affinity_pods > 0 && n.node.is_some())
+    {
         for key in &node.affinity_pods {
             let Some(other) = node.pods.get(key) else { continue };
             for t in other.required_anti_affinity() {
@@ -955,7 +965,12 @@ fn score(pod: &PodInfo, nodes: &[&NodeInfo], pre: &PreFilter, cache: &Cache, obj
     let own: Vec<Term> = pod.preferred_terms().map(|(w, t)| Term::new(t, pod, w)).collect();
     let mut pairs: HashMap<Pair, i64> = HashMap::new();
     let mut any = false;
-    for node in cache.nodes.iter().filter(|n| n.node.is_some()) {
+    let nodes_to_visit = if own.is_empty() && cache.affinity_pods == 0 {
+        &cache.nodes[..0]
+    } else {
+        &cache.nodes[..]
+    };
+    for node in nodes_to_visit.iter().filter(|n| n.node.is_some()) {
         let labels = node.labels();
         if !own.is_empty() {
             for other in node.pods.values() {

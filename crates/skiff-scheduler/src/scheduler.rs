@@ -81,6 +81,15 @@ fn ours(p: &Pod) -> bool {
         == SCHEDULER_NAME
 }
 
+/// A node as the cache keeps it: without managedFields and images, which scheduling never reads.
+fn slim(mut n: Node) -> Node {
+    n.metadata.managed_fields = None;
+    if let Some(s) = n.status.as_mut() {
+        s.images = None;
+    }
+    n
+}
+
 fn key_of(p: &Pod) -> String {
     format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
@@ -263,7 +272,9 @@ impl Scheduler {
         }
     }
 
-    fn on_pod(&mut self, pod: Pod) {
+    fn on_pod(&mut self, mut pod: Pod) {
+        // Kept for as long as the pod exists; managedFields are most of a pod and unused here.
+        pod.metadata.managed_fields = None;
         let key = key_of(&pod);
         match node_of(&pod).map(str::to_string) {
             Some(node) => {
@@ -352,10 +363,11 @@ impl Scheduler {
                     }
                     watcher::Event::InitDone => {
                         let nodes = self.relist_nodes.take().unwrap_or_default();
-                        self.cache.replace_nodes(nodes.into_iter().map(Arc::new).collect());
+                        self.cache
+                            .replace_nodes(nodes.into_iter().map(|n| Arc::new(slim(n))).collect());
                         self.nodes_synced = true;
                     }
-                    watcher::Event::Apply(n) => self.cache.set_node(Arc::new(n)),
+                    watcher::Event::Apply(n) => self.cache.set_node(Arc::new(slim(n))),
                     watcher::Event::Delete(n) => self.cache.remove_node(&n.name_any()),
                 }
                 self.cluster_changed();
