@@ -282,7 +282,7 @@ mod tests {
         assert!(!wants_metadata("application/json"));
         let m = partial_metadata(br#"{"kind":"Pod","metadata":{"name":"p","labels":{"a":"b"}},"spec":{"x":[1,2]}}"#);
         assert_eq!(
-            std::str::from_utf8(&m).unwrap(),
+            std::str::from_utf8(&m).expect("utf-8"),
             r#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"p","labels":{"a":"b"}}}"#
         );
     }

@@ -871,9 +871,7 @@ fn normalize(raw: &[i64], reverse: bool) -> Vec<i64> {
     raw.iter()
         .map(|&s| {
             if max == min {
-                if reverse {
-                    100
-                } else if max > 0 {
+                if reverse || max > 0 {
                     100
                 } else {
                     0

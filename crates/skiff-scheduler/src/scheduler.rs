@@ -33,8 +33,8 @@ const PARKED_MAX: Duration = Duration::from_secs(30);
 const ASSUME_TTL: Duration = Duration::from_secs(30);
 
 enum Update {
-    Pod(watcher::Event<Pod>),
-    Node(watcher::Event<Node>),
+    Pod(Box<watcher::Event<Pod>>),
+    Node(Box<watcher::Event<Node>>),
     /// Claims, volumes, classes or namespaces changed.
     Objects,
     Bound(String, Result<(), BindError>),
@@ -327,7 +327,7 @@ impl Scheduler {
 
     fn apply(&mut self, u: Update) {
         match u {
-            Update::Pod(ev) => match ev {
+            Update::Pod(ev) => match *ev {
                 watcher::Event::Init => self.relist_pods = Some(Vec::new()),
                 watcher::Event::InitApply(p) => {
                     if let Some(v) = self.relist_pods.as_mut() {
@@ -354,7 +354,7 @@ impl Scheduler {
                 watcher::Event::Delete(p) => self.on_pod_deleted(&key_of(&p)),
             },
             Update::Node(ev) => {
-                match ev {
+                match *ev {
                     watcher::Event::Init => self.relist_nodes = Some(Vec::new()),
                     watcher::Event::InitApply(n) => {
                         if let Some(v) = self.relist_nodes.as_mut() {
@@ -524,8 +524,8 @@ impl Scheduler {
 /// Run the scheduler until its watches end.
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    forward::<Pod>(&client, tx.clone(), Update::Pod);
-    forward::<Node>(&client, tx.clone(), Update::Node);
+    forward::<Pod>(&client, tx.clone(), |e| Update::Pod(Box::new(e)));
+    forward::<Node>(&client, tx.clone(), |e| Update::Node(Box::new(e)));
     let stores = Stores {
         claims: follow(&client, tx.clone()),
         volumes: follow(&client, tx.clone()),

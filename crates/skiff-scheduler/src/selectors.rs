@@ -126,6 +126,7 @@ pub fn terms_match(terms: &[NodeSelectorTerm], node_name: &str, labels: &Labels)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use serde_json::json;

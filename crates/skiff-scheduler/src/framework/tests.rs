@@ -1,5 +1,7 @@
 //! Filters and scores, each against the situation a user would set up.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use super::*;
 use serde_json::{json, Value};
 
