@@ -4,9 +4,8 @@
 //!
 //! Usage: `skiff-bench --skiff target/release/skiff [--pods 10000] [--creates 20000]`
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use skiff_bench::{client, proc_status_kib, start};
 
 struct Args {
     skiff: PathBuf,
@@ -51,75 +51,6 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-    startup: Duration,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(skiff: &PathBuf) -> Result<Server> {
-    let dir = tempfile::tempdir()?;
-    let t0 = Instant::now();
-    let mut child = Command::new(skiff)
-        .args([
-            "server",
-            "--disable-agent",
-            "--bind-address",
-            "127.0.0.1",
-            "--https-listen-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("SKIFF_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting skiff")?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let mut ready = None;
-    for line in lines.by_ref() {
-        if line?.starts_with("Skiff API server listening on") {
-            ready = Some(t0.elapsed());
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let startup = ready.context("server never became ready")?;
-    Ok(Server {
-        child,
-        kubeconfig: dir.path().join("kubeconfig.yaml"),
-        _dir: dir,
-        startup,
-    })
-}
-
-async fn client(s: &Server) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
 }
 
 fn configmap(name: &str) -> ConfigMap {
@@ -195,7 +126,7 @@ async fn main() -> Result<()> {
         let t = Instant::now();
         Command::new(&args.skiff).arg("--version").output()?;
         execs.push(t.elapsed());
-        let s = start(&args.skiff)?;
+        let s = start(&args.skiff, &[])?;
         starts.push(s.startup);
     }
     let start_p50 = percentile(&mut starts, 0.5);
@@ -207,10 +138,10 @@ async fn main() -> Result<()> {
         "≤ 300 ms".into(),
     ));
 
-    let server = start(&args.skiff)?;
+    let server = start(&args.skiff, &[])?;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = rss_kib(pid);
+    let idle = proc_status_kib(pid, "VmRSS:");
     let c = client(&server).await?;
 
     // Single-client create latency.
@@ -294,7 +225,7 @@ async fn main() -> Result<()> {
         format!("client-side JSON parse of the same body: {}", ms(parse)),
         "≤ 100 ms".into(),
     ));
-    let loaded = rss_kib(pid);
+    let loaded = proc_status_kib(pid, "VmRSS:");
     rows.push((
         "server RSS idle".into(),
         format!("{:.1} MB", idle as f64 / 1024.0),

@@ -8,9 +8,7 @@
 //! [--deployments 50]`
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -19,6 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent};
 use serde::Deserialize;
+use skiff_bench::{client, proc_status_kib, start};
 
 struct Args {
     skiff: PathBuf,
@@ -48,68 +47,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(skiff: &PathBuf, extra: &[&str]) -> Result<Server> {
-    let dir = tempfile::tempdir()?;
-    let mut child = Command::new(skiff)
-        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
-        .args(["--https-listen-port", "0", "--data-dir"])
-        .arg(dir.path())
-        .args(extra)
-        .env("SKIFF_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting skiff")?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let mut ready = false;
-    for line in lines.by_ref() {
-        if line?.starts_with("Skiff API server listening on") {
-            ready = true;
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    if !ready {
-        bail!("server never became ready");
-    }
-    Ok(Server {
-        child,
-        kubeconfig: dir.path().join("kubeconfig.yaml"),
-        _dir: dir,
-    })
-}
-
-async fn client(s: &Server) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
-}
-
 fn template() -> serde_json::Value {
     serde_json::json!({
         "metadata": {"labels": {"app": "bench"}},
@@ -133,8 +70,6 @@ struct MiniMeta {
     name: String,
     #[serde(default)]
     namespace: String,
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: String,
 }
 #[derive(Deserialize, Clone, Default)]
 struct MiniSpec {
@@ -148,7 +83,7 @@ struct MiniStatus {
 }
 
 /// The API alone: create `n` pods with `workers` concurrent clients.
-async fn api_only(skiff: &PathBuf, n: usize, workers: usize) -> Result<Duration> {
+async fn api_only(skiff: &std::path::Path, n: usize, workers: usize) -> Result<Duration> {
     let server = start(skiff, &["--disable-scheduler", "--disable-controller-manager"])?;
     let c = client(&server).await?;
     let api: Api<Pod> = Api::namespaced(c, "default");
@@ -253,7 +188,6 @@ async fn main() -> Result<()> {
                 Err(e) => return Err(anyhow::anyhow!("watch: {e}")),
             };
             let key = (p.metadata.namespace.clone(), p.metadata.name.clone());
-            let _ = &p.metadata.resource_version;
             if seen.insert(key.clone()) && seen.len() == total {
                 all_created = Some(t0.elapsed());
             }

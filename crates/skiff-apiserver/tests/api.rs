@@ -804,3 +804,82 @@ async fn binding_assigns_a_node_once() {
         other => panic!("a second binding must conflict, got {other:?}"),
     }
 }
+
+/// Metadata informers (`Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`) get
+/// each object's metadata and nothing else, for get, list and watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_reads() {
+    let t = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let mut c = cm("meta", &[("secretish", "payload-value")]);
+    c.metadata.labels = Some([("app".to_string(), "m".to_string())].into());
+    cms.create(&PostParams::default(), &c).await.expect("create");
+    let metas: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::namespaced(t.client.clone(), "default");
+    let got = metas.get_metadata("meta").await.expect("get metadata");
+    assert_eq!(
+        got.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app"))
+            .map(String::as_str),
+        Some("m")
+    );
+    let listed = metas
+        .list_metadata(&ListParams::default().labels("app=m"))
+        .await
+        .expect("list metadata");
+    assert_eq!(listed.items.len(), 1);
+    assert!(listed.metadata.resource_version.is_some());
+
+    let raw = |path: &str, accept: &str| {
+        http::Request::get(path)
+            .header("Accept", accept)
+            .body(Vec::new())
+            .expect("request")
+    };
+    let list = t
+        .client
+        .request_text(raw(
+            "/api/v1/namespaces/default/configmaps",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+        ))
+        .await
+        .expect("raw list");
+    let v: serde_json::Value = serde_json::from_str(&list).expect("json");
+    assert_eq!(v["kind"], "PartialObjectMetadataList");
+    assert_eq!(v["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(v["items"][0]["kind"], "PartialObjectMetadata");
+    assert_eq!(v["items"][0]["metadata"]["name"], "meta");
+    assert!(!list.contains("payload-value"), "{list}");
+
+    let rv = v["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
+    let watch = tokio::spawn({
+        let client = t.client.clone();
+        async move {
+            client
+                .request_text(raw(
+                    &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=2"),
+                    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json",
+                ))
+                .await
+                .expect("raw watch")
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    cms.create(&PostParams::default(), &cm("later", &[("secretish", "payload-value")]))
+        .await
+        .expect("create later");
+    let events = watch.await.expect("watch task");
+    let first: serde_json::Value = serde_json::from_str(events.lines().next().expect("an event")).expect("event json");
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(first["object"]["metadata"]["name"], "later");
+    assert!(!events.contains("payload-value"), "{events}");
+
+    // Without the parameter, the same requests return whole objects.
+    let full = cms.get("meta").await.expect("get");
+    assert_eq!(
+        full.data.and_then(|d| d.get("secretish").cloned()).as_deref(),
+        Some("payload-value")
+    );
+}

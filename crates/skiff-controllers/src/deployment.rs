@@ -114,6 +114,11 @@ async fn scale(
         "metadata": {"annotations": {DESIRED: deploy_replicas.to_string(), MAX_REPLICAS: (deploy_replicas + max_surge).to_string()}},
         "spec": {"replicas": to}
     });
+    merge_rs(api, rs, patch).await.map(|_| ())
+}
+
+/// A merge patch of a ReplicaSet by this controller.
+async fn merge_rs(api: &Api<ReplicaSet>, rs: &ReplicaSet, patch: serde_json::Value) -> Result<ReplicaSet, kube::Error> {
     api.patch(
         &rs.name_any(),
         &PatchParams {
@@ -123,7 +128,6 @@ async fn scale(
         &Patch::Merge(&patch),
     )
     .await
-    .map(|_| ())
 }
 
 fn created(rs: &ReplicaSet) -> (i64, String) {
@@ -307,32 +311,19 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
                 // A rollback to this template: it becomes the newest revision.
                 let mut ann = copied_annotations.clone();
                 ann.insert(REVISION.into(), (max_revision + 1).to_string());
-                let patched = rs_api
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams {
-                            field_manager: Some(MANAGER.into()),
-                            ..Default::default()
-                        },
-                        &Patch::Merge(&json!({"metadata": {"annotations": ann}})),
-                    )
-                    .await?;
+                let patched = merge_rs(&rs_api, &rs, json!({"metadata": {"annotations": ann}})).await?;
                 all[i] = patched.clone();
                 Some(patched)
             } else if rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
                 != spec.min_ready_seconds.unwrap_or(0)
             {
                 // minReadySeconds is not part of the template: the current ReplicaSet follows it.
-                let patched = rs_api
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams {
-                            field_manager: Some(MANAGER.into()),
-                            ..Default::default()
-                        },
-                        &Patch::Merge(&json!({"spec": {"minReadySeconds": spec.min_ready_seconds.unwrap_or(0)}})),
-                    )
-                    .await?;
+                let patched = merge_rs(
+                    &rs_api,
+                    &rs,
+                    json!({"spec": {"minReadySeconds": spec.min_ready_seconds.unwrap_or(0)}}),
+                )
+                .await?;
                 all[i] = patched.clone();
                 Some(patched)
             } else {

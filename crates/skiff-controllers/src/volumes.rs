@@ -21,7 +21,8 @@ const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 const MANAGER: &str = "persistentvolume-controller";
 /// Set by the scheduler on a claim of a WaitForFirstConsumer class.
 const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-const WAITING: &str = "skiff.dev/waiting-for-first-consumer";
+/// The last event recorded about a claim that is not bound yet, so it is not repeated.
+const NOTED: &str = "skiff.dev/last-event";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -52,6 +53,29 @@ pub async fn ensure_default_class(client: &Client) -> Result<(), kube::Error> {
     }
 }
 
+/// Record an event about a pending claim once per reason and message, not on every pass.
+async fn note_once(
+    ctx: &Ctx,
+    pvc: &PersistentVolumeClaim,
+    ty: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), ReconcileError> {
+    let noted = format!("{reason}: {message}");
+    if pvc.annotations().get(NOTED) == Some(&noted) {
+        return Ok(());
+    }
+    crate::events::record(&ctx.client, pvc, ty, reason, message, MANAGER).await;
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &pvc.namespace().unwrap_or_default());
+    api.patch(
+        &pvc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"annotations": {NOTED: noted}}})),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let ns = pvc.namespace().unwrap_or_default();
     let name = pvc.name_any();
@@ -79,30 +103,7 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
         } else {
             format!("storageclass.storage.k8s.io \"{wanted}\" not found")
         };
-        // One event per claim and message: do not repeat on every pass.
-        if pvc
-            .annotations()
-            .get("skiff.dev/provisioning-failed")
-            .map(String::as_str)
-            != Some(msg.as_str())
-        {
-            crate::events::record(
-                &ctx.client,
-                pvc.as_ref(),
-                "Warning",
-                "ProvisioningFailed",
-                &msg,
-                MANAGER,
-            )
-            .await;
-            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"metadata": {"annotations": {"skiff.dev/provisioning-failed": msg}}})),
-            )
-            .await?;
-        }
+        note_once(&ctx, &pvc, "Warning", "ProvisioningFailed", &msg).await?;
         return Ok(Action::requeue(Duration::from_secs(15)));
     };
     if class.provisioner != LOCAL_PATH {
@@ -114,24 +115,14 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
     let selected = pvc.annotations().get(SELECTED_NODE).cloned();
     let delayed = class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer");
     if delayed && selected.is_none() {
-        if !pvc.annotations().contains_key(WAITING) {
-            crate::events::record(
-                &ctx.client,
-                pvc.as_ref(),
-                "Normal",
-                "WaitForFirstConsumer",
-                "waiting for first consumer to be created before binding",
-                MANAGER,
-            )
-            .await;
-            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"metadata": {"annotations": {WAITING: "true"}}})),
-            )
-            .await?;
-        }
+        note_once(
+            &ctx,
+            &pvc,
+            "Normal",
+            "WaitForFirstConsumer",
+            "waiting for first consumer to be created before binding",
+        )
+        .await?;
         return Ok(Action::await_change());
     }
     let node_affinity = match selected.as_deref().filter(|_| delayed) {
@@ -207,8 +198,7 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
     ann.insert("pv.kubernetes.io/bind-completed".into(), json!("yes"));
     ann.insert("pv.kubernetes.io/bound-by-controller".into(), json!("yes"));
     ann.insert("volume.kubernetes.io/storage-provisioner".into(), json!(LOCAL_PATH));
-    ann.insert("skiff.dev/provisioning-failed".into(), serde_json::Value::Null);
-    ann.insert(WAITING.into(), serde_json::Value::Null);
+    ann.insert(NOTED.into(), serde_json::Value::Null);
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": ann}, "spec": {"volumeName": pv_name, "storageClassName": class.name_any()}}))).await?;
     api.patch_status(
         &name,

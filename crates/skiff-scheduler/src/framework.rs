@@ -276,6 +276,8 @@ pub struct Cache {
     assumed: HashSet<String>,
     /// Pods with pod (anti-)affinity anywhere: without any, the symmetric checks are skipped.
     affinity_pods: usize,
+    /// Slots that hold a node object (the others only hold pods of unseen nodes).
+    known_nodes: usize,
     /// Where the next search for feasible nodes starts, so pods spread over a sample.
     next_start: usize,
 }
@@ -318,12 +320,15 @@ impl Cache {
         let alloc = Resources::from_list(alloc);
         let slot = self.slot(&name);
         slot.allocatable = alloc;
-        slot.node = Some(node);
+        let new = slot.node.replace(node).is_none();
+        self.known_nodes += usize::from(new);
     }
 
     pub fn remove_node(&mut self, name: &str) {
         if let Some(&i) = self.index.get(name) {
-            self.nodes[i].node = None;
+            if self.nodes[i].node.take().is_some() {
+                self.known_nodes -= 1;
+            }
         }
         self.drop_slot_if_empty(name);
     }
@@ -378,13 +383,23 @@ impl Cache {
         self.assumed.contains(key)
     }
 
+    /// Whether a pod is counted on some node (bound or assumed).
+    pub fn has_pod(&self, key: &str) -> bool {
+        self.pod_node.contains_key(key)
+    }
+
+    /// Whether any counted pod has pod (anti-)affinity, which other pods' checks must read.
+    pub fn has_affinity_pods(&self) -> bool {
+        self.affinity_pods > 0
+    }
+
     /// Bound pod keys, for reconciling after a relist.
     pub fn pod_keys(&self) -> Vec<String> {
         self.pod_node.keys().cloned().collect()
     }
 
     pub fn node_count(&self) -> usize {
-        self.nodes.iter().filter(|n| n.node.is_some()).count()
+        self.known_nodes
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
@@ -728,16 +743,20 @@ fn filter(pod: &PodInfo, node: &NodeInfo, pre: &PreFilter) -> Result<(), Cow<'st
         return Err("node(s) not found".into());
     };
     let labels = node.labels();
-    // NodeUnschedulable
-    if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+    // A node condition acts as a NoSchedule taint of this key that the pod may tolerate.
+    let tolerates_condition = |key: &str| {
         let t = Taint {
-            key: "node.kubernetes.io/unschedulable".into(),
+            key: key.into(),
             effect: "NoSchedule".into(),
             ..Default::default()
         };
-        if !tolerates(pod.tolerations(), &t) {
-            return Err("node(s) were unschedulable".into());
-        }
+        tolerates(pod.tolerations(), &t)
+    };
+    // NodeUnschedulable
+    if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
+        && !tolerates_condition("node.kubernetes.io/unschedulable")
+    {
+        return Err("node(s) were unschedulable".into());
     }
     // TaintToleration (a node that is not Ready carries the not-ready taint implicitly).
     if let Some(t) = untolerated_taint(pod, node, &["NoSchedule", "NoExecute"]) {
@@ -748,15 +767,8 @@ fn filter(pod: &PodInfo, node: &NodeInfo, pre: &PreFilter) -> Result<(), Cow<'st
         )
         .into());
     }
-    if !is_ready(n) {
-        let t = Taint {
-            key: "node.kubernetes.io/not-ready".into(),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        };
-        if !tolerates(pod.tolerations(), &t) {
-            return Err("node(s) had untolerated taint {node.kubernetes.io/not-ready: }".into());
-        }
+    if !is_ready(n) && !tolerates_condition("node.kubernetes.io/not-ready") {
+        return Err("node(s) had untolerated taint {node.kubernetes.io/not-ready: }".into());
     }
     // NodeAffinity
     if !node_affinity_ok(pod, node) {

@@ -315,11 +315,14 @@ impl Scheduler {
         }
     }
 
+    /// A deleted pod is gone from every queue and frees its node, even with a binding in flight.
     fn on_pod_deleted(&mut self, key: &str) {
         self.pending.remove(key);
         self.parked.remove(key);
         self.reported.remove(key);
-        if !self.binding.contains_key(key) && self.cache.pod_keys().iter().any(|k| k == key) {
+        self.binding.remove(key);
+        self.attempts.remove(key);
+        if self.cache.has_pod(key) {
             self.cache.remove_pod(key);
             self.cluster_changed();
         }
@@ -434,21 +437,29 @@ impl Scheduler {
             return;
         }
         let mut batch: Vec<Arc<Pod>> = self.pending.values().cloned().collect();
-        batch.sort_by(|a, b| {
+        let order = |a: &Arc<Pod>, b: &Arc<Pod>| {
             let prio = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
             prio(b)
                 .cmp(&prio(a))
                 .then_with(|| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp))
                 .then_with(|| a.metadata.name.cmp(&b.metadata.name))
-        });
-        batch.truncate(BATCH);
-        let needs_objects = batch.iter().any(|p| {
-            let spec = p.spec.as_ref();
-            spec.and_then(|s| s.volumes.as_ref()).is_some_and(|v| {
-                v.iter()
-                    .any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
-            }) || spec.and_then(|s| s.affinity.as_ref()).is_some()
-        }) || self.parked.len() + self.pending.len() > batch.len();
+        };
+        // Only the first batch needs ordering: pick it in linear time, then sort it.
+        if batch.len() > BATCH {
+            batch.select_nth_unstable_by(BATCH, order);
+            batch.truncate(BATCH);
+        }
+        batch.sort_by(order);
+        // Claims, classes and namespace labels are read only if some pod here (or a pod whose
+        // anti-affinity every pod must respect) can use them.
+        let needs_objects = self.cache.has_affinity_pods()
+            || batch.iter().any(|p| {
+                let spec = p.spec.as_ref();
+                spec.and_then(|s| s.volumes.as_ref()).is_some_and(|v| {
+                    v.iter()
+                        .any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
+                }) || spec.and_then(|s| s.affinity.as_ref()).is_some()
+            });
         let objects = if needs_objects {
             stores.objects()
         } else {

@@ -289,8 +289,12 @@ async fn agent(args: AgentArgs) -> Result<()> {
         (None, None) => anyhow::bail!("say which server to join: --server, --token and --ca-file, or --kubeconfig"),
     };
     let client = client_from(&kubeconfig).await?;
-    // Fail early and clearly when the server cannot be reached or refuses the credentials.
-    client.apiserver_version().await.context("contacting the server")?;
+    // Fail early and clearly when the server cannot be reached or refuses the credentials
+    // (`/version` may be open to anyone, so ask for something that needs them).
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .context("contacting the server (are the URL, token and CA right?)")?;
     let cfg = skiff_agent::SimulatedNodesConfig {
         count: args.simulated_nodes,
         name_prefix: args.node_name_prefix,

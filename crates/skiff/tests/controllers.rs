@@ -21,31 +21,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use support::SkiffServer;
-
-async fn client(server: &SkiffServer) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
-
-/// Poll `f` every 100 ms until it returns `Some`, for up to `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {secs} s waiting for {what}");
-}
+use support::{client, eventually, SkiffServer};
 
 /// A server with three simulated nodes, once all three report capacity.
 async fn start() -> (SkiffServer, kube::Client) {

@@ -14,33 +14,10 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostP
 use kube::core::GroupVersionKind;
 use kube::ResourceExt;
 use serde_json::json;
-use support::SkiffServer;
-
-async fn client(server: &SkiffServer) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
+use support::{client, eventually, SkiffServer};
 
 fn start() -> SkiffServer {
     SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &["--simulated-nodes", "1"])
-}
-
-/// Poll `f` until it returns `Some`, for up to 30 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..300 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn owner_ref(api_version: &str, kind: &str, name: &str, uid: &str, block: bool) -> OwnerReference {
@@ -85,7 +62,7 @@ async fn background_deletion_removes_a_replicasets_pods() {
     }))
     .expect("rs");
     rss.create(&PostParams::default(), &rs).await.expect("create rs");
-    let names: Vec<String> = eventually("2 pods of the ReplicaSet", || async {
+    let names: Vec<String> = eventually(30, "2 pods of the ReplicaSet", || async {
         let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
         (l.items.len() == 2).then(|| l.items.iter().map(|p| p.name_any()).collect())
     })
@@ -96,7 +73,7 @@ async fn background_deletion_removes_a_replicasets_pods() {
         rss.get_opt("web").await.expect("get rs").is_none(),
         "background deletes the owner at once"
     );
-    eventually("the pods to be collected", || async {
+    eventually(30, "the pods to be collected", || async {
         let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
         l.items.is_empty().then_some(())
     })
@@ -130,11 +107,11 @@ async fn foreground_deletion_waits_for_blocking_dependents() {
     assert!(marked.metadata.deletion_timestamp.is_some());
     assert!(marked.finalizers().iter().any(|f| f == "foregroundDeletion"));
 
-    eventually("the free dependent to go", || async {
+    eventually(30, "the free dependent to go", || async {
         gone(&cms, "dep-free").await.then_some(())
     })
     .await;
-    eventually("the held dependent to be marked deleted", || async {
+    eventually(30, "the held dependent to be marked deleted", || async {
         cms.get("dep-held").await.ok()?.metadata.deletion_timestamp.map(|_| ())
     })
     .await;
@@ -151,7 +128,7 @@ async fn foreground_deletion_waits_for_blocking_dependents() {
     )
     .await
     .expect("release");
-    eventually("the owner to be deleted after its dependents", || async {
+    eventually(30, "the owner to be deleted after its dependents", || async {
         (gone(&cms, "dep-held").await && gone(&cms, "owner").await).then_some(())
     })
     .await;
@@ -169,7 +146,10 @@ async fn orphan_deletion_keeps_dependents_without_the_reference() {
     cms.delete("owner", &DeleteParams::orphan())
         .await
         .expect("orphan delete");
-    eventually("the owner to go", || async { gone(&cms, "owner").await.then_some(()) }).await;
+    eventually(30, "the owner to go", || async {
+        gone(&cms, "owner").await.then_some(())
+    })
+    .await;
     // Give a wrongly-cascading collector time to act before looking.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for n in ["dep-1", "dep-2"] {
@@ -192,11 +172,11 @@ async fn a_dependent_with_another_owner_survives() {
     cms.delete("owner-a", &DeleteParams::background())
         .await
         .expect("delete owner-a");
-    eventually("the sole dependent of owner-a to go", || async {
+    eventually(30, "the sole dependent of owner-a to go", || async {
         gone(&cms, "only-a").await.then_some(())
     })
     .await;
-    let shared = eventually("the dangling reference to be removed", || async {
+    let shared = eventually(30, "the dangling reference to be removed", || async {
         let s = cms.get("shared").await.ok()?;
         (s.owner_references().len() == 1).then_some(s)
     })
@@ -208,7 +188,7 @@ async fn a_dependent_with_another_owner_survives() {
     cms.delete("owner-b", &DeleteParams::default())
         .await
         .expect("delete owner-b");
-    eventually("the shared dependent to go with its last owner", || async {
+    eventually(30, "the shared dependent to go with its last owner", || async {
         gone(&cms, "shared").await.then_some(())
     })
     .await;
@@ -232,7 +212,7 @@ async fn a_custom_resource_owns_a_configmap() {
     }))
     .expect("crd");
     crds.create(&PostParams::default(), &crd).await.expect("create crd");
-    eventually("the CRD to be established", || async {
+    eventually(30, "the CRD to be established", || async {
         let crd = crds.get("widgets.gc.skiff.dev").await.ok()?;
         crd.status?
             .conditions?
@@ -249,7 +229,7 @@ async fn a_custom_resource_owns_a_configmap() {
         "metadata": {"name": "w1"}, "spec": {"size": 1}
     }))
     .expect("widget");
-    let w = eventually("the widget to be created", || async {
+    let w = eventually(30, "the widget to be created", || async {
         widgets.create(&PostParams::default(), &w).await.ok()
     })
     .await;
@@ -274,7 +254,7 @@ async fn a_custom_resource_owns_a_configmap() {
         .delete("w1", &DeleteParams::default())
         .await
         .expect("delete widget");
-    eventually("the widget's ConfigMap to be collected", || async {
+    eventually(30, "the widget's ConfigMap to be collected", || async {
         gone(&cms, "widget-config").await.then_some(())
     })
     .await;
@@ -293,7 +273,7 @@ async fn deletion_cascades_through_chains() {
     cms.delete("bg-root", &DeleteParams::background())
         .await
         .expect("delete bg-root");
-    eventually("the background chain to be collected", || async {
+    eventually(30, "the background chain to be collected", || async {
         (gone(&cms, "bg-mid").await && gone(&cms, "bg-leaf").await).then_some(())
     })
     .await;
@@ -305,7 +285,7 @@ async fn deletion_cascades_through_chains() {
     cms.delete("fg-root", &DeleteParams::foreground())
         .await
         .expect("delete fg-root");
-    eventually("the foreground chain to be collected", || async {
+    eventually(30, "the foreground chain to be collected", || async {
         let all_gone = gone(&cms, "fg-leaf").await && gone(&cms, "fg-mid").await && gone(&cms, "fg-root").await;
         all_gone.then_some(())
     })

@@ -260,3 +260,51 @@ fn volumes_bind_where_their_first_consumer_runs() {
         assert_eq!(k.ok(&["get", "pod", &name, "-o", "jsonpath={.spec.nodeName}"]), node);
     }
 }
+
+/// `skiff agent` says what is wrong instead of starting half-configured.
+#[test]
+fn agent_refuses_bad_invocations() {
+    let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &[]);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("agent")
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("SKIFF_TOKEN")
+            .env_remove("SKIFF_URL")
+            .output()
+            .expect("run skiff agent");
+        assert!(!out.status.success(), "skiff agent {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(run(&[]).contains("the container node agent is not available yet"));
+    assert!(run(&["--simulated"]).contains("say which server to join"));
+    let url = format!("https://127.0.0.1:{}", server.port);
+    let err = run(&["--simulated", "--server", &url, "--token", "t"]);
+    assert!(err.contains("--ca-file"), "{err}");
+    let ca = server.dir.path().join("tls/ca.crt");
+    let ca = ca.to_str().expect("path");
+    let err = run(&[
+        "--simulated",
+        "--server",
+        &url,
+        "--token",
+        "not-the-token",
+        "--ca-file",
+        ca,
+    ]);
+    assert!(err.contains("contacting the server") && err.contains("401"), "{err}");
+    let err = run(&[
+        "--simulated",
+        "--server",
+        &url,
+        "--token",
+        "t",
+        "--ca-file",
+        "/nonexistent/ca.crt",
+    ]);
+    assert!(err.contains("reading /nonexistent/ca.crt"), "{err}");
+    // Nothing joined.
+    let k = Kubectl::new("1.33", &server);
+    assert_eq!(k.ok(&["get", "nodes", "-o", "name"]), "");
+}

@@ -11,30 +11,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
-use support::SkiffServer;
-
-async fn client(server: &SkiffServer) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
-
-/// Poll `f` until it returns `Some`, for up to 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..200 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+use support::{client, eventually, SkiffServer};
 
 fn running_on_sim_nodes(pods: &[Pod]) -> usize {
     pods.iter()
@@ -54,7 +31,7 @@ async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
     let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &["--simulated-nodes", "2"]);
     let c = client(&server).await;
     let nodes: Api<Node> = Api::all(c.clone());
-    let ready = eventually("2 Ready simulated nodes", || async {
+    let ready = eventually(20, "2 Ready simulated nodes", || async {
         let n = nodes.list(&ListParams::default()).await.ok()?;
         let with_status = n
             .items
@@ -80,7 +57,7 @@ async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
     }))
     .expect("rs");
     rss.create(&PostParams::default(), &rs).await.expect("create rs");
-    let list = eventually("3 running pods", || async {
+    let list = eventually(20, "3 running pods", || async {
         let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
         (running_on_sim_nodes(&l.items) == 3).then_some(l)
     })
@@ -96,7 +73,7 @@ async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
         .owner_references()
         .iter()
         .any(|o| o.kind == "ReplicaSet" && o.controller == Some(true))));
-    eventually("rs status ready 3", || async {
+    eventually(20, "rs status ready 3", || async {
         let s = rss.get("web").await.ok()?.status?;
         (s.ready_replicas == Some(3) && s.observed_generation == Some(1)).then_some(())
     })
@@ -107,7 +84,7 @@ async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
     pods.delete(&victim, &DeleteParams::default())
         .await
         .expect("delete pod");
-    eventually("replacement", || async {
+    eventually(20, "replacement", || async {
         let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
         let names: Vec<_> = l.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
         (running_on_sim_nodes(&l.items) == 3 && !names.contains(&victim)).then_some(())
@@ -122,12 +99,12 @@ async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
     )
     .await
     .expect("scale");
-    eventually("one pod left", || async {
+    eventually(20, "one pod left", || async {
         let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
         (l.items.len() == 1 && running_on_sim_nodes(&l.items) == 1).then_some(())
     })
     .await;
-    eventually("rs status 1 (generation 2 observed)", || async {
+    eventually(20, "rs status 1 (generation 2 observed)", || async {
         let s = rss.get("web").await.ok()?.status?;
         (s.replicas == 1 && s.observed_generation == Some(2)).then_some(())
     })
@@ -140,7 +117,7 @@ async fn replicaset_pods_are_scheduled_run_replaced_and_scaled() {
     }))
     .expect("pod");
     pods.create(&PostParams::default(), &big).await.expect("create");
-    let cond = eventually("PodScheduled=False", || async {
+    let cond = eventually(20, "PodScheduled=False", || async {
         let p = pods.get("huge").await.ok()?;
         p.status?
             .conditions?
@@ -493,7 +470,7 @@ async fn a_node_that_stops_heartbeating_is_tainted_and_its_pods_evicted() {
     .expect("rs");
     rss.create(&PostParams::default(), &rs).await.expect("rs");
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    eventually("the pinned pod exists", || async {
+    eventually(20, "the pinned pod exists", || async {
         (pods
             .list(&ListParams::default().labels("app=pinned"))
             .await
@@ -505,7 +482,7 @@ async fn a_node_that_stops_heartbeating_is_tainted_and_its_pods_evicted() {
     })
     .await;
     // NotReady and tainted after the grace period; the pod evicted after its toleration.
-    let tainted = eventually("node NotReady with the unreachable taint", || async {
+    let tainted = eventually(20, "node NotReady with the unreachable taint", || async {
         let n = nodes.get("gone-1").await.ok()?;
         let ready = n
             .status
@@ -528,7 +505,7 @@ async fn a_node_that_stops_heartbeating_is_tainted_and_its_pods_evicted() {
         .spec
         .and_then(|s| s.taints)
         .is_some_and(|t| t.iter().any(|t| t.effect == "NoSchedule")));
-    eventually("the pod evicted (terminating)", || async {
+    eventually(20, "the pod evicted (terminating)", || async {
         let l = pods.list(&ListParams::default().labels("app=pinned")).await.ok()?;
         l.items
             .iter()
@@ -547,7 +524,7 @@ async fn daemonset_runs_one_pod_per_eligible_node_and_rolls() {
     let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &["--simulated-nodes", "3"]);
     let c = client(&server).await;
     let nodes: Api<Node> = Api::all(c.clone());
-    eventually("3 nodes", || async {
+    eventually(20, "3 nodes", || async {
         (nodes.list(&ListParams::default()).await.ok()?.items.len() == 3).then_some(())
     })
     .await;
@@ -589,12 +566,12 @@ async fn daemonset_runs_one_pod_per_eligible_node_and_rolls() {
         v.sort();
         v
     };
-    eventually("daemon pods on the two labelled nodes", || async {
+    eventually(20, "daemon pods on the two labelled nodes", || async {
         let l = pods.list(&ListParams::default().labels("app=logs")).await.ok()?;
         (nodes_of(&l.items) == ["sim-node-0", "sim-node-1"] && running_on_sim_nodes(&l.items) == 2).then_some(())
     })
     .await;
-    eventually("status 2/2 ready", || async {
+    eventually(20, "status 2/2 ready", || async {
         let s = dss.get("logs").await.ok()?.status?;
         (s.desired_number_scheduled == 2 && s.number_ready == 2).then_some(())
     })
@@ -609,7 +586,7 @@ async fn daemonset_runs_one_pod_per_eligible_node_and_rolls() {
     )
     .await
     .expect("update");
-    eventually("updated pods", || async {
+    eventually(20, "updated pods", || async {
         let l = pods.list(&ListParams::default().labels("app=logs")).await.ok()?;
         let live: Vec<&Pod> = l
             .items
@@ -667,7 +644,7 @@ async fn cronjob_starts_a_job_on_schedule_and_keeps_history() {
         .unwrap_or_default()
         .iter()
         .any(|o| o.kind == "CronJob" && o.name == "tick"));
-    let status = eventually("lastScheduleTime", || async {
+    let status = eventually(20, "lastScheduleTime", || async {
         cjs.get("tick").await.ok()?.status?.last_schedule_time
     })
     .await;

@@ -81,6 +81,31 @@ impl Drop for SkiffServer {
     }
 }
 
+/// A kube-rs client with the server's admin kubeconfig.
+pub async fn client(server: &SkiffServer) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(cfg).expect("client")
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, for up to `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
 /// The directory holding `kubectl.1.27` … `kubectl.1.33`.
 pub fn kubectl_dir() -> PathBuf {
     let out = Command::new("sh")
