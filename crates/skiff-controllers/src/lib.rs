@@ -15,6 +15,7 @@ pub mod events;
 pub mod gc;
 pub mod job;
 pub mod nodelifecycle;
+pub mod podcache;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;

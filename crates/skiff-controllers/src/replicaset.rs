@@ -2,18 +2,18 @@
 //! the ReplicaSet, and reports replicas/ready/available/observedGeneration in status (a pod is
 //! available once it has been Ready for `minReadySeconds`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+
+use crate::podcache::{PodCache, SlimPod};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -25,6 +25,7 @@ pub enum ReconcileError {
 
 struct Ctx {
     client: Client,
+    pods: Arc<PodCache>,
 }
 
 /// The `a=b,c in (d)` form of a label selector.
@@ -47,19 +48,17 @@ pub fn selector_string(sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Lab
     parts.join(",")
 }
 
-fn is_ready(p: &Pod) -> bool {
+fn is_ready(p: &SlimPod) -> bool {
     p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Milliseconds since the epoch at which the pod last became Ready.
-fn ready_since(p: &Pod) -> Option<i64> {
+fn ready_since(p: &SlimPod) -> Option<i64> {
     p.status
-        .as_ref()?
         .conditions
-        .as_ref()?
         .iter()
         .find(|c| c.type_ == "Ready" && c.status == "True")?
         .last_transition_time
@@ -69,7 +68,7 @@ fn ready_since(p: &Pod) -> Option<i64> {
 
 /// Upstream's `IsPodAvailable`: Ready, and (with `minReadySeconds`) Ready for longer than
 /// that. Otherwise, for a Ready pod, how long until it is available.
-fn availability(p: &Pod, min_ready_seconds: i32, now_ms: i64) -> Result<(), Option<i64>> {
+fn availability(p: &SlimPod, min_ready_seconds: i32, now_ms: i64) -> Result<(), Option<i64>> {
     if !is_ready(p) {
         return Err(None);
     }
@@ -87,19 +86,15 @@ fn availability(p: &Pod, min_ready_seconds: i32, now_ms: i64) -> Result<(), Opti
     }
 }
 
-fn is_active(p: &Pod) -> bool {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+fn is_active(p: &SlimPod) -> bool {
+    let phase = p.status.phase.as_deref().unwrap_or("");
     p.metadata.deletion_timestamp.is_none() && phase != "Succeeded" && phase != "Failed"
 }
 
 /// Deletion preference: unscheduled, then pending, then not ready, then the newest.
-fn deletion_rank(p: &Pod) -> (u8, std::cmp::Reverse<i64>) {
-    let scheduled = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_ref())
-        .is_some_and(|n| !n.is_empty());
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+fn deletion_rank(p: &SlimPod) -> (u8, std::cmp::Reverse<i64>) {
+    let scheduled = p.spec.node_name.as_ref().is_some_and(|n| !n.is_empty());
+    let phase = p.status.phase.as_deref().unwrap_or("");
     let rank = if !scheduled {
         0
     } else if phase == "Pending" {
@@ -118,78 +113,117 @@ fn deletion_rank(p: &Pod) -> (u8, std::cmp::Reverse<i64>) {
     (rank, std::cmp::Reverse(created))
 }
 
+/// The part of a create response the controller reads: the revision of the write.
+#[derive(serde::Deserialize)]
+struct Written {
+    metadata: WrittenMeta,
+}
+#[derive(serde::Deserialize)]
+struct WrittenMeta {
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: Option<String>,
+}
+
+impl Written {
+    fn revision(&self) -> u64 {
+        self.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Create `n` pods from one request body, at most 64 at a time. Returns the highest revision
+/// written and the first error, if any (the revision counts the creates that succeeded).
+async fn create_pods(client: &Client, ns: &str, body: &[u8], n: usize) -> (u64, Option<kube::Error>) {
+    let uri = format!("/api/v1/namespaces/{ns}/pods?fieldManager=replicaset-controller");
+    let creates = (0..n).map(|_| {
+        let req = http::Request::post(&uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        async move {
+            let req = req.map_err(kube::Error::HttpError)?;
+            client.request::<Written>(req).await.map(|w| w.revision())
+        }
+    });
+    let results: Vec<_> = futures::stream::iter(creates).buffer_unordered(64).collect().await;
+    let mut top = 0;
+    let mut err = None;
+    for r in results {
+        match r {
+            Ok(rev) => top = top.max(rev),
+            Err(e) => err = err.or(Some(e)),
+        }
+    }
+    (top, err)
+}
+
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let ns = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let uid = rs.uid().unwrap_or_default();
     if rs.metadata.deletion_timestamp.is_some() {
+        ctx.pods.forget(&uid);
         return Ok(Action::await_change());
     }
     let spec = rs.spec.as_ref().ok_or_else(|| ReconcileError::NoSpec(name.clone()))?;
-    // A consistent read through the API server: it reflects every write made before, so the
-    // controller never acts twice on a stale view.
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let listed = pods
-        .list(&ListParams::default().labels(&selector_string(&spec.selector)))
-        .await?;
-    let owned: Vec<Pod> = listed
-        .items
-        .into_iter()
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-        })
-        .collect();
-    let active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
+    // Act only on a view that shows this controller's own earlier writes; the events of those
+    // writes wake the set again, the requeue covers a wait that times out.
+    if !ctx.pods.caught_up(&uid) {
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
+    let owned = ctx.pods.owned_by(&uid);
+    let active: Vec<&SlimPod> = owned.iter().map(|p| &**p).filter(|p| is_active(p)).collect();
     let want = spec.replicas.unwrap_or(1).max(0) as usize;
     if active.len() < want {
         let template = spec.template.clone().unwrap_or_default();
-        // Concurrent creates in growing batches (upstream's slow start): a failing template
-        // costs one request, a healthy one reaches full parallelism quickly.
         let owner = rs
             .controller_owner_ref(&())
             .expect("a ReplicaSet from the API has a name and uid");
+        let mut meta = template.metadata.clone().unwrap_or_default();
+        meta.name = None;
+        meta.generate_name = Some(format!("{name}-"));
+        meta.namespace = Some(ns.clone());
+        meta.owner_references = Some(vec![owner]);
+        let pod = Pod {
+            metadata: meta,
+            spec: template.spec.clone(),
+            status: None,
+        };
+        // Every pod of the set has the same body; the server picks the names.
+        let body = serde_json::to_vec(&pod).map_err(kube::Error::SerdeError)?;
+        // Concurrent creates in growing batches (upstream's slow start): a failing template
+        // costs one request, a healthy one reaches full parallelism quickly.
         let mut remaining = want - active.len();
         let mut batch = 1usize;
         while remaining > 0 {
             let n = batch.min(remaining);
-            let creates = (0..n).map(|_| {
-                let mut meta = template.metadata.clone().unwrap_or_default();
-                meta.name = None;
-                meta.generate_name = Some(format!("{name}-"));
-                meta.namespace = Some(ns.clone());
-                meta.owner_references = Some(vec![owner.clone()]);
-                let pod = Pod {
-                    metadata: meta,
-                    spec: template.spec.clone(),
-                    status: None,
-                };
-                let pods = pods.clone();
-                async move {
-                    pods.create(
-                        &PostParams {
-                            field_manager: Some("replicaset-controller".into()),
-                            ..Default::default()
-                        },
-                        &pod,
-                    )
-                    .await
-                }
-            });
-            let results: Vec<_> = futures::stream::iter(creates).buffer_unordered(64).collect().await;
-            for r in results {
-                r?;
+            let (top, err) = create_pods(&ctx.client, &ns, &body, n).await;
+            ctx.pods.expect(&uid, top, []);
+            if let Some(e) = err {
+                return Err(e.into());
             }
             remaining -= n;
             batch = (batch * 2).min(500);
         }
     } else if active.len() > want {
-        let mut victims: Vec<&Pod> = active.clone();
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut victims: Vec<&SlimPod> = active.clone();
         victims.sort_by_key(|p| deletion_rank(p));
         for p in victims.into_iter().take(active.len() - want) {
-            match pods.delete(&p.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
+            let key = (ns.clone(), p.name().to_string());
+            match pods.delete(p.name(), &DeleteParams::default()).await {
+                Ok(deleted) => {
+                    // A terminating pod comes back with the revision of that write; a pod
+                    // removed at once only as a Status.
+                    let rev = deleted
+                        .left()
+                        .and_then(|p| p.resource_version())
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0);
+                    ctx.pods.expect(&uid, rev, [key]);
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
@@ -206,8 +240,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     let fully_labeled = active
         .iter()
         .filter(|p| {
-            let pl: BTreeMap<String, String> = p.metadata.labels.clone().unwrap_or_default();
-            labels.iter().all(|(k, v)| pl.get(k) == Some(v))
+            let pl = p.metadata.labels.as_ref();
+            labels.iter().all(|(k, v)| pl.and_then(|l| l.get(k)) == Some(v))
         })
         .count();
     let ready = active.iter().filter(|p| is_ready(p)).count();
@@ -248,13 +282,15 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
 }
 
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    // Owners are found from metadata alone; whole pods are read per reconcile.
-    let pod_api: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
+    // Pods are read from one cache of the pods by owner, which also wakes their sets.
+    let pods = Arc::new(PodCache::default());
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(pods.clone().run(client.clone(), wake));
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx { client });
+    let ctx = Arc::new(Ctx { client, pods });
     Controller::new(rs_api, watcher::Config::default())
         .with_config(crate::controller_config())
-        .owns(pod_api, watcher::Config::default())
+        .reconcile_on(crate::podcache::triggers::<ReplicaSet>(woken))
         .run(reconcile, crate::retry_on_error, ctx)
         .for_each(crate::log_event)
         .await;
@@ -265,7 +301,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn pod(ready_since: Option<&str>) -> Pod {
+    fn pod(ready_since: Option<&str>) -> SlimPod {
         let conditions = match ready_since {
             Some(t) => json!([{"type": "Ready", "status": "True", "lastTransitionTime": t}]),
             None => json!([{"type": "Ready", "status": "False"}]),
