@@ -30,3 +30,6 @@ pub use reference::{ImageRef, NeverPullError, PullPolicy, ReferenceError};
 pub use registries::{RegistriesConfig, RegistriesError};
 pub use store::{ImageRecord, ImageStore, LayerRecord, PruneReport, StoreError};
 pub use unpack::{apply_layer, UnpackError, UnpackOptions, WhiteoutMode};
+
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -5,8 +5,8 @@
 //! registry's default endpoint, always last. Rewrites apply to mirrors only. `"*"` names the
 //! mirrors of every registry without its own entry. `configs` are keyed by the host (and port)
 //! an endpoint talks to. `http://` endpoints are plain HTTP; a registry on a loopback address
-//! without a mirror or TLS settings is reached over plain HTTP too (containerd does the same
-//! for localhost).
+//! without `tls` settings is reached over plain HTTP too (containerd does the same for
+//! localhost).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -197,7 +197,7 @@ impl RegistriesConfig {
         } else {
             registry
         };
-        let plain = is_loopback(default_host) && !self.configs.contains_key(registry);
+        let plain = is_loopback(default_host) && self.config_for(default_host).and_then(|c| c.tls.as_ref()).is_none();
         let default = Endpoint {
             scheme: if plain { Scheme::Http } else { Scheme::Https },
             host: default_host.to_string(),
