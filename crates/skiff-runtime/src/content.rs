@@ -297,14 +297,11 @@ impl BlobWriter {
             }
         }
         let dst = self.store.blob_path(&actual);
-        let tmp = self
-            .file
-            .into_inner()
-            .map_err(|e| ContentError::Io {
-                op: "flushing",
-                path: dst.clone(),
-                source: e.into_error(),
-            })?;
+        let tmp = self.file.into_inner().map_err(|e| ContentError::Io {
+            op: "flushing",
+            path: dst.clone(),
+            source: e.into_error(),
+        })?;
         tmp.as_file().sync_all().map_err(io_err("syncing", &dst))?;
         tmp.persist(&dst).map_err(|e| ContentError::Io {
             op: "renaming into",

@@ -166,7 +166,9 @@ mod tests {
             })
         );
         assert_eq!(c.for_host("index.docker.io"), c.for_host("docker.io"));
-        assert!(matches!(c.for_host("127.0.0.1:5000"), Some(Credential::Basic { username, .. }) if username == "alice"));
+        assert!(
+            matches!(c.for_host("127.0.0.1:5000"), Some(Credential::Basic { username, .. }) if username == "alice")
+        );
         assert_eq!(c.for_host("tok.example.com"), Some(&Credential::Token("T".into())));
         assert_eq!(c.for_host("127.0.0.1:5001"), None);
 

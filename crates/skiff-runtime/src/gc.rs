@@ -225,7 +225,10 @@ mod tests {
             high_threshold_percent: 85,
             low_threshold_percent: low,
         };
-        assert_eq!(names(&select_for_removal(&images, usage, policy(82))), vec!["img-b", "img-d"]);
+        assert_eq!(
+            names(&select_for_removal(&images, usage, policy(82))),
+            vec!["img-b", "img-d"]
+        );
         assert_eq!(names(&select_for_removal(&images, usage, policy(83))), vec!["img-b"]);
     }
 

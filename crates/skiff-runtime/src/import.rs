@@ -105,7 +105,7 @@ pub fn import_archive(store: &ImageStore, path: &Path, platform: &Platform) -> R
         });
     }
     for r in &records {
-        tracing::info!(image = %r.name, id = %r.config, "imported");
+        tracing::debug!(image = %r.name, id = %r.config, "imported");
     }
     Ok(records)
 }
@@ -113,7 +113,9 @@ pub fn import_archive(store: &ImageStore, path: &Path, platform: &Platform) -> R
 /// A path inside the unpacked archive; `..` and absolute paths are refused.
 fn inside(archive: &Path, dir: &Path, rel: &str) -> Result<PathBuf, ImportError> {
     let p = Path::new(rel);
-    if p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+    if p.components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
         return Err(ImportError::Invalid {
             path: archive.to_path_buf(),
             document: "manifest.json".into(),
@@ -123,7 +125,12 @@ fn inside(archive: &Path, dir: &Path, rel: &str) -> Result<PathBuf, ImportError>
     Ok(dir.join(p))
 }
 
-fn put_file(store: &ImageStore, archive: &Path, file: &Path, expected: Option<&Digest>) -> Result<(Digest, u64), ImportError> {
+fn put_file(
+    store: &ImageStore,
+    archive: &Path,
+    file: &Path,
+    expected: Option<&Digest>,
+) -> Result<(Digest, u64), ImportError> {
     let mut f = fs::File::open(file).map_err(|source| ImportError::Read {
         path: file.to_path_buf(),
         source,
@@ -192,10 +199,13 @@ fn import_docker(store: &ImageStore, archive: &Path, dir: &Path) -> Result<Vec<I
             })).collect::<Vec<_>>(),
         });
         let bytes = serde_json::to_vec(&manifest_json).map_err(|e| invalid(e.to_string()))?;
-        let manifest_digest = store.content().put(&bytes, None).map_err(|source| ImportError::Content {
-            path: archive.to_path_buf(),
-            source,
-        })?;
+        let manifest_digest = store
+            .content()
+            .put(&bytes, None)
+            .map_err(|source| ImportError::Content {
+                path: archive.to_path_buf(),
+                source,
+            })?;
         let parsed = ParsedManifest {
             config: Desc {
                 media_type: "application/vnd.docker.container.image.v1+json".into(),

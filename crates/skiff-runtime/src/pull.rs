@@ -173,12 +173,10 @@ impl Puller {
         let store = self.store.clone();
         let _lock = tokio::task::spawn_blocking(move || store.lock_shared())
             .await
-            .map_err(|e| {
-                StoreError::Io {
-                    op: "locking",
-                    path: self.store.root().to_path_buf(),
-                    source: std::io::Error::other(e),
-                }
+            .map_err(|e| StoreError::Io {
+                op: "locking",
+                path: self.store.root().to_path_buf(),
+                source: std::io::Error::other(e),
             })??;
         let name = reference.to_string();
         let mut attempts = Vec::new();
@@ -192,12 +190,12 @@ impl Puller {
             {
                 Ok((bytes, digest)) => {
                     let rec = self.finish(&name, &session, &bytes, &digest, progress).await?;
-                    tracing::info!(image = %name, endpoint = %ep.url(), id = %rec.config, "pulled");
+                    tracing::debug!(image = %name, endpoint = %ep.url(), id = %rec.config, "pulled");
                     return Ok(rec);
                 }
                 Err(e) => {
                     let err = classify(&ep.url(), &e);
-                    tracing::info!(image = %name, endpoint = %ep.url(), reason = %err.reason, error = %err.message, "endpoint failed");
+                    tracing::debug!(image = %name, endpoint = %ep.url(), reason = %err.reason, error = %err.message, "endpoint failed");
                     attempts.push(err);
                 }
             }
@@ -265,7 +263,10 @@ impl Puller {
                         password: p.clone(),
                     });
                 }
-                let json = format!(r#"{{"auths":{{"x":{{"auth":{}}}}}}}"#, serde_json::json!(a.auth.clone()?));
+                let json = format!(
+                    r#"{{"auths":{{"x":{{"auth":{}}}}}}}"#,
+                    serde_json::json!(a.auth.clone()?)
+                );
                 DockerCredentials::from_json(json.as_bytes())
                     .ok()
                     .and_then(|c| c.for_host("x").cloned())
@@ -415,10 +416,11 @@ impl Puller {
             })?;
             progress.downloaded(digest, chunk.len() as u64);
         }
-        w.commit(Some(digest), Some(size)).map_err(|source| PullError::Content {
-            reference: name.to_string(),
-            source,
-        })?;
+        w.commit(Some(digest), Some(size))
+            .map_err(|source| PullError::Content {
+                reference: name.to_string(),
+                source,
+            })?;
         progress.finished(digest);
         Ok(())
     }

@@ -225,7 +225,10 @@ mod tests {
         assert_eq!(PullPolicy::default_for("busybox"), PullPolicy::Always);
         assert_eq!(PullPolicy::default_for("busybox:latest"), PullPolicy::Always);
         assert_eq!(PullPolicy::default_for("busybox:1.36"), PullPolicy::IfNotPresent);
-        assert_eq!(PullPolicy::default_for("registry.local:5000/busybox"), PullPolicy::Always);
+        assert_eq!(
+            PullPolicy::default_for("registry.local:5000/busybox"),
+            PullPolicy::Always
+        );
         assert_eq!(
             PullPolicy::default_for("registry.local:5000/busybox:1.0"),
             PullPolicy::IfNotPresent

@@ -184,7 +184,9 @@ impl RegistriesConfig {
         let mirror = self.mirrors.get(registry).or_else(|| self.mirrors.get("*"));
         if let Some(m) = mirror {
             for url in &m.endpoint {
-                let Some(mut ep) = Endpoint::from_url(url) else { continue };
+                let Some(mut ep) = Endpoint::from_url(url) else {
+                    continue;
+                };
                 ep.repository = rewrite(&m.rewrite, repository);
                 ep.mirror_of = Some(registry.to_string());
                 out.push(ep);
@@ -235,7 +237,10 @@ fn rewrite(rules: &BTreeMap<String, String>, repository: &str) -> String {
 }
 
 fn is_loopback(host: &str) -> bool {
-    let h = host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let h = host.rsplit_once(':').map_or(
+        host,
+        |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host },
+    );
     let h = h.trim_start_matches('[').trim_end_matches(']');
     h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -332,8 +337,14 @@ configs:
         assert_eq!(
             urls,
             vec![
-                ("http://127.0.0.1:5000".to_string(), "mirrorproject/rancher-images/coredns-coredns"),
-                ("https://mirror.example.com:8443".to_string(), "mirrorproject/rancher-images/coredns-coredns"),
+                (
+                    "http://127.0.0.1:5000".to_string(),
+                    "mirrorproject/rancher-images/coredns-coredns"
+                ),
+                (
+                    "https://mirror.example.com:8443".to_string(),
+                    "mirrorproject/rancher-images/coredns-coredns"
+                ),
                 // Rewrites never apply to the default endpoint.
                 ("https://index.docker.io".to_string(), "rancher/coredns-coredns"),
             ]
@@ -342,10 +353,15 @@ configs:
         let eps = c.endpoints("quay.io", "x/y");
         assert_eq!(eps[0].url(), "https://catchall.example.com");
         assert_eq!(eps[1].url(), "https://quay.io");
-        let tls = c.config_for("mirror.example.com:8443").and_then(|h| h.tls.clone()).expect("tls");
+        let tls = c
+            .config_for("mirror.example.com:8443")
+            .and_then(|h| h.tls.clone())
+            .expect("tls");
         assert!(tls.insecure_skip_verify);
         assert_eq!(
-            c.config_for("127.0.0.1:5000").and_then(|h| h.auth.clone()).and_then(|a| a.username),
+            c.config_for("127.0.0.1:5000")
+                .and_then(|h| h.auth.clone())
+                .and_then(|a| a.username),
             Some("u".into())
         );
     }
@@ -355,7 +371,10 @@ configs:
         let c = RegistriesConfig::default();
         assert_eq!(c.endpoints("127.0.0.1:5000", "x")[0].url(), "http://127.0.0.1:5000");
         assert_eq!(c.endpoints("localhost:5000", "x")[0].url(), "http://localhost:5000");
-        assert_eq!(c.endpoints("registry.local:5000", "x")[0].url(), "https://registry.local:5000");
+        assert_eq!(
+            c.endpoints("registry.local:5000", "x")[0].url(),
+            "https://registry.local:5000"
+        );
         assert_eq!(c.endpoints("docker.io", "library/busybox").len(), 1);
     }
 
@@ -373,7 +392,10 @@ configs:
             RegistriesConfig::parse("configs:\n  x:\n    tls: {cert_file: /a, key_file: /b}\n"),
             Err(RegistriesError::ClientCertificate { .. })
         ));
-        assert!(matches!(RegistriesConfig::parse("mirrors: [1]"), Err(RegistriesError::Parse { .. })));
+        assert!(matches!(
+            RegistriesConfig::parse("mirrors: [1]"),
+            Err(RegistriesError::Parse { .. })
+        ));
         assert_eq!(RegistriesConfig::parse("").expect("empty"), RegistriesConfig::default());
     }
 }

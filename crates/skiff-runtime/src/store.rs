@@ -196,7 +196,9 @@ impl ImageStore {
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
-        self.root.join("refs").join(format!("{}.json", Digest::of(name.as_bytes()).hex()))
+        self.root
+            .join("refs")
+            .join(format!("{}.json", Digest::of(name.as_bytes()).hex()))
     }
 
     /// Writes (replaces) the record of `record.name`.
@@ -221,11 +223,13 @@ impl ImageStore {
     pub(crate) fn get_name(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
         let p = self.record_path(name);
         match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|source| StoreError::Corrupt {
-                what: "image record",
-                path: p,
-                source,
-            }),
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt {
+                    what: "image record",
+                    path: p,
+                    source,
+                }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("reading", &p)(e)),
         }
@@ -367,7 +371,12 @@ impl ImageStore {
                 let _ = fs::remove_file(e.path());
             }
         }
-        tracing::info!(blobs = report.blobs, snapshots = report.snapshots, bytes = report.bytes, "pruned image content");
+        tracing::debug!(
+            blobs = report.blobs,
+            snapshots = report.snapshots,
+            bytes = report.bytes,
+            "pruned image content"
+        );
         Ok(report)
     }
 
@@ -549,7 +558,7 @@ pub(crate) struct ParsedManifest {
 /// A manifest document: one image, or an index of them.
 pub(crate) enum ManifestDoc {
     Image(ParsedManifest),
-    Index(oci_spec::image::ImageIndex),
+    Index(Box<oci_spec::image::ImageIndex>),
 }
 
 pub(crate) const INDEX_TYPES: &[&str] = &[
@@ -572,7 +581,7 @@ pub(crate) fn parse_manifest(bytes: &[u8]) -> Result<ManifestDoc, String> {
     if is_index {
         let idx: oci_spec::image::ImageIndex =
             serde_json::from_value(v).map_err(|e| format!("invalid image index: {e}"))?;
-        return Ok(ManifestDoc::Index(idx));
+        return Ok(ManifestDoc::Index(Box::new(idx)));
     }
     if !media_type.is_empty() && !MANIFEST_TYPES.contains(&media_type) {
         return Err(format!("unsupported manifest media type {media_type:?}"));

@@ -128,7 +128,11 @@ impl Registry {
             }
             let by_digest = r.clone_with_digest(img.digest.to_string());
             client
-                .push_manifest_raw(&by_digest, img.manifest.clone(), http::HeaderValue::from_static(img.media_type))
+                .push_manifest_raw(
+                    &by_digest,
+                    img.manifest.clone(),
+                    http::HeaderValue::from_static(img.media_type),
+                )
                 .await
                 .expect("push child manifest");
         }
@@ -448,7 +452,11 @@ pub fn write_oci_archive(path: &Path, images: &[(&str, &TestImage)]) {
     let mut manifests = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (name, img) in images {
-        for (d, data) in img.blobs.iter().chain(std::iter::once(&(img.digest.clone(), img.manifest.clone()))) {
+        for (d, data) in img
+            .blobs
+            .iter()
+            .chain(std::iter::once(&(img.digest.clone(), img.manifest.clone())))
+        {
             if seen.insert(d.clone()) {
                 add(&mut t, &format!("blobs/sha256/{}", d.hex()), data);
             }

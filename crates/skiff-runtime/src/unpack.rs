@@ -354,14 +354,8 @@ impl Applier<'_> {
                     header.device_major().ok().flatten().unwrap_or(0),
                     header.device_minor().ok().flatten().unwrap_or(0),
                 );
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &dst,
-                    ft,
-                    rustix::fs::Mode::from_raw_mode(mode),
-                    dev,
-                )
-                .map_err(|e| io_err("creating device node", &dst)(e.into()))?;
+                rustix::fs::mknodat(rustix::fs::CWD, &dst, ft, rustix::fs::Mode::from_raw_mode(mode), dev)
+                    .map_err(|e| io_err("creating device node", &dst)(e.into()))?;
             }
             _ => {
                 // Regular files (and, as POSIX asks, unknown types).
@@ -553,7 +547,10 @@ mod tests {
         assert!(!root.join("etc/gone").exists());
         assert!(!root.join("etc/.wh.gone").exists());
         assert!(root.join("opt/a/new").exists(), "written by the opaque layer itself");
-        assert!(!root.join("opt/a/old").exists(), "lower content under an opaque dir is hidden");
+        assert!(
+            !root.join("opt/a/old").exists(),
+            "lower content under an opaque dir is hidden"
+        );
         assert!(!root.join("opt/b").exists());
     }
 
@@ -620,7 +617,8 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
-            b.append_link(&mut h, "escape", outside.to_str().expect("utf8")).expect("symlink");
+            b.append_link(&mut h, "escape", outside.to_str().expect("utf8"))
+                .expect("symlink");
             file(b, "escape/pwned", b"x", 0o644);
         });
         apply(&root, &t).expect("absolute symlinks resolve inside the root");
@@ -652,6 +650,10 @@ mod tests {
             .expect("outside")
             .map(|e| e.expect("entry").file_name())
             .collect();
-        assert_eq!(names, vec![OsString::from("secret")], "nothing written outside the root");
+        assert_eq!(
+            names,
+            vec![OsString::from("secret")],
+            "nothing written outside the root"
+        );
     }
 }

@@ -72,7 +72,11 @@ fn three_layer_image() -> testing::TestImage {
     testing::image(
         ManifestKind::Oci,
         &Platform::host().architecture,
-        &[(base, Compression::Gzip), (middle, Compression::None), (top, Compression::Zstd)],
+        &[
+            (base, Compression::Gzip),
+            (middle, Compression::None),
+            (top, Compression::Zstd),
+        ],
     )
 }
 
@@ -97,13 +101,20 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
     let (store, puller) = new_puller(data.path(), RegistriesConfig::default());
     let r = reference(&format!("{}/test/busybox:1.36", registry.addr));
     let progress = Recorder::default();
-    let rec = puller.pull(&r, &DockerCredentials::none(), &progress).await.expect("pull");
+    let rec = puller
+        .pull(&r, &DockerCredentials::none(), &progress)
+        .await
+        .expect("pull");
     assert_eq!(rec.name, format!("{}/test/busybox:1.36", registry.addr));
     assert_eq!(rec.repo_digest, img.digest);
     assert_eq!(rec.config, img.config.0);
     assert_eq!(rec.layers.len(), 3);
     let total: u64 = img.blobs.iter().map(|(_, b)| b.len() as u64).sum();
-    assert_eq!(progress.bytes.load(Ordering::Relaxed), total, "every blob downloaded once");
+    assert_eq!(
+        progress.bytes.load(Ordering::Relaxed),
+        total,
+        "every blob downloaded once"
+    );
     assert_eq!(progress.finished.load(Ordering::Relaxed), 4);
     let listed = store.list().expect("list");
     assert_eq!(listed.len(), 1);
@@ -111,7 +122,10 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
 
     // A second pull only fetches the manifest.
     let again = Recorder::default();
-    let rec2 = puller.pull(&r, &DockerCredentials::none(), &again).await.expect("re-pull");
+    let rec2 = puller
+        .pull(&r, &DockerCredentials::none(), &again)
+        .await
+        .expect("re-pull");
     assert_eq!(again.bytes.load(Ordering::Relaxed), 0);
     assert_eq!(rec2.manifest, rec.manifest);
 
@@ -125,8 +139,14 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
         std::fs::read(&bb).expect("read"),
         std::fs::read(testing::BUSYBOX).expect("host busybox")
     );
-    assert_eq!(std::fs::read_link(rootfs.join("bin/sh")).expect("sh"), Path::new("busybox"));
-    assert_eq!(std::fs::read_link(rootfs.join("bin/abs")).expect("abs"), Path::new("/bin/busybox"));
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin/sh")).expect("sh"),
+        Path::new("busybox")
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin/abs")).expect("abs"),
+        Path::new("/bin/busybox")
+    );
     assert_eq!(
         std::fs::metadata(rootfs.join("bin/busybox-hard")).expect("hard").ino(),
         meta.ino(),
@@ -135,7 +155,10 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
     assert!(rootfs.join("etc/motd").exists());
     assert!(!rootfs.join("etc/remove-me").exists(), "whiteout applied");
     assert!(!rootfs.join("etc/.wh.remove-me").exists());
-    assert!(!rootfs.join("opt/data/old.txt").exists(), "opaque dir hides lower files");
+    assert!(
+        !rootfs.join("opt/data/old.txt").exists(),
+        "opaque dir hides lower files"
+    );
     assert!(!rootfs.join("opt/data/sub").exists(), "opaque dir hides lower dirs");
     assert_eq!(std::fs::read(rootfs.join("opt/data/new.txt")).expect("new"), b"new\n");
     assert!(rootfs.join("etc/hello.txt").exists(), "zstd layer applied");
@@ -147,7 +170,10 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
         // The unpacked static busybox runs inside its rootfs.
         assert_eq!(run_in_chroot(&rootfs, &["/bin/busybox", "echo", "hi"]), "hi\n");
         assert_eq!(
-            run_in_chroot(&rootfs, &["/bin/sh", "-c", "/bin/busybox cat /etc/hello.txt && ls /opt/data"]),
+            run_in_chroot(
+                &rootfs,
+                &["/bin/sh", "-c", "/bin/busybox cat /etc/hello.txt && ls /opt/data"]
+            ),
             "hello from the zstd layer\nnew.txt\n"
         );
 
@@ -164,7 +190,11 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
         assert_eq!(&buf[..n], b"y");
         let mnt = data.path().join("mnt");
         std::fs::create_dir(&mnt).expect("mnt");
-        let lowerdir = lower.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+        let lowerdir = lower
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
         let st = Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o", &format!("lowerdir={lowerdir}")])
             .arg(&mnt)
@@ -192,14 +222,14 @@ async fn docker_schema2_images_and_concurrent_pulls() {
     let r = reference(&format!("{}/library/busybox:docker", registry.addr));
     // Two pulls of the same image at once must both succeed and leave one sound copy.
     let none = DockerCredentials::none();
-    let (a, b) = tokio::join!(
-        puller.pull(&r, &none, &NoProgress),
-        puller.pull(&r, &none, &NoProgress)
-    );
+    let (a, b) = tokio::join!(puller.pull(&r, &none, &NoProgress), puller.pull(&r, &none, &NoProgress));
     let a = a.expect("pull a");
     let b = b.expect("pull b");
     assert_eq!(a.manifest, b.manifest);
-    assert_eq!(a.layers[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    assert_eq!(
+        a.layers[0].media_type,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
     for l in &a.layers {
         let bytes = store.content().read(&l.digest).expect("blob");
         assert_eq!(skiff_runtime::Digest::of(&bytes), l.digest, "blob verified");
@@ -290,12 +320,19 @@ async fn registries_yaml_mirror_serves_docker_io_names() {
 
     // A rewrite maps the repository on the mirror; the image keeps its own name.
     let rec = puller
-        .pull(&reference("rancher/busybox:1.36"), &DockerCredentials::none(), &NoProgress)
+        .pull(
+            &reference("rancher/busybox:1.36"),
+            &DockerCredentials::none(),
+            &NoProgress,
+        )
         .await
         .expect("pull with rewrite");
     assert_eq!(rec.name, "docker.io/rancher/busybox:1.36");
     let names: Vec<_> = store.list().expect("list").into_iter().map(|r| r.name).collect();
-    assert_eq!(names, vec!["docker.io/library/busybox:1.36", "docker.io/rancher/busybox:1.36"]);
+    assert_eq!(
+        names,
+        vec!["docker.io/library/busybox:1.36", "docker.io/rancher/busybox:1.36"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -315,7 +352,11 @@ async fn auth_is_required_and_accepted() {
     assert!(err.to_string().contains("UNAUTHORIZED"), "{err}");
 
     let wrong = DockerCredentials::from_json(
-        format!(r#"{{"auths":{{"{}":{{"username":"skiff","password":"nope"}}}}}}"#, registry.addr).as_bytes(),
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"skiff","password":"nope"}}}}}}"#,
+            registry.addr
+        )
+        .as_bytes(),
     )
     .expect("creds");
     let err = puller.pull(&r, &wrong, &NoProgress).await.expect_err("wrong password");
@@ -326,7 +367,10 @@ async fn auth_is_required_and_accepted() {
     let auth = base64::engine::general_purpose::STANDARD.encode("skiff:s3cret");
     let secret = format!(r#"{{"auths":{{"http://{}":{{"auth":"{auth}"}}}}}}"#, registry.addr);
     let creds = DockerCredentials::from_json(secret.as_bytes()).expect("creds");
-    let rec = puller.pull(&r, &creds, &NoProgress).await.expect("pull with a pull secret");
+    let rec = puller
+        .pull(&r, &creds, &NoProgress)
+        .await
+        .expect("pull with a pull secret");
     assert_eq!(rec.repo_digest, img.digest);
 
     // Node-level credentials from registries.yaml.
@@ -361,8 +405,14 @@ async fn errors_carry_the_registry_reason() {
         .expect_err("missing tag");
     assert_eq!(err.reason(), "MANIFEST_UNKNOWN", "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("MANIFEST_UNKNOWN") && msg.contains("manifest unknown"), "{msg}");
-    assert!(msg.contains(&format!("http://{}", registry.addr)), "names the endpoint: {msg}");
+    assert!(
+        msg.contains("MANIFEST_UNKNOWN") && msg.contains("manifest unknown"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("http://{}", registry.addr)),
+        "names the endpoint: {msg}"
+    );
 
     let err = puller
         .pull(
@@ -393,14 +443,18 @@ async fn errors_carry_the_registry_reason() {
     assert_eq!(err.reason(), "CONNECTION_FAILED", "{err}");
     let msg = err.to_string();
     assert!(msg.contains(&format!("127.0.0.1:{dead}")), "{msg}");
-    assert!(msg.to_lowercase().contains("connection refused") || msg.contains("connect"), "{msg}");
+    assert!(
+        msg.to_lowercase().contains("connection refused") || msg.contains("connect"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_layers_are_refused_without_writing_outside() {
     let registry = Registry::start(None);
     let evil = layer(|l| {
-        l.file("ok.txt", b"fine", 0o644).raw_file("../../../escaped.txt", b"pwned");
+        l.file("ok.txt", b"fine", 0o644)
+            .raw_file("../../../escaped.txt", b"pwned");
     });
     let img = testing::image(
         ManifestKind::Oci,
@@ -430,13 +484,20 @@ async fn hostile_layers_are_refused_without_writing_outside() {
         ),
         "{err}"
     );
-    for dir in [data.path().join("escaped.txt"), data.path().join("a/escaped.txt"), data.path().join("a/b/escaped.txt")] {
+    for dir in [
+        data.path().join("escaped.txt"),
+        data.path().join("a/escaped.txt"),
+        data.path().join("a/b/escaped.txt"),
+    ] {
         assert!(!dir.exists(), "{} written", dir.display());
     }
     if testing::is_root() {
         let err = store.overlay_lowerdirs(&rec).expect_err("snapshot refused too");
         assert!(err.to_string().contains("escapes the target directory"), "{err}");
-        assert!(!store.snapshot_path(&rec.layers[0].diff_id).exists(), "no partial snapshot kept");
+        assert!(
+            !store.snapshot_path(&rec.layers[0].diff_id).exists(),
+            "no partial snapshot kept"
+        );
     }
 }
 
@@ -447,17 +508,32 @@ async fn image_gc_removes_least_recently_used_unused_images() {
     let old = testing::image(
         ManifestKind::Oci,
         &arch,
-        &[(layer(|l| { l.file("old", b"old", 0o644); }), Compression::Gzip)],
+        &[(
+            layer(|l| {
+                l.file("old", b"old", 0o644);
+            }),
+            Compression::Gzip,
+        )],
     );
     let used = testing::image(
         ManifestKind::Oci,
         &arch,
-        &[(layer(|l| { l.file("used", b"used", 0o644); }), Compression::Gzip)],
+        &[(
+            layer(|l| {
+                l.file("used", b"used", 0o644);
+            }),
+            Compression::Gzip,
+        )],
     );
     let newer = testing::image(
         ManifestKind::Oci,
         &arch,
-        &[(layer(|l| { l.file("newer", b"newer", 0o644); }), Compression::Gzip)],
+        &[(
+            layer(|l| {
+                l.file("newer", b"newer", 0o644);
+            }),
+            Compression::Gzip,
+        )],
     );
     registry.push("gc/old", "1", &old).await;
     registry.push("gc/used", "1", &used).await;
@@ -500,7 +576,9 @@ async fn image_gc_removes_least_recently_used_unused_images() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].name, name("used"));
     let rootfs = data.path().join("rootfs");
-    store.materialize_rootfs(&left[0], &rootfs).expect("the used image is intact");
+    store
+        .materialize_rootfs(&left[0], &rootfs)
+        .expect("the used image is intact");
     assert!(rootfs.join("used").exists());
     assert!(!store.content().has(&old.layers[0].0), "unreferenced layer deleted");
 }
