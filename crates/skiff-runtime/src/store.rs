@@ -1,5 +1,5 @@
 //! The image store under `<data-dir>/images`: blobs (see [`crate::content`]), one record per
-//! image name (`refs/`), per-layer snapshots shared by all images (`snapshots/<diff-id>`), and
+//! image name (`refs/`), per-layer snapshots shared by all images (`snapshots/<chain-id>`), and
 //! the two ways to turn an image into a root filesystem (overlay lowerdirs, or a copy).
 //!
 //! Processes coordinate through `lock` (flock): pulls, imports and snapshotting hold it shared,
@@ -344,7 +344,9 @@ impl ImageStore {
             keep_blobs.insert(i.config.clone());
             for l in &i.layers {
                 keep_blobs.insert(l.digest.clone());
-                keep_snaps.insert(l.diff_id.hex().to_string());
+            }
+            for c in chain_ids(i) {
+                keep_snaps.insert(c.hex().to_string());
             }
         }
         let mut report = PruneReport::default();
@@ -390,9 +392,9 @@ impl ImageStore {
         })
     }
 
-    /// The snapshot directory of the layer with `diff_id` (present or not).
-    pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
-        self.root.join("snapshots").join(diff_id.hex())
+    /// The snapshot directory of the layer stack with `chain_id` (present or not).
+    pub fn snapshot_path(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join("snapshots").join(chain_id.hex())
     }
 
     /// Makes sure every layer of `record` is unpacked into its snapshot (whiteouts in overlay
@@ -400,16 +402,23 @@ impl ImageStore {
     /// the top layer first. Mounting is the container runtime's job.
     pub fn overlay_lowerdirs(&self, record: &ImageRecord) -> Result<Vec<PathBuf>, StoreError> {
         let _lock = self.lock_shared()?;
-        let mut dirs = Vec::new();
-        for l in &record.layers {
-            dirs.push(self.ensure_snapshot(record, l)?);
+        // Top first, as overlayfs wants them and as each layer is unpacked above the others.
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (l, chain) in record.layers.iter().zip(chain_ids(record)) {
+            let dir = self.ensure_snapshot(record, l, &chain, &dirs)?;
+            dirs.insert(0, dir);
         }
-        dirs.reverse();
         Ok(dirs)
     }
 
-    fn ensure_snapshot(&self, record: &ImageRecord, layer: &LayerRecord) -> Result<PathBuf, StoreError> {
-        let dst = self.snapshot_path(&layer.diff_id);
+    fn ensure_snapshot(
+        &self,
+        record: &ImageRecord,
+        layer: &LayerRecord,
+        chain_id: &Digest,
+        lowers: &[PathBuf],
+    ) -> Result<PathBuf, StoreError> {
+        let dst = self.snapshot_path(chain_id);
         if dst.is_dir() {
             return Ok(dst);
         }
@@ -418,16 +427,21 @@ impl ImageStore {
             .prefix(".tmp-")
             .tempdir_in(&snaps)
             .map_err(io_err("creating a temp dir in", &snaps))?;
+        // The container's `/` unless the layer says otherwise (temp dirs start as 0700).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+                .map_err(io_err("changing mode of", tmp.path()))?;
+        }
         let blob = self.content.open_blob(&layer.digest)?;
         let opts = UnpackOptions::for_current_user(WhiteoutMode::Overlay);
-        unpack::apply_layer(io::BufReader::new(blob), tmp.path(), opts, Some(&layer.diff_id)).map_err(|source| {
-            StoreError::Unpack {
+        unpack::apply_layer_over(io::BufReader::new(blob), tmp.path(), lowers, opts, Some(&layer.diff_id)).map_err(
+            |source| StoreError::Unpack {
                 image: record.name.clone(),
                 layer: layer.digest.clone(),
                 source,
-            }
-        })?;
-        // Overlay's lower layers are only read; the directory's own mode counts for `/`.
+            },
+        )?;
         let tmp_path = tmp.keep();
         match fs::rename(&tmp_path, &dst) {
             Ok(()) => {}
@@ -438,7 +452,7 @@ impl ImageStore {
                 return Err(io_err("renaming into", &dst)(e));
             }
         }
-        tracing::debug!(layer = %layer.diff_id, path = %dst.display(), "snapshot ready");
+        tracing::debug!(layer = %layer.diff_id, chain = %chain_id, path = %dst.display(), "snapshot ready");
         Ok(dst)
     }
 
@@ -485,6 +499,21 @@ fn make_writable(p: &Path) {
             }
         }
     }
+}
+
+/// The OCI chain IDs of an image's layers, bottom first: a snapshot is the result of a layer
+/// applied over the ones below it, so it is addressed by the whole stack (as in containerd),
+/// and images sharing a base share its snapshots.
+pub fn chain_ids(record: &ImageRecord) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::new();
+    for l in &record.layers {
+        let next = match out.last() {
+            None => l.diff_id.clone(),
+            Some(parent) => Digest::of(format!("{parent} {}", l.diff_id).as_bytes()),
+        };
+        out.push(next);
+    }
+    out
 }
 
 /// Builds a record from a stored manifest and config (shared by pull and import).

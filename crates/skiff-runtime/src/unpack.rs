@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -129,6 +129,20 @@ pub fn apply_layer(
     opts: UnpackOptions,
     expected_diff_id: Option<&Digest>,
 ) -> Result<Digest, UnpackError> {
+    apply_layer_over(r, root, &[], opts, expected_diff_id)
+}
+
+/// Like [`apply_layer`], for a layer unpacked into its own directory above `lowers` (the
+/// snapshots of the layers below, top first), as overlayfs will stack them: paths resolve
+/// through the merged view, so a symlink or directory of a lower layer is followed or its
+/// metadata copied up, and a hard link to a lower layer's file becomes a copy.
+pub fn apply_layer_over(
+    r: impl Read,
+    root: &Path,
+    lowers: &[PathBuf],
+    opts: UnpackOptions,
+    expected_diff_id: Option<&Digest>,
+) -> Result<Digest, UnpackError> {
     let plain = decompress(r).map_err(|source| UnpackError::Archive { source })?;
     let mut hashing = HashingReader {
         inner: plain,
@@ -138,6 +152,7 @@ pub fn apply_layer(
         let mut archive = tar::Archive::new(&mut hashing);
         let mut applier = Applier {
             root,
+            lowers,
             opts,
             this_layer: HashSet::new(),
             dir_times: Vec::new(),
@@ -185,13 +200,99 @@ fn clean(path: &Path, shown: &[u8]) -> Result<Vec<OsString>, UnpackError> {
     Ok(out)
 }
 
-/// Resolves the directory `rel` inside `root`, following symlinks as if `root` were `/`, and
-/// creating missing directories. Returns a path whose every component is a real directory
-/// inside `root`.
-fn resolve_dir(root: &Path, rel: &[OsString]) -> Result<PathBuf, UnpackError> {
+/// What a lower layer has at a path.
+enum LowerEntry {
+    Dir(fs::Metadata),
+    Symlink(PathBuf),
+    File(PathBuf),
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf[..]), Ok(1) if buf[0] == b'y')
+}
+
+/// Looks `rel` up in the lower layers (top first) as overlayfs would: the first layer that has
+/// it wins, an overlay whiteout hides it, an opaque directory (in `root`, the layer being
+/// unpacked, or a lower one) hides what is below it. Only real directories are walked in each
+/// layer, so a lower layer's symlinks never lead to the host's files.
+fn lookup_lower(root: &Path, lowers: &[PathBuf], rel: &[OsString]) -> Option<LowerEntry> {
+    if lowers.is_empty() {
+        return None;
+    }
+    let mut p = root.to_path_buf();
+    for c in &rel[..rel.len().saturating_sub(1)] {
+        p.push(c);
+        if is_opaque(&p) {
+            return None;
+        }
+    }
+    'layers: for l in lowers {
+        let mut p = l.clone();
+        let mut opaque = false;
+        for (i, c) in rel.iter().enumerate() {
+            p.push(c);
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                if opaque {
+                    return None;
+                }
+                continue 'layers;
+            };
+            let last = i + 1 == rel.len();
+            if m.file_type().is_char_device() && m.rdev() == 0 {
+                return None; // whited out here
+            }
+            if !last {
+                if m.is_dir() {
+                    opaque |= is_opaque(&p);
+                    continue;
+                }
+                // A symlink or file on the way: this layer does not have `rel` as a real path.
+                if opaque {
+                    return None;
+                }
+                continue 'layers;
+            }
+            return Some(if m.file_type().is_symlink() {
+                LowerEntry::Symlink(fs::read_link(&p).ok()?)
+            } else if m.is_dir() {
+                LowerEntry::Dir(m)
+            } else {
+                LowerEntry::File(p)
+            });
+        }
+    }
+    None
+}
+
+/// Resolves the directory `rel` inside `root`, following symlinks as if `root` were `/` (and,
+/// through `lowers`, the layers below), creating missing directories. Returns a path whose
+/// every component is a real directory inside `root`.
+fn resolve_dir(root: &Path, lowers: &[PathBuf], rel: &[OsString], privileged: bool) -> Result<PathBuf, UnpackError> {
     let mut todo: Vec<OsString> = rel.iter().rev().cloned().collect();
     let mut cur: Vec<OsString> = Vec::new();
     let mut hops = 0;
+    let mut follow = |p: &Path, target: PathBuf, cur: &mut Vec<OsString>, todo: &mut Vec<OsString>| {
+        hops += 1;
+        if hops > 40 {
+            return Err(UnpackError::Io {
+                op: "resolving",
+                path: p.to_path_buf(),
+                source: io::Error::other("too many levels of symbolic links"),
+            });
+        }
+        if target.is_absolute() {
+            cur.clear();
+        }
+        for tc in target.components().rev() {
+            match tc {
+                Component::Normal(x) => todo.push(x.to_os_string()),
+                Component::ParentDir => todo.push("..".into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    };
     while let Some(c) = todo.pop() {
         if c == OsStr::new(".") || c.is_empty() {
             continue;
@@ -206,25 +307,8 @@ fn resolve_dir(root: &Path, rel: &[OsString]) -> Result<PathBuf, UnpackError> {
         p.push(&c);
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(UnpackError::Io {
-                        op: "resolving",
-                        path: p,
-                        source: io::Error::other("too many levels of symbolic links"),
-                    });
-                }
                 let target = fs::read_link(&p).map_err(io_err("reading link", &p))?;
-                if target.is_absolute() {
-                    cur.clear();
-                }
-                for tc in target.components().rev() {
-                    match tc {
-                        Component::Normal(x) => todo.push(x.to_os_string()),
-                        Component::ParentDir => todo.push("..".into()),
-                        _ => {}
-                    }
-                }
+                follow(&p, target, &mut cur, &mut todo)?;
             }
             Ok(m) if m.is_dir() => cur.push(c),
             Ok(_) => {
@@ -235,8 +319,36 @@ fn resolve_dir(root: &Path, rel: &[OsString]) -> Result<PathBuf, UnpackError> {
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&p).map_err(io_err("creating directory", &p))?;
-                cur.push(c);
+                let mut rel_c = cur.clone();
+                rel_c.push(c.clone());
+                match lookup_lower(root, lowers, &rel_c) {
+                    Some(LowerEntry::Symlink(target)) => follow(&p, target, &mut cur, &mut todo)?,
+                    Some(LowerEntry::File(_)) => {
+                        return Err(UnpackError::Io {
+                            op: "entering",
+                            path: p,
+                            source: io::Error::other("not a directory (in a lower layer)"),
+                        })
+                    }
+                    Some(LowerEntry::Dir(m)) => {
+                        // Copy the directory up with its metadata: in overlayfs the top
+                        // directory's mode and owner are the ones seen.
+                        fs::create_dir(&p).map_err(io_err("creating directory", &p))?;
+                        if privileged {
+                            std::os::unix::fs::lchown(&p, Some(m.uid()), Some(m.gid()))
+                                .map_err(io_err("changing owner of", &p))?;
+                        }
+                        let mode = m.permissions().mode() & 0o7777;
+                        let mode = if privileged { mode } else { mode | 0o700 };
+                        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                            .map_err(io_err("changing mode of", &p))?;
+                        cur.push(c);
+                    }
+                    None => {
+                        fs::create_dir(&p).map_err(io_err("creating directory", &p))?;
+                        cur.push(c);
+                    }
+                }
             }
             Err(e) => return Err(io_err("inspecting", &p)(e)),
         }
@@ -244,6 +356,25 @@ fn resolve_dir(root: &Path, rel: &[OsString]) -> Result<PathBuf, UnpackError> {
     let mut p = root.to_path_buf();
     p.extend(&cur);
     Ok(p)
+}
+
+/// Copies a lower layer's regular file to `dst` with its mode and (privileged) owner.
+fn copy_up(src: &Path, dst: &Path, privileged: bool) -> Result<(), UnpackError> {
+    let m = fs::symlink_metadata(src).map_err(io_err("inspecting", src))?;
+    if !m.is_file() {
+        return Err(UnpackError::Io {
+            op: "copying up",
+            path: src.to_path_buf(),
+            source: io::Error::other("hard link target is not a regular file"),
+        });
+    }
+    fs::copy(src, dst).map_err(io_err("copying up", dst))?;
+    if privileged {
+        std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).map_err(io_err("changing owner of", dst))?;
+    }
+    fs::set_permissions(dst, fs::Permissions::from_mode(m.permissions().mode() & 0o7777))
+        .map_err(io_err("changing mode of", dst))?;
+    Ok(())
 }
 
 /// Removes `p` whatever it is, without following a symlink; absent is fine.
@@ -258,6 +389,7 @@ fn remove_any(p: &Path) -> Result<(), UnpackError> {
 
 struct Applier<'a> {
     root: &'a Path,
+    lowers: &'a [PathBuf],
     opts: UnpackOptions,
     /// Paths this layer wrote (and their ancestors): an opaque whiteout keeps them.
     this_layer: HashSet<PathBuf>,
@@ -278,9 +410,15 @@ impl Applier<'_> {
         let path = entry.path().map_err(|source| UnpackError::Archive { source })?;
         let comps = clean(&path, &raw)?;
         let Some((name, parent_rel)) = comps.split_last() else {
-            return Ok(()); // the root itself
+            // The root itself (`./`): its mode is the container's `/`.
+            if kind.is_dir() {
+                let header = entry.header().clone();
+                let mode = header.mode().unwrap_or(0o755) & 0o7777;
+                return self.metadata(entry, &header, self.root, kind, mode);
+            }
+            return Ok(());
         };
-        let parent = resolve_dir(self.root, parent_rel)?;
+        let parent = resolve_dir(self.root, self.lowers, parent_rel, self.opts.privileged)?;
         let name_str = name.to_string_lossy();
 
         if name_str == OPAQUE_WHITEOUT {
@@ -335,7 +473,18 @@ impl Applier<'_> {
                         entry: String::from_utf8_lossy(&raw_target).into_owned(),
                     });
                 };
-                let src = resolve_dir(self.root, tparent)?.join(tname);
+                let src = resolve_dir(self.root, self.lowers, tparent, self.opts.privileged)?.join(tname);
+                if fs::symlink_metadata(&src).is_err() {
+                    // The target is in a lower layer: copy it up (overlayfs would too).
+                    let rel: Vec<OsString> = src
+                        .strip_prefix(self.root)
+                        .map(|r| r.iter().map(|c| c.to_os_string()).collect())
+                        .unwrap_or_default();
+                    if let Some(LowerEntry::File(lower)) = lookup_lower(self.root, self.lowers, &rel) {
+                        copy_up(&lower, &src, self.opts.privileged)?;
+                        self.mark(&src);
+                    }
+                }
                 fs::hard_link(&src, &dst).map_err(io_err("creating hard link", &dst))?;
                 // A hard link shares the target's inode and so its metadata.
                 return Ok(());

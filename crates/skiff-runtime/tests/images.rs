@@ -58,7 +58,12 @@ fn three_layer_image() -> testing::TestImage {
             .file("opt/data/sub/deep.txt", b"deep\n", 0o644)
             .dir("home", 0o755)
             .dir("home/user", 0o755)
-            .file_owned("home/user/file", b"mine\n", 0o600, 1000, 1000);
+            .file_owned("home/user/file", b"mine\n", 0o600, 1000, 1000)
+            .dir("usr", 0o755)
+            .dir("usr/lib", 0o755)
+            .file("usr/lib/a", b"a\n", 0o644)
+            .symlink("lib", "usr/lib")
+            .dir("srv", 0o750);
     });
     let middle = layer(|l| {
         l.whiteout("etc/remove-me")
@@ -67,7 +72,12 @@ fn three_layer_image() -> testing::TestImage {
     });
     let top = layer(|l| {
         l.file("etc/hello.txt", b"hello from the zstd layer\n", 0o644)
-            .symlink("bin/abs", "/bin/busybox");
+            .symlink("bin/abs", "/bin/busybox")
+            // Through the lower layer's `lib -> usr/lib`, into its `srv` (mode kept), and a
+            // hard link to a lower layer's file.
+            .file("lib/b", b"b\n", 0o644)
+            .file("srv/x", b"x\n", 0o644)
+            .hardlink("bin/bb2", "bin/busybox");
     });
     testing::image(
         ManifestKind::Oci,
@@ -78,6 +88,28 @@ fn three_layer_image() -> testing::TestImage {
             (top, Compression::Zstd),
         ],
     )
+}
+
+/// What the top layer did through lower layers' entries.
+fn check_cross_layer(rootfs: &Path) {
+    assert_eq!(
+        std::fs::read_link(rootfs.join("lib")).expect("lib"),
+        Path::new("usr/lib"),
+        "still a symlink"
+    );
+    assert_eq!(
+        std::fs::read(rootfs.join("usr/lib/b")).expect("b"),
+        b"b\n",
+        "written through it"
+    );
+    assert!(rootfs.join("usr/lib/a").exists(), "the lower file is still seen");
+    let srv = std::fs::metadata(rootfs.join("srv")).expect("srv");
+    assert_eq!(srv.permissions().mode() & 0o777, 0o750, "lower directory's mode kept");
+    assert_eq!(
+        std::fs::read(rootfs.join("bin/bb2")).expect("bb2"),
+        std::fs::read(testing::BUSYBOX).expect("busybox"),
+        "hard link to a lower layer's file"
+    );
 }
 
 fn run_in_chroot(rootfs: &Path, args: &[&str]) -> String {
@@ -162,6 +194,7 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
     assert!(!rootfs.join("opt/data/sub").exists(), "opaque dir hides lower dirs");
     assert_eq!(std::fs::read(rootfs.join("opt/data/new.txt")).expect("new"), b"new\n");
     assert!(rootfs.join("etc/hello.txt").exists(), "zstd layer applied");
+    check_cross_layer(&rootfs);
     let owned = std::fs::metadata(rootfs.join("home/user/file")).expect("owned");
     assert_eq!(owned.permissions().mode() & 0o777, 0o600);
 
@@ -181,7 +214,11 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
         // same tree as the copy.
         let lower = store.overlay_lowerdirs(&rec).expect("snapshots");
         assert_eq!(lower.len(), 3);
-        assert_eq!(lower[2], store.snapshot_path(&rec.layers[0].diff_id));
+        assert_eq!(
+            lower[2],
+            store.snapshot_path(&rec.layers[0].diff_id),
+            "bottom chain ID = diff ID"
+        );
         let wh = std::fs::symlink_metadata(lower[1].join("etc/remove-me")).expect("whiteout device");
         assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "0/0 char device");
         let mut buf = [0u8; 8];
@@ -207,8 +244,16 @@ async fn pulls_a_layered_image_and_builds_its_rootfs() {
             mnt.join("opt/data/new.txt").exists(),
             mnt.join("bin/busybox").exists(),
         );
+        let cross = std::panic::catch_unwind(|| check_cross_layer(&mnt));
+        let ran = Command::new("chroot")
+            .arg(&mnt)
+            .args(["/bin/sh", "-c", "echo from overlay"])
+            .output()
+            .expect("chroot");
         let _ = Command::new("umount").arg(&mnt).status();
         assert_eq!(seen, (false, false, true, true), "overlay shows whiteouts applied");
+        assert!(cross.is_ok(), "overlay view matches the copy");
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), "from overlay\n");
     }
 }
 
