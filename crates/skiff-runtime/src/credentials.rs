@@ -29,6 +29,19 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+impl Credential {
+    /// Decodes a docker config `auth` field: base64 of `user:password`.
+    pub fn from_auth_field(auth: &str) -> Option<Self> {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim()).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (u, p) = decoded.split_once(':')?;
+        Some(Self::Basic {
+            username: u.to_string(),
+            password: p.to_string(),
+        })
+    }
+}
+
 /// A docker config that is not valid JSON of the expected shape.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -99,18 +112,7 @@ impl DockerCredentials {
                     password: p.clone(),
                 }
             } else if let Some(a) = e.auth.filter(|a| !a.is_empty()) {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(a.trim())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| CredentialsError::BadAuth { registry: key.clone() })?;
-                let (u, p) = decoded
-                    .split_once(':')
-                    .ok_or_else(|| CredentialsError::BadAuth { registry: key.clone() })?;
-                Credential::Basic {
-                    username: u.to_string(),
-                    password: p.to_string(),
-                }
+                Credential::from_auth_field(&a).ok_or_else(|| CredentialsError::BadAuth { registry: key.clone() })?
             } else {
                 continue;
             };

@@ -263,13 +263,7 @@ impl Puller {
                         password: p.clone(),
                     });
                 }
-                let json = format!(
-                    r#"{{"auths":{{"x":{{"auth":{}}}}}}}"#,
-                    serde_json::json!(a.auth.clone()?)
-                );
-                DockerCredentials::from_json(json.as_bytes())
-                    .ok()
-                    .and_then(|c| c.for_host("x").cloned())
+                a.auth.as_deref().and_then(Credential::from_auth_field)
             })
             .or_else(|| credentials.for_host(&ep.host).cloned())
             .or_else(|| {

@@ -369,8 +369,17 @@ impl ImageStore {
         }
         let ingest = self.root.join("ingest");
         if let Ok(rd) = fs::read_dir(&ingest) {
+            // Leftovers of interrupted pulls and imports.
             for e in rd.flatten() {
-                let _ = fs::remove_file(e.path());
+                let p = e.path();
+                let res = if p.is_dir() {
+                    remove_tree(&p)
+                } else {
+                    fs::remove_file(&p).map_err(io_err("removing", &p))
+                };
+                if let Err(err) = res {
+                    tracing::warn!(error = %err, "could not remove an ingest leftover");
+                }
             }
         }
         tracing::debug!(
