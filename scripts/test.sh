@@ -11,6 +11,9 @@ export CARGO_TERM_COLOR=never
 need_pkgs=()
 command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
 command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
+# Image tests: a real registry on loopback, and busybox-static to build test images from.
+command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
+test -x /bin/busybox || need_pkgs+=(busybox-static)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need_pkgs[*]}"

@@ -14,6 +14,8 @@ use anyhow::{Context, Result};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
+mod image;
+
 #[derive(Parser)]
 #[command(name = "skiff", version, about = "The cloud-native platform in one binary")]
 struct Cli {
@@ -27,6 +29,8 @@ enum Command {
     Server(ServerArgs),
     /// Run a node agent that joins a server. Today only simulated nodes (`--simulated`).
     Agent(AgentArgs),
+    /// Manage the node's images: ls, pull, import, rm.
+    Image(image::ImageArgs),
 }
 
 /// Capacity of each simulated node.
@@ -327,6 +331,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(a) => server(a).await,
             Command::Agent(a) => agent(a).await,
+            Command::Image(a) => image::run(a).await,
         }
     });
     match res {
