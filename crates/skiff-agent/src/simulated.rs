@@ -10,6 +10,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::json;
+use skiff_client::LeanPod;
 
 #[derive(Clone, Debug)]
 pub struct SimulatedNodesConfig {
@@ -185,8 +186,11 @@ impl SimulatedNodes {
             "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
             "startTime": ts, "containerStatuses": statuses, "qosClass": "BestEffort",
         }});
-        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await?;
+        // The answer (the whole pod) is not needed: read it as text, never parse it.
+        let req = http::Request::patch(format!("/api/v1/namespaces/{ns}/pods/{name}/status"))
+            .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+            .body(serde_json::to_vec(&status)?)?;
+        client.request_text(req).await?;
         Ok(())
     }
 
@@ -208,9 +212,10 @@ impl SimulatedNodes {
             }
         });
         let _stop_heartbeats = AbortOnDrop(heartbeats);
-        let pods: Api<Pod> = Api::all(self.client.clone());
+        // Only bound pods, lean (no managedFields, no status but the phase).
+        let pods: Api<LeanPod> = Api::all(self.client.clone());
         let mine: std::collections::HashSet<String> = self.names().into_iter().collect();
-        let stream = watcher(pods, watcher::Config::default()).default_backoff();
+        let stream = watcher(pods, watcher::Config::default().fields("spec.nodeName!=")).default_backoff();
         let mut stream = Box::pin(stream);
         let mut ip_seq = BTreeMap::new();
         // Pods move along concurrently, a bounded number at a time.
@@ -220,7 +225,7 @@ impl SimulatedNodes {
                 ev = stream.next() => {
                     let Some(ev) = ev else { return Ok(()) };
                     let pods: Vec<Pod> = match ev {
-                        Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => vec![p],
+                        Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => vec![p.into_pod()],
                         Ok(_) => continue,
                         Err(e) => {
                             tracing::debug!(error = %e, "pod watch error; retrying");

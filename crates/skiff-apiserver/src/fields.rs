@@ -97,46 +97,114 @@ fn leaves(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
     }
 }
 
+/// Metadata that the server maintains: no manager owns it.
+const SERVER_METADATA: [&str; 11] = [
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+    "namespace",
+    "name",
+    "generateName",
+];
+
+/// The top-level fields of an object that `part` covers and managers can own.
+fn owned_top(m: &Map<String, Value>, part: Part) -> impl Iterator<Item = (&String, &Value)> {
+    m.iter().filter(move |(k, _)| match k.as_str() {
+        "apiVersion" | "kind" => false,
+        "status" => part != Part::Main,
+        _ => part != Part::Status,
+    })
+}
+
+/// The ownable part of one top-level field (metadata without what the server maintains).
+fn ownable(k: &str, v: &Value) -> Value {
+    match (k, v) {
+        ("metadata", Value::Object(meta)) => Value::Object(
+            meta.iter()
+                .filter(|(mk, _)| !SERVER_METADATA.contains(&mk.as_str()))
+                .map(|(mk, mv)| (mk.clone(), mv.clone()))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
 /// Fields of an object that managers can own: everything but the server-maintained metadata.
 fn owned_leaves(obj: &Value, part: Part) -> BTreeSet<FieldPath> {
-    let mut c = obj.clone();
-    if let Some(m) = c.as_object_mut() {
-        m.remove("apiVersion");
-        m.remove("kind");
-        match part {
-            Part::Status => {
-                let status = m.remove("status");
-                m.clear();
-                if let Some(s) = status {
-                    m.insert("status".into(), s);
-                }
-            }
-            Part::Main => {
-                m.remove("status");
-            }
-            Part::Both => {}
-        }
-        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for k in [
-                "uid",
-                "resourceVersion",
-                "generation",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "managedFields",
-                "selfLink",
-                "namespace",
-                "name",
-                "generateName",
-            ] {
-                meta.remove(k);
-            }
+    let mut c = Map::new();
+    if let Some(m) = obj.as_object() {
+        for (k, v) in owned_top(m, part) {
+            c.insert(k.clone(), ownable(k, v));
         }
     }
     let mut out = BTreeSet::new();
-    leaves(&c, &mut Vec::new(), &mut out);
+    leaves(&Value::Object(c), &mut Vec::new(), &mut out);
     out
+}
+
+/// The ownable leaves of `old` and `new` where they differ, and the paths of the subtrees
+/// (top-level fields and their children) that are equal in both, whose leaves are the same on
+/// both sides and are left out. An update that touches `status.phase` costs the status, not
+/// the whole object.
+fn differing_leaves(
+    old: &Value,
+    new: &Value,
+    part: Part,
+) -> (BTreeSet<FieldPath>, BTreeSet<FieldPath>, Vec<FieldPath>) {
+    let empty = Map::new();
+    let om = old.as_object().unwrap_or(&empty);
+    let nm = new.as_object().unwrap_or(&empty);
+    let (mut o, mut n, mut equal) = (Map::new(), Map::new(), Vec::new());
+    let keys: BTreeSet<&String> = owned_top(om, part).chain(owned_top(nm, part)).map(|(k, _)| k).collect();
+    for k in keys {
+        let (ov, nv) = (om.get(k.as_str()), nm.get(k.as_str()));
+        let (ov, nv) = (ov.map(|v| ownable(k, v)), nv.map(|v| ownable(k, v)));
+        match (ov, nv) {
+            (Some(a), Some(b)) if a == b => equal.push(vec![format!("f:{k}")]),
+            (Some(Value::Object(a)), Some(Value::Object(b))) if !a.is_empty() && !b.is_empty() => {
+                let (mut pa, mut pb) = (Map::new(), Map::new());
+                let children: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for c in children {
+                    match (a.get(c.as_str()), b.get(c.as_str())) {
+                        (Some(x), Some(y)) if x == y => equal.push(vec![format!("f:{k}"), format!("f:{c}")]),
+                        (x, y) => {
+                            if let Some(x) = x {
+                                pa.insert(c.clone(), x.clone());
+                            }
+                            if let Some(y) = y {
+                                pb.insert(c.clone(), y.clone());
+                            }
+                        }
+                    }
+                }
+                // A side left empty by pruning still has its equal children: leave it out
+                // rather than let `{}` read as a leaf.
+                if !pa.is_empty() {
+                    o.insert(k.clone(), Value::Object(pa));
+                }
+                if !pb.is_empty() {
+                    n.insert(k.clone(), Value::Object(pb));
+                }
+            }
+            (a, b) => {
+                if let Some(a) = a {
+                    o.insert(k.clone(), a);
+                }
+                if let Some(b) = b {
+                    n.insert(k.clone(), b);
+                }
+            }
+        }
+    }
+    let (mut ol, mut nl) = (BTreeSet::new(), BTreeSet::new());
+    leaves(&Value::Object(o), &mut Vec::new(), &mut ol);
+    leaves(&Value::Object(n), &mut Vec::new(), &mut nl);
+    (ol, nl, equal)
 }
 
 /// A list element's existence entry (`…/k:{…}/.`): owning it means the element exists.
@@ -269,8 +337,8 @@ fn subresource_name(part: Part) -> &'static str {
 /// Record an Update by `manager`: it gains every field it changed; others lose them. A client
 /// that sends `managedFields` itself (other than unchanged) sets them as given.
 pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_version: &str, part: Part) {
-    let explicit = new["metadata"].get("managedFields").cloned();
-    if let (Some(explicit), Some(old)) = (&explicit, old) {
+    let explicit = new["metadata"].get("managedFields");
+    if let (Some(explicit), Some(old)) = (explicit, old) {
         if Some(explicit) != old["metadata"].get("managedFields") {
             // Taken as given; `[{}]` clears.
             let cleared = explicit
@@ -287,9 +355,10 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
     if old.is_none() && explicit.is_some() {
         return;
     }
-    let mut entries = old.map(read_entries).unwrap_or_default();
-    let new_leaves = owned_leaves(new, part);
-    let old_leaves = old.map(|o| owned_leaves(o, part)).unwrap_or_default();
+    let (old_leaves, new_leaves, equal) = match old {
+        Some(o) => differing_leaves(o, new, part),
+        None => (BTreeSet::new(), owned_leaves(new, part), Vec::new()),
+    };
     let changed: BTreeSet<FieldPath> = new_leaves
         .iter()
         // An element's "." only says it exists: it changes when the element is added, not when
@@ -299,10 +368,25 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
         })
         .cloned()
         .collect();
+    if changed.is_empty() && old_leaves.is_subset(&new_leaves) {
+        // Nobody gains or loses a field: the record stands as it is.
+        let recorded = old.and_then(|o| o["metadata"].get("managedFields"));
+        if new["metadata"].get("managedFields") != recorded {
+            if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                match recorded {
+                    Some(r) => meta.insert("managedFields".into(), r.clone()),
+                    None => meta.remove("managedFields"),
+                };
+            }
+        }
+        return;
+    }
+    let mut entries = old.map(read_entries).unwrap_or_default();
+    let kept = |p: &FieldPath| new_leaves.contains(p) || equal.iter().any(|q| p.starts_with(q));
     // Fields that no longer exist belong to nobody.
     for e in entries.iter_mut() {
         e.fields
-            .retain(|p| new_leaves.contains(p) || (e.subresource != subresource_name(part)));
+            .retain(|p| kept(p) || (e.subresource != subresource_name(part)));
         if e.manager != manager || e.operation != "Update" || e.subresource != subresource_name(part) {
             e.fields.retain(|p| !changed.contains(p));
         }
@@ -590,6 +674,105 @@ mod tests {
     fn deploy(replicas: i64, image: &str) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}},
                "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    /// The unpruned algorithm: every ownable leaf of both objects, compared in full.
+    fn record_update_reference(new: &mut Value, old: &Value, manager: &str, part: Part) {
+        let mut entries = read_entries(old);
+        let new_leaves = owned_leaves(new, part);
+        let old_leaves = owned_leaves(old, part);
+        let changed: BTreeSet<FieldPath> = new_leaves
+            .iter()
+            .filter(|p| !old_leaves.contains(*p) || (!is_existence(p) && value_at(old, p) != value_at(new, p)))
+            .cloned()
+            .collect();
+        for e in entries.iter_mut() {
+            e.fields
+                .retain(|p| new_leaves.contains(p) || (e.subresource != subresource_name(part)));
+            if e.manager != manager || e.operation != "Update" || e.subresource != subresource_name(part) {
+                e.fields.retain(|p| !changed.contains(p));
+            }
+        }
+        if !changed.is_empty() {
+            match entries
+                .iter_mut()
+                .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource_name(part))
+            {
+                Some(e) => e.fields.extend(changed),
+                None => entries.push(Entry {
+                    manager: manager.into(),
+                    operation: "Update".into(),
+                    api_version: "v1".into(),
+                    time: String::new(),
+                    subresource: subresource_name(part).into(),
+                    fields: changed,
+                }),
+            }
+        }
+        write_entries(new, &entries);
+    }
+
+    fn without_times(v: &Value) -> Vec<(String, String, Value)> {
+        read_entries(v)
+            .into_iter()
+            .map(|e| (e.manager, e.subresource, to_fields_v1(&e.fields)))
+            .collect()
+    }
+
+    #[test]
+    fn pruned_record_matches_the_full_comparison() {
+        let base = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"a": "1", "b": "2"}},
+            "spec": {"containers": [{"name": "c", "image": "i:1", "ports": [{"containerPort": 80}]},
+                                    {"name": "d", "image": "j:1"}],
+                     "nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "k", "operator": "Exists"}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}});
+        let mut created = base.clone();
+        record_update(&mut created, None, "creator", "v1", Part::Main);
+        let mut with_status = created.clone();
+        with_status["status"]["phase"] = json!("Running");
+        record_update(&mut with_status, Some(&created), "kubelet", "v1", Part::Status);
+        type Edit = fn(&mut Value);
+        let edits: Vec<(&str, Part, Edit)> = vec![
+            ("image", Part::Main, |v| {
+                v["spec"]["containers"][0]["image"] = json!("i:2")
+            }),
+            ("drop container", Part::Main, |v| {
+                v["spec"]["containers"].as_array_mut().expect("list").pop();
+            }),
+            ("labels", Part::Main, |v| {
+                v["metadata"]["labels"] = json!({"a": "1", "c": "3"});
+            }),
+            ("drop labels", Part::Main, |v| {
+                v["metadata"].as_object_mut().expect("map").remove("labels");
+            }),
+            ("empty selector", Part::Main, |v| v["spec"]["nodeSelector"] = json!({})),
+            ("drop spec child", Part::Main, |v| {
+                v["spec"].as_object_mut().expect("map").remove("tolerations");
+            }),
+            ("new top-level", Part::Main, |v| v["data"] = json!({"x": "y"})),
+            ("status", Part::Status, |v| {
+                v["status"]["phase"] = json!("Succeeded");
+                v["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True"},
+                                                   {"type": "Ready", "status": "False"}]);
+            }),
+            ("status drop", Part::Status, |v| {
+                v["status"].as_object_mut().expect("map").remove("conditions");
+            }),
+            ("bind", Part::Both, |v| {
+                v["spec"]["nodeName"] = json!("n1");
+                v["status"]["conditions"][0]["status"] = json!("False");
+            }),
+            ("nothing", Part::Main, |_| {}),
+        ];
+        for (what, part, edit) in edits {
+            let mut fast = with_status.clone();
+            edit(&mut fast);
+            let mut reference = fast.clone();
+            record_update(&mut fast, Some(&with_status), "editor", "v1", part);
+            record_update_reference(&mut reference, &with_status, "editor", part);
+            assert_eq!(without_times(&fast), without_times(&reference), "{what}");
+        }
     }
 
     #[test]

@@ -125,17 +125,46 @@ fn spec_part(rt: &ResourceType, v: &Value) -> Value {
 }
 
 /// Ready to compare two stored states: without resourceVersion and managedFields timestamps.
-fn comparable(v: &Value) -> Value {
-    let mut c = v.clone();
-    if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        if let Some(mf) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
-            for e in mf.iter_mut().filter_map(Value::as_object_mut) {
-                e.remove("time");
-            }
-        }
+/// Whether two states of an object are the same but for their resourceVersion and the times
+/// in their managed fields (an update that changes nothing else is not written).
+fn same_content(a: &Value, b: &Value) -> bool {
+    let (Some(am), Some(bm)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    if am.len() != bm.len() {
+        return false;
     }
-    c
+    am.iter().all(|(k, av)| {
+        let Some(bv) = bm.get(k) else { return false };
+        if k != "metadata" {
+            return av == bv;
+        }
+        let (Some(ameta), Some(bmeta)) = (av.as_object(), bv.as_object()) else {
+            return av == bv;
+        };
+        let keys = |m: &Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
+        keys(ameta) == keys(bmeta)
+            && ameta.iter().filter(|(k, _)| *k != "resourceVersion").all(|(k, x)| {
+                let Some(y) = bmeta.get(k) else { return false };
+                if k != "managedFields" {
+                    return x == y;
+                }
+                match (x.as_array(), y.as_array()) {
+                    (Some(xs), Some(ys)) => {
+                        xs.len() == ys.len()
+                            && xs.iter().zip(ys).all(|(e, f)| match (e.as_object(), f.as_object()) {
+                                (Some(e), Some(f)) => {
+                                    let n = |m: &Map<String, Value>| m.keys().filter(|k| *k != "time").count();
+                                    n(e) == n(f)
+                                        && e.iter().filter(|(k, _)| *k != "time").all(|(k, v)| f.get(k) == Some(v))
+                                }
+                                _ => e == f,
+                            })
+                    }
+                    _ => x == y,
+                }
+            })
+    })
 }
 
 fn random_suffix() -> String {
@@ -161,15 +190,20 @@ impl Objects {
 
     /// The stored object as the client's version of the type shows it.
     pub fn present(&self, rt: &ResourceType, stored: &Value) -> Value {
+        self.present_owned(rt, stored.clone())
+    }
+
+    /// [`Self::present`] of an object the caller no longer needs.
+    pub fn present_owned(&self, rt: &ResourceType, stored: Value) -> Value {
         if builtin::storage_api_version(&rt.group, &rt.kind).is_some()
             || stored["apiVersion"].as_str() != Some(&rt.api_version())
         {
-            let mut v = builtin::convert(stored.clone(), &rt.group, &rt.kind, &rt.version);
+            let mut v = builtin::convert(stored, &rt.group, &rt.kind, &rt.version);
             v["apiVersion"] = json!(rt.api_version());
             v["kind"] = json!(rt.kind);
             v
         } else {
-            stored.clone()
+            stored
         }
     }
 
@@ -323,12 +357,22 @@ impl Objects {
     }
 
     fn encode(obj: &Value) -> ApiResult<Bytes> {
-        let mut v = obj.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-            m.remove("selfLink");
-        }
-        serde_json::to_vec(&v)
+        let strip = obj["metadata"]
+            .as_object()
+            .is_some_and(|m| m.contains_key("resourceVersion") || m.contains_key("selfLink"));
+        let stripped;
+        let v = if strip {
+            let mut v = obj.clone();
+            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+                m.remove("selfLink");
+            }
+            stripped = v;
+            &stripped
+        } else {
+            obj
+        };
+        serde_json::to_vec(v)
             .map(Bytes::from)
             .map_err(|e| ApiError::internal(e.to_string()))
     }
@@ -424,7 +468,7 @@ impl Objects {
                     self.settle(kv.mod_revision).await;
                     let stored = Self::with_rev(obj, kv.mod_revision);
                     return Ok(Outcome {
-                        obj: self.present(rt, &stored),
+                        obj: self.present_owned(rt, stored),
                         created: true,
                         warnings,
                     });
@@ -504,7 +548,7 @@ impl Objects {
             return Err(ApiError::invalid(rt, name, &[e]));
         }
         {
-            let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
+            let old_meta = &old["metadata"];
             let meta = meta_mut(&mut new);
             meta.insert("name".into(), json!(name));
             for k in [
@@ -587,7 +631,7 @@ impl Objects {
                 }
             }
             let new = self.prepare_update(rt, &cur_obj, desired, name, part, opts, &mut warnings)?;
-            if comparable(&new) == comparable(&cur_obj) {
+            if same_content(&new, &cur_obj) {
                 return Ok(Outcome {
                     obj: shown,
                     created: false,
@@ -610,15 +654,12 @@ impl Objects {
                 None
             };
             let result = if deleting {
-                self.store
-                    .delete(&key, Some(cur.rev))
-                    .await
-                    .map(|kv| (kv.mod_revision, new.clone()))
+                self.store.delete(&key, Some(cur.rev)).await.map(|kv| kv.mod_revision)
             } else {
                 self.store
                     .update(&key, Self::encode(&new)?, cur.rev)
                     .await
-                    .map(|kv| (kv.mod_revision, new.clone()))
+                    .map(|kv| kv.mod_revision)
             };
             match (&result, held) {
                 (Err(_), Some(h)) => h.release(&*self.store).await,
@@ -626,10 +667,10 @@ impl Objects {
                 _ => {}
             }
             match result {
-                Ok((rev, obj)) => {
+                Ok(rev) => {
                     self.settle(rev).await;
                     return Ok(Outcome {
-                        obj: self.present(rt, &Self::with_rev(obj, rev)),
+                        obj: self.present_owned(rt, Self::with_rev(new, rev)),
                         created: false,
                         warnings,
                     });
@@ -640,6 +681,46 @@ impl Objects {
                         self.settle(now.mod_revision).await;
                     }
                     continue;
+                }
+                Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(rt, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::conflict(rt, name))
+    }
+
+    /// A change the server makes itself (a pod's binding): `f` edits the stored state in place.
+    /// Nothing is decoded, defaulted or validated and managed fields stay as they are: what `f`
+    /// writes is valid by construction, as upstream's binding storage writes the pod directly.
+    /// Lost races are retried. Returns the revision written.
+    pub async fn update_in_place<F>(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        dry_run: bool,
+        f: F,
+    ) -> ApiResult<Revision>
+    where
+        F: Fn(&mut Value) -> ApiResult<()>,
+    {
+        let key = rt.key(ns, name);
+        for _ in 0..16 {
+            let cur = self.cache.get(&key).ok_or_else(|| ApiError::not_found(rt, name))?;
+            let mut obj = cur.value();
+            f(&mut obj)?;
+            if dry_run {
+                return Ok(cur.rev);
+            }
+            match self.store.update(&key, Self::encode(&obj)?, cur.rev).await {
+                Ok(kv) => {
+                    self.settle(kv.mod_revision).await;
+                    return Ok(kv.mod_revision);
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    if let Ok(Some(now)) = self.store.get(&key).await {
+                        self.settle(now.mod_revision).await;
+                    }
                 }
                 Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(rt, name)),
                 Err(e) => return Err(e.into()),
@@ -780,7 +861,7 @@ impl Objects {
             if is_ns {
                 next["status"]["phase"] = json!("Terminating");
             }
-            if comparable(&next) == comparable(obj) {
+            if same_content(&next, obj) {
                 return Ok((self.present(rt, obj), false));
             }
             if opts.dry_run {

@@ -134,9 +134,8 @@ pub async fn bind(
     // nodeName and the PodScheduled condition in one write.
     shared
         .objects
-        .update_with(rt, ns, name, Part::Both, opts, false, |cur| {
-            let cur = cur.ok_or_else(|| ApiError::not_found(rt, name))?;
-            let existing = cur["spec"]["nodeName"].as_str().unwrap_or("");
+        .update_in_place(rt, ns, name, opts.dry_run, |pod| {
+            let existing = pod["spec"]["nodeName"].as_str().unwrap_or("");
             if !existing.is_empty() {
                 return Err(ApiError::new(
                     409,
@@ -144,20 +143,21 @@ pub async fn bind(
                     format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""),
                 ));
             }
-            if !cur["metadata"]["deletionTimestamp"].is_null() {
+            if !pod["metadata"]["deletionTimestamp"].is_null() {
                 return Err(ApiError::new(
                     409,
                     "Conflict",
                     format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
                 ));
             }
-            let mut next = cur.clone();
-            next["spec"]["nodeName"] = json!(node);
-            let conds = next["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            pod["spec"]["nodeName"] = json!(node);
+            let mut conds: Vec<Value> = match pod["status"]["conditions"].take() {
+                Value::Array(c) => c.into_iter().filter(|c| c["type"] != "PodScheduled").collect(),
+                _ => Vec::new(),
+            };
             conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": ts}));
-            next["status"]["conditions"] = json!(conds);
-            Ok(next)
+            pod["status"]["conditions"] = json!(conds);
+            Ok(())
         })
         .await?;
     Ok(json_response(

@@ -15,7 +15,7 @@
 //! turn terminating. This plays the part of upstream's `ControllerExpectations`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 /// skipped.
 #[derive(Clone, Debug, Deserialize)]
 pub struct SlimPod {
-    #[serde(deserialize_with = "slim_meta")]
+    #[serde(deserialize_with = "skiff_client::lean::meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: SlimSpec,
@@ -64,34 +64,6 @@ pub struct SlimCondition {
     pub status: String,
     #[serde(default)]
     pub last_transition_time: Option<Time>,
-}
-
-/// The metadata fields the owners read; the rest (managedFields, annotations) is skipped.
-fn slim_meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Slim {
-        name: Option<String>,
-        namespace: Option<String>,
-        uid: Option<String>,
-        resource_version: Option<String>,
-        labels: Option<BTreeMap<String, String>>,
-        owner_references: Option<Vec<OwnerReference>>,
-        deletion_timestamp: Option<Time>,
-        creation_timestamp: Option<Time>,
-    }
-    let s = Slim::deserialize(d)?;
-    Ok(ObjectMeta {
-        name: s.name,
-        namespace: s.namespace,
-        uid: s.uid,
-        resource_version: s.resource_version,
-        labels: s.labels,
-        owner_references: s.owner_references,
-        deletion_timestamp: s.deletion_timestamp,
-        creation_timestamp: s.creation_timestamp,
-        ..Default::default()
-    })
 }
 
 impl Resource for SlimPod {

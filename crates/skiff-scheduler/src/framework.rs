@@ -152,6 +152,38 @@ impl PodInfo {
         }
     }
 
+    /// The pod as the cache keeps it once it is on a node: only what filters and scores read
+    /// of pods already placed (identity, labels, affinity, tolerations, phase); its requests and
+    /// host ports are already summed. Containers, volumes and the rest are dropped, which is
+    /// most of a pod's memory.
+    pub fn settled(mut self) -> PodInfo {
+        let p = &self.pod;
+        let m = &p.metadata;
+        let slim = Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                uid: m.uid.clone(),
+                labels: m.labels.clone(),
+                deletion_timestamp: m.deletion_timestamp.clone(),
+                ..Default::default()
+            },
+            spec: p.spec.as_ref().map(|s| k8s_openapi::api::core::v1::PodSpec {
+                affinity: s.affinity.clone(),
+                node_name: s.node_name.clone(),
+                tolerations: s.tolerations.clone(),
+                scheduler_name: s.scheduler_name.clone(),
+                ..Default::default()
+            }),
+            status: p.status.as_ref().map(|s| k8s_openapi::api::core::v1::PodStatus {
+                phase: s.phase.clone(),
+                ..Default::default()
+            }),
+        };
+        self.pod = Arc::new(slim);
+        self
+    }
+
     pub fn labels(&self) -> &Labels {
         self.pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
     }

@@ -15,6 +15,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use skiff_client::LeanPod;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -272,9 +273,7 @@ impl Scheduler {
         }
     }
 
-    fn on_pod(&mut self, mut pod: Pod) {
-        // Kept for as long as the pod exists; managedFields are most of a pod and unused here.
-        pod.metadata.managed_fields = None;
+    fn on_pod(&mut self, pod: Pod) {
         let key = key_of(&pod);
         match node_of(&pod).map(str::to_string) {
             Some(node) => {
@@ -285,7 +284,7 @@ impl Scheduler {
                 if is_active(&pod) {
                     let first = self.cache.node(&node).is_none_or(|n| !n.pods.contains_key(&key))
                         || self.cache.is_assumed(&key);
-                    self.cache.add_pod(PodInfo::new(Arc::new(pod)), &node);
+                    self.cache.add_pod(PodInfo::new(Arc::new(pod)).settled(), &node);
                     if first {
                         // A newly placed pod can satisfy others' affinity.
                         self.cluster_changed();
@@ -535,7 +534,17 @@ impl Scheduler {
 /// Run the scheduler until its watches end.
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    forward::<Pod>(&client, tx.clone(), |e| Update::Pod(Box::new(e)));
+    // Pods are watched lean (no managedFields, only the status phase the scheduler reads).
+    forward::<LeanPod>(&client, tx.clone(), |e| {
+        use watcher::Event as E;
+        Update::Pod(Box::new(match e {
+            E::Apply(p) => E::Apply(p.into_pod()),
+            E::Delete(p) => E::Delete(p.into_pod()),
+            E::Init => E::Init,
+            E::InitApply(p) => E::InitApply(p.into_pod()),
+            E::InitDone => E::InitDone,
+        }))
+    });
     forward::<Node>(&client, tx.clone(), |e| Update::Node(Box::new(e)));
     let stores = Stores {
         claims: follow(&client, tx.clone()),

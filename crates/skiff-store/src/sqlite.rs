@@ -51,6 +51,9 @@ impl SqliteOptions {
 
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// Writes go to one writer thread, which commits whatever has queued up in one
+    /// transaction (group commit): one commit and one wake-up for many writes.
+    writes: std::sync::mpsc::Sender<WriteRequest>,
 }
 
 struct Inner {
@@ -58,6 +61,19 @@ struct Inner {
     reader: Mutex<Connection>,
     events: broadcast::Sender<Arc<Event>>,
 }
+
+/// Decides a key's next value from its current one: `Some` to put, `None` to delete, or an
+/// error (a failed precondition) that leaves the key alone.
+type WriteOp = Box<dyn FnOnce(Option<KeyValue>) -> Result<Option<Bytes>, StoreError> + Send>;
+
+struct WriteRequest {
+    key: String,
+    op: WriteOp,
+    reply: tokio::sync::oneshot::Sender<Result<Event, StoreError>>,
+}
+
+/// The most writes committed together.
+const MAX_BATCH: usize = 256;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log (
@@ -114,13 +130,45 @@ impl SqliteStore {
         writer.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
         let reader = open(&opts.path, opts.synchronous)?;
         let (events, _) = broadcast::channel(opts.watch_buffer.max(16));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                reader: Mutex::new(reader),
-                events,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            events,
+        });
+        let (writes, queue) = std::sync::mpsc::channel::<WriteRequest>();
+        let w = inner.clone();
+        // Ends when the store (the only sender) is dropped.
+        std::thread::Builder::new()
+            .name("skiff-store-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    w.write_batch(batch);
+                }
+            })
+            .map_err(|e| StoreError::backend("start the writer thread", e))?;
+        Ok(Self { inner, writes })
+    }
+
+    /// Queue one write for the writer thread and wait for its commit.
+    async fn write(&self, key: &str, op: WriteOp) -> Result<Event, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writes
+            .send(WriteRequest {
+                key: key.to_string(),
+                op,
+                reply,
+            })
+            .map_err(|_| StoreError::backend("write", std::io::Error::other("the writer thread has stopped")))?;
+        answer
+            .await
+            .map_err(|_| StoreError::backend("write", std::io::Error::other("the writer thread dropped the write")))?
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -172,18 +220,63 @@ fn get_current(conn: &Connection, key: &str) -> Result<Option<KeyValue>, StoreEr
 }
 
 impl Inner {
-    /// Run one write in a transaction and publish its event while still holding the writer lock,
-    /// so events reach watchers in revision order.
-    fn write(
-        &self,
-        key: &str,
-        op: impl FnOnce(Option<KeyValue>) -> Result<Option<Bytes>, StoreError>,
-    ) -> Result<Event, StoreError> {
+    /// Commit a batch of writes in one transaction, in order, then publish their events (in
+    /// revision order, before the next batch) and answer each writer. A failed precondition
+    /// fails only its own write; a database error fails every write of the batch, since the
+    /// transaction rolls back.
+    fn write_batch(&self, batch: Vec<WriteRequest>) {
         let mut conn = lock(&self.writer);
         // IMMEDIATE: take the write lock up front instead of upgrading a read transaction.
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_err("begin"))?;
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let msg = e.to_string();
+                for r in batch {
+                    let _ = r
+                        .reply
+                        .send(Err(StoreError::backend("begin", std::io::Error::other(msg.clone()))));
+                }
+                return;
+            }
+        };
+        let mut results = Vec::with_capacity(batch.len());
+        let mut failed: Option<String> = None;
+        for r in batch {
+            let res = if failed.is_some() {
+                Err(StoreError::backend(
+                    "write",
+                    std::io::Error::other("an earlier write of the batch failed"),
+                ))
+            } else {
+                Self::apply_one(&tx, &r.key, r.op)
+            };
+            if let Err(e @ StoreError::Backend { .. }) = &res {
+                failed.get_or_insert_with(|| e.to_string());
+            }
+            results.push((r.reply, res));
+        }
+        let committed = match failed {
+            Some(why) => Err(why),
+            None => tx.commit().map_err(|e| e.to_string()),
+        };
+        for (reply, res) in results {
+            let res = match (res, &committed) {
+                (Ok(ev), Ok(())) => {
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.events.send(Arc::new(ev.clone()));
+                    Ok(ev)
+                }
+                (Ok(_), Err(why)) | (Err(StoreError::Backend { .. }), Err(why)) => {
+                    Err(StoreError::backend("commit", std::io::Error::other(why.clone())))
+                }
+                (Err(e), _) => Err(e),
+            };
+            let _ = reply.send(res);
+        }
+    }
+
+    /// One write inside the batch's transaction.
+    fn apply_one(tx: &rusqlite::Transaction<'_>, key: &str, op: WriteOp) -> Result<Event, StoreError> {
         let prev = get_current(&tx, key)?;
         let new_value = op(prev.clone())?;
         let event = match new_value {
@@ -237,9 +330,6 @@ impl Inner {
                 }
             }
         };
-        tx.commit().map_err(db_err("commit"))?;
-        // No receivers is fine: nobody is watching.
-        let _ = self.events.send(Arc::new(event.clone()));
         Ok(event)
     }
 }
@@ -378,49 +468,52 @@ impl Store for SqliteStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StoreError> {
-        let key = key.to_string();
-        self.blocking(move |i| {
-            i.write(&key, |prev| match prev {
-                Some(_) => Err(StoreError::AlreadyExists { key: key.clone() }),
+        let k = key.to_string();
+        self.write(
+            key,
+            Box::new(move |prev| match prev {
+                Some(_) => Err(StoreError::AlreadyExists { key: k }),
                 None => Ok(Some(value)),
-            })
-            .map(|e| e.kv)
-        })
+            }),
+        )
         .await
+        .map(|e| e.kv)
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue, StoreError> {
-        let key = key.to_string();
-        self.blocking(move |i| {
-            i.write(&key, |prev| match prev {
-                None => Err(StoreError::NotFound { key: key.clone() }),
+        let k = key.to_string();
+        self.write(
+            key,
+            Box::new(move |prev| match prev {
+                None => Err(StoreError::NotFound { key: k }),
                 Some(p) if p.mod_revision != expected => Err(StoreError::Conflict {
-                    key: key.clone(),
+                    key: k,
                     expected,
                     actual: p.mod_revision,
                 }),
                 Some(_) => Ok(Some(value)),
-            })
-            .map(|e| e.kv)
-        })
+            }),
+        )
         .await
+        .map(|e| e.kv)
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
-        let key = key.to_string();
-        self.blocking(move |i| {
-            i.write(&key, |prev| match (prev, expected) {
-                (None, _) => Err(StoreError::NotFound { key: key.clone() }),
+        let k = key.to_string();
+        self.write(
+            key,
+            Box::new(move |prev| match (prev, expected) {
+                (None, _) => Err(StoreError::NotFound { key: k }),
                 (Some(p), Some(e)) if p.mod_revision != e => Err(StoreError::Conflict {
-                    key: key.clone(),
+                    key: k,
                     expected: e,
                     actual: p.mod_revision,
                 }),
                 (Some(_), _) => Ok(None),
-            })
-            .map(|e| e.kv)
-        })
+            }),
+        )
         .await
+        .map(|e| e.kv)
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 /// mimalloc rather than glibc's malloc: the server allocates and frees many small buffers from
 /// many threads (JSON for every request and watch event), where glibc's arenas spent a quarter of
 /// the CPU of a 1,000-pod rollout in malloc/free and lock waits (see BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};

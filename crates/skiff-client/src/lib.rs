@@ -1,0 +1,12 @@
+//! What Skiff's in-process API clients (controllers, scheduler, simulated nodes) share.
+//!
+//! Today: lean watch types ([`lean`]). Every client of a busy cluster parses every pod change it
+//! watches; most of a pod's JSON is `metadata.managedFields`, which no controller reads and
+//! which k8s-openapi parses into a `serde_json::Value` tree. The lean types skip it unread.
+//!
+//! This crate depends on the Kubernetes types and kube's `Resource` trait only; it must never
+//! depend on the API server, the store or a runtime.
+
+pub mod lean;
+
+pub use lean::{LeanPod, LeanPodStatus};
