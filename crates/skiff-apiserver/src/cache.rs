@@ -77,6 +77,8 @@ pub struct CacheEvent {
     /// For a deletion: the last state, with `resourceVersion` set to the deletion's revision.
     pub obj: Arc<CachedObject>,
     pub prev: Option<Arc<CachedObject>>,
+    /// The object as `PartialObjectMetadata`, made by the first metadata-only watcher.
+    pub meta_cut: std::sync::OnceLock<Bytes>,
 }
 
 struct State {
@@ -236,7 +238,13 @@ impl Cache {
                 }
             }
         };
-        let event = Arc::new(CacheEvent { kind, rev, obj, prev });
+        let event = Arc::new(CacheEvent {
+            kind,
+            rev,
+            obj,
+            prev,
+            meta_cut: std::sync::OnceLock::new(),
+        });
         st.events.push_back(event.clone());
         while st.events.len() > self.capacity {
             if let Some(old) = st.events.pop_front() {

@@ -288,36 +288,33 @@ struct Entry {
     fields: BTreeSet<FieldPath>,
 }
 
+fn entry_from(e: &Value) -> Entry {
+    Entry {
+        manager: e["manager"].as_str().unwrap_or("").into(),
+        operation: e["operation"].as_str().unwrap_or("Update").into(),
+        api_version: e["apiVersion"].as_str().unwrap_or("").into(),
+        time: e["time"].as_str().unwrap_or("").into(),
+        subresource: e["subresource"].as_str().unwrap_or("").into(),
+        fields: from_fields_v1(&e["fieldsV1"]),
+    }
+}
+
+fn entry_to_value(e: &Entry) -> Value {
+    let mut v = json!({"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version, "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(&e.fields)});
+    if !e.subresource.is_empty() {
+        v["subresource"] = json!(e.subresource);
+    }
+    v
+}
+
 fn read_entries(obj: &Value) -> Vec<Entry> {
     obj["metadata"]["managedFields"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| Entry {
-                    manager: e["manager"].as_str().unwrap_or("").into(),
-                    operation: e["operation"].as_str().unwrap_or("Update").into(),
-                    api_version: e["apiVersion"].as_str().unwrap_or("").into(),
-                    time: e["time"].as_str().unwrap_or("").into(),
-                    subresource: e["subresource"].as_str().unwrap_or("").into(),
-                    fields: from_fields_v1(&e["fieldsV1"]),
-                })
-                .collect()
-        })
+        .map(|a| a.iter().map(entry_from).collect())
         .unwrap_or_default()
 }
 
-fn write_entries(obj: &mut Value, entries: &[Entry]) {
-    let list: Vec<Value> = entries
-        .iter()
-        .filter(|e| !e.fields.is_empty())
-        .map(|e| {
-            let mut v = json!({"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version, "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(&e.fields)});
-            if !e.subresource.is_empty() {
-                v["subresource"] = json!(e.subresource);
-            }
-            v
-        })
-        .collect();
+fn set_managed_fields(obj: &mut Value, list: Vec<Value>) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         if list.is_empty() {
             meta.remove("managedFields");
@@ -325,6 +322,27 @@ fn write_entries(obj: &mut Value, entries: &[Entry]) {
             meta.insert("managedFields".into(), Value::Array(list));
         }
     }
+}
+
+fn write_entries(obj: &mut Value, entries: &[Entry]) {
+    let list: Vec<Value> = entries
+        .iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(entry_to_value)
+        .collect();
+    set_managed_fields(obj, list);
+}
+
+/// Whether a FieldsV1 trie holds a leaf path.
+fn trie_has(fields_v1: &Value, path: &[String]) -> bool {
+    let mut cur = fields_v1;
+    for seg in path {
+        match cur.get(seg) {
+            Some(next) => cur = next,
+            None => return false,
+        }
+    }
+    true
 }
 
 fn subresource_name(part: Part) -> &'static str {
@@ -381,38 +399,54 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
         }
         return;
     }
-    let mut entries = old.map(read_entries).unwrap_or_default();
+    let sub = subresource_name(part);
     let kept = |p: &FieldPath| new_leaves.contains(p) || equal.iter().any(|q| p.starts_with(q));
-    // Fields that no longer exist belong to nobody.
-    for e in entries.iter_mut() {
-        e.fields
-            .retain(|p| kept(p) || (e.subresource != subresource_name(part)));
-        if e.manager != manager || e.operation != "Update" || e.subresource != subresource_name(part) {
+    let gone: Vec<&FieldPath> = old_leaves.iter().filter(|p| !new_leaves.contains(*p)).collect();
+    // Entries are rewritten only where they change; the others are kept as they are, unparsed
+    // (a pod's creation entry holds its whole spec, and status writes never touch it).
+    let recorded: Vec<Value> = old
+        .and_then(|o| o["metadata"]["managedFields"].as_array().cloned())
+        .unwrap_or_default();
+    let time = crate::objects::now();
+    let mut out: Vec<Value> = Vec::with_capacity(recorded.len() + 1);
+    let mut own_updated = false;
+    for raw in recorded {
+        let same_sub = raw["subresource"].as_str().unwrap_or("") == sub;
+        let own = same_sub && raw["manager"] == manager && raw["operation"].as_str().unwrap_or("Update") == "Update";
+        let trie = &raw["fieldsV1"];
+        let touched = (own && !changed.is_empty())
+            // Fields that no longer exist belong to nobody.
+            || (same_sub && gone.iter().any(|p| trie_has(trie, p)))
+            || (!own && changed.iter().any(|p| trie_has(trie, p)));
+        if !touched {
+            out.push(raw);
+            continue;
+        }
+        let mut e = entry_from(&raw);
+        e.fields.retain(|p| kept(p) || !same_sub);
+        if !own {
             e.fields.retain(|p| !changed.contains(p));
+        } else if !changed.is_empty() && !own_updated {
+            own_updated = true;
+            e.fields.extend(changed.iter().cloned());
+            e.time = time.clone();
+            e.api_version = api_version.into();
+        }
+        if !e.fields.is_empty() {
+            out.push(entry_to_value(&e));
         }
     }
-    if !changed.is_empty() {
-        let time = crate::objects::now();
-        match entries
-            .iter_mut()
-            .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource_name(part))
-        {
-            Some(e) => {
-                e.fields.extend(changed);
-                e.time = time;
-                e.api_version = api_version.into();
-            }
-            None => entries.push(Entry {
-                manager: manager.into(),
-                operation: "Update".into(),
-                api_version: api_version.into(),
-                time,
-                subresource: subresource_name(part).into(),
-                fields: changed,
-            }),
-        }
+    if !changed.is_empty() && !own_updated {
+        out.push(entry_to_value(&Entry {
+            manager: manager.into(),
+            operation: "Update".into(),
+            api_version: api_version.into(),
+            time,
+            subresource: sub.into(),
+            fields: changed,
+        }));
     }
-    write_entries(new, &entries);
+    set_managed_fields(new, out);
 }
 
 /// A field owned by another manager that an apply would change.

@@ -496,7 +496,33 @@ impl Objects {
         opts: &WriteOpts,
         warnings: &mut Vec<String>,
     ) -> ApiResult<Value> {
+        // A status write takes only the status (and metadata) from the body: decode just those,
+        // not a whole pod spec that is thrown away. (Pods and nodes, the busy ones, whose typed
+        // spec is optional; some kinds' typed spec is required.)
+        let status_only = part == Part::Status && rt.group.is_empty() && matches!(rt.kind.as_str(), "Pod" | "Node");
+        let desired = match (status_only, desired) {
+            (true, Value::Object(mut m)) => {
+                m.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+                Value::Object(m)
+            }
+            (_, d) => d,
+        };
+        // Managed fields sent back unchanged (a patch's result, a read-modify-write) were checked
+        // when they were stored: keep them out of the typed decode, the costliest part of it.
+        let mut desired = desired;
+        let unchanged_mf = match (
+            desired["metadata"].get("managedFields"),
+            old["metadata"].get("managedFields"),
+        ) {
+            (Some(d), Some(o)) if d == o => desired["metadata"]
+                .as_object_mut()
+                .and_then(|m| m.remove("managedFields")),
+            _ => None,
+        };
         let mut new = self.decode_input(rt, desired, opts, warnings)?;
+        if let Some(mf) = unchanged_mf {
+            meta_mut(&mut new).insert("managedFields".into(), mf);
+        }
         let body_name = str_of(&new, "/metadata/name");
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(

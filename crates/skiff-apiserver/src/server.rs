@@ -81,6 +81,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub pki: Pki,
     pub shared: Arc<Shared>,
+    app: axum::Router,
     shutdown_tx: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -94,6 +95,32 @@ impl Server {
             ip => ip.to_string(),
         };
         self.pki.kubeconfig(&format!("https://{host}:{}", self.addr.port()))
+    }
+
+    /// A transport for API clients in this process (the controllers, the scheduler, simulated
+    /// nodes): requests go through the same handlers, authentication and admission as any
+    /// other, as `identity`, but skip TLS, TCP and HTTP framing. Give it to
+    /// `kube::Client::new`. See ADR 0004.
+    pub fn in_process<B>(
+        &self,
+        identity: Identity,
+    ) -> impl tower::Service<
+        http::Request<B>,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future = impl std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send + 'static,
+    > + Clone
+           + Send
+           + 'static
+    where
+        B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let app = self.app.clone();
+        tower::service_fn(move |mut req: http::Request<B>| {
+            req.extensions_mut().insert(identity.clone());
+            app.clone().oneshot(req.map(Body::new))
+        })
     }
 
     /// Stop accepting, end watches, wait up to `deadline` for requests in flight, then stop.
@@ -298,6 +325,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Server> {
     tokio::spawn(compactor(shared.clone(), config.compaction_interval));
 
     let app = axum::Router::new().fallback(entry).with_state(shared.clone());
+    let in_process_app = app.clone();
     let listener = TcpListener::bind((config.bind_address, config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
@@ -347,6 +375,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Server> {
         addr,
         pki,
         shared,
+        app: in_process_app,
         shutdown_tx,
         task,
     })

@@ -62,13 +62,7 @@ impl Watcher {
         } else {
             obj.bytes.clone()
         };
-        let mut line = Vec::with_capacity(body.len() + 32);
-        line.extend_from_slice(b"{\"type\":\"");
-        line.extend_from_slice(ty.as_bytes());
-        line.extend_from_slice(b"\",\"object\":");
-        line.extend_from_slice(&body);
-        line.extend_from_slice(b"}\n");
-        Bytes::from(line)
+        frame(ty, &body)
     }
 
     /// The event this watcher sees for a change, after prefix and selector filtering
@@ -103,6 +97,13 @@ impl Watcher {
                 (false, false) => return None,
             },
         };
+        if self.metadata_only && !self.table {
+            // Cut once per event, however many metadata-only watchers see it.
+            let cut = ev
+                .meta_cut
+                .get_or_init(|| Bytes::from(partial_metadata(&ev.obj.bytes)));
+            return Some(frame(ty, cut));
+        }
         Some(self.render(ty, &ev.obj))
     }
 
@@ -116,6 +117,17 @@ impl Watcher {
         line.push(b'\n');
         Bytes::from(line)
     }
+}
+
+/// One line of a watch stream: `{"type":…,"object":…}`.
+fn frame(ty: &str, body: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(body.len() + 32);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(ty.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(body);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
 }
 
 fn error_event(e: &ApiError) -> Bytes {

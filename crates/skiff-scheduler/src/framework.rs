@@ -887,11 +887,14 @@ fn filter(pod: &PodInfo, node: &NodeInfo, pre: &PreFilter) -> Result<(), Cow<'st
     {
         return Err("node(s) didn't match pod anti-affinity rules".into());
     }
-    if labels.iter().any(|(k, v)| {
-        pre.existing_anti_counts
-            .get(&(k.clone(), v.clone()))
-            .is_some_and(|c| *c > 0)
-    }) {
+    // (Most clusters have no such pods: skip the per-label lookups, which allocate.)
+    if !pre.existing_anti_counts.is_empty()
+        && labels.iter().any(|(k, v)| {
+            pre.existing_anti_counts
+                .get(&(k.clone(), v.clone()))
+                .is_some_and(|c| *c > 0)
+        })
+    {
         return Err("node(s) didn't satisfy existing pods anti-affinity rules".into());
     }
     Ok(())

@@ -131,8 +131,7 @@ struct Clients {
     disable_controller_manager: bool,
 }
 
-/// Start the in-process API clients (controllers, scheduler, simulated nodes). They talk to the
-/// API server over HTTPS like any other client.
+/// An API client from a kubeconfig (over HTTPS).
 async fn client_from(kubeconfig: &str) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).context("parsing the kubeconfig")?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -141,8 +140,15 @@ async fn client_from(kubeconfig: &str) -> Result<kube::Client> {
     kube::Client::try_from(cfg).context("API client")
 }
 
-async fn start_clients(kubeconfig: &str, args: &Clients) -> Result<()> {
-    let client = client_from(kubeconfig).await?;
+/// Start the in-process API clients (controllers, scheduler, simulated nodes). They are API
+/// clients like any other, through the server's handlers and authentication, over an
+/// in-process transport rather than HTTPS on loopback (ADR 0004).
+async fn start_clients(server: &skiff_apiserver::Server, args: &Clients) -> Result<()> {
+    let identity = skiff_apiserver::Identity {
+        user: "system:skiff:controllers".into(),
+        groups: vec!["system:masters".into()],
+    };
+    let client = kube::Client::new(server.in_process::<kube::client::Body>(identity), "default");
     if !args.disable_controller_manager {
         let c = client.clone();
         let opts = skiff_controllers::Options {
@@ -258,7 +264,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
         f.write_all(server.kubeconfig().as_bytes())?;
     }
-    start_clients(&server.kubeconfig(), &args_clients).await?;
+    start_clients(&server, &args_clients).await?;
     tracing::info!(address = %server.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     println!("Skiff API server listening on https://{}", server.addr);
     println!("Kubeconfig written to {}", kubeconfig_path.display());
