@@ -309,6 +309,45 @@ impl Cache {
         Ok(CacheWatch { backlog, live })
     }
 
+    /// For a watch from a revision older than the window of events the cache keeps: the live
+    /// feed and the cache's revision at that point. The events in between come from the store's
+    /// history (kept until compaction), read in pages by [`Cache::history_page`]. A watcher that
+    /// fell behind resumes where it was instead of re-listing everything (upstream answers 410
+    /// here; at scale a 410 makes every lagging client re-list, which makes more lag).
+    pub fn live_from_here(&self) -> (broadcast::Receiver<Arc<CacheEvent>>, Revision) {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        (st.tx.subscribe(), st.rev)
+    }
+
+    /// The store's changes under `prefix` in `(after, upto]`, as cache events.
+    pub async fn history_page(
+        store: &dyn Store,
+        prefix: &str,
+        after: Revision,
+        upto: Revision,
+    ) -> Result<Vec<Arc<CacheEvent>>, StoreError> {
+        let history = store.history(prefix, after, upto).await?;
+        let mut page = Vec::with_capacity(history.len());
+        for ev in history {
+            let rev = ev.revision();
+            let Ok(obj) = cached(&ev.kv, rev) else { continue };
+            let prev = ev.prev.as_ref().and_then(|p| cached(p, p.mod_revision).ok());
+            let kind = match (ev.kind, &prev) {
+                (EventKind::Delete, _) => WatchEventType::Deleted,
+                (EventKind::Put, Some(_)) => WatchEventType::Modified,
+                (EventKind::Put, None) => WatchEventType::Added,
+            };
+            page.push(Arc::new(CacheEvent {
+                kind,
+                rev,
+                obj,
+                prev,
+                meta_cut: std::sync::OnceLock::new(),
+            }));
+        }
+        Ok(page)
+    }
+
     /// A snapshot of everything under `prefix` plus a live feed from exactly that point.
     pub fn list_and_watch(
         &self,

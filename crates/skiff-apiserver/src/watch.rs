@@ -153,13 +153,19 @@ fn stream_response(rx: mpsc::Receiver<Bytes>, table: bool) -> Response {
         .into_response()
 }
 
-/// Where a watch starts: initial objects, a backlog of events, the live feed, the revision.
+/// Where a watch starts: initial objects, a backlog of events, the live feed, the revision,
+/// and a range of revisions to read from the store's history first (a watch from before the
+/// cache's window).
 type Start = (
     Vec<Arc<CachedObject>>,
     Vec<Arc<CacheEvent>>,
     broadcast::Receiver<Arc<CacheEvent>>,
     Revision,
+    Option<(Revision, Revision)>,
 );
+
+/// Revisions read from the store's history per page, so a long gap costs bounded memory.
+const HISTORY_PAGE: Revision = 2_000;
 
 pub async fn watch(
     shared: Arc<Shared>,
@@ -231,16 +237,21 @@ pub async fn watch(
 
     // Decide the starting point under the cache's lock: initial state + live feed, or the
     // backlog after `rv` + live feed.
-    let (initial, backlog, live, start_rev): Start = if send_initial {
+    let (initial, backlog, live, start_rev, from_store): Start = if send_initial {
         let (items, rev, live) = cache.list_and_watch(&prefix);
-        (items, Vec::new(), live, rev)
+        (items, Vec::new(), live, rev, None)
     } else {
         let after = match rv_num {
             Some(r) if r > 0 => r,
             _ => cache.revision(),
         };
         match cache.watch(&prefix, after) {
-            Ok(cw) => (Vec::new(), cw.backlog, cw.live, after),
+            Ok(cw) => (Vec::new(), cw.backlog, cw.live, after, None),
+            Err(oldest) if shared.objects.store.compacted_revision().await.is_ok_and(|c| after >= c) => {
+                // Older than the window but still in the store's history: page through it.
+                let (live, upto) = cache.live_from_here();
+                (Vec::new(), Vec::new(), live, after, Some((oldest, upto)))
+            }
             Err(oldest) => {
                 let e = ApiError::gone(format!("too old resource version: {after} ({oldest})"));
                 let _ = tx.try_send(error_event(&e));
@@ -265,6 +276,28 @@ pub async fn watch(
         }
         if explicit_initial && bookmarks && tx.send(w.bookmark(start_rev, true)).await.is_err() {
             return;
+        }
+        if let Some((_, upto)) = from_store {
+            let store = w.shared.objects.store.clone();
+            while last_rev < upto {
+                let to = (last_rev + HISTORY_PAGE).min(upto);
+                let page = match crate::cache::Cache::history_page(&*store, &w.prefix, last_rev, to).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let gone = ApiError::gone(format!("too old resource version: {last_rev} ({e})"));
+                        let _ = tx.send(error_event(&gone)).await;
+                        return;
+                    }
+                };
+                for ev in &page {
+                    if let Some(b) = w.translate(ev) {
+                        if tx.send(b).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                last_rev = to;
+            }
         }
         for ev in &backlog {
             last_rev = ev.rev;

@@ -330,7 +330,7 @@ async fn watcher_sees_changes_and_selector_transitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_from_a_forgotten_revision_is_gone() {
+async fn watch_from_before_the_window_resumes_from_history_until_compacted() {
     let t = start_with(4).await;
     let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
     let first = cms
@@ -343,6 +343,23 @@ async fn watch_from_a_forgotten_revision_is_gone() {
             .expect("create");
     }
     let old = first.metadata.resource_version.expect("rv");
+    // Older than the cache's window of 4 events, but still in the store's history: a watcher
+    // that fell behind gets every event it missed, in order, instead of having to re-list.
+    let mut w = cms.watch(&WatchParams::default(), &old).await.expect("watch").boxed();
+    for i in 1..10 {
+        match tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("in time")
+            .expect("event")
+        {
+            Ok(WatchEvent::Added(c)) => assert_eq!(c.metadata.name.as_deref(), Some(format!("g{i}").as_str())),
+            other => panic!("expected ADDED g{i}, got {other:?}"),
+        }
+    }
+    // Once the store has compacted past it, the revision is gone: 410.
+    let store = t.server.as_ref().expect("server").shared.objects.store.clone();
+    let now = store.current_revision().await.expect("revision");
+    store.compact(now).await.expect("compact");
     let mut w = cms.watch(&WatchParams::default(), &old).await.expect("watch").boxed();
     match tokio::time::timeout(Duration::from_secs(10), w.next())
         .await

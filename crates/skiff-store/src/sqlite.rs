@@ -556,6 +556,22 @@ impl Store for SqliteStore {
         self.blocking(|i| compacted_rev(&lock(&i.reader))).await
     }
 
+    async fn history(&self, prefix: &str, after: Revision, upto: Revision) -> Result<Vec<Event>, StoreError> {
+        let p = prefix.to_string();
+        self.blocking(move |i| {
+            let conn = lock(&i.reader);
+            let compacted = compacted_rev(&conn)?;
+            if after < compacted {
+                return Err(StoreError::Compacted {
+                    requested: after,
+                    compacted,
+                });
+            }
+            history(&conn, &p, after, upto)
+        })
+        .await
+    }
+
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
         // Subscribe before reading history, so nothing falls between the two.
         let rx = self.inner.events.subscribe();

@@ -96,6 +96,10 @@ pub trait Store: Send + Sync + 'static {
     /// The oldest revision that can still be read or watched from.
     async fn compacted_revision(&self) -> Result<Revision, StoreError>;
 
+    /// The changes to keys under `prefix` with a revision in `(after, upto]`, in revision order
+    /// (with their previous values). `Compacted` if `after` is older than the history kept.
+    async fn history(&self, prefix: &str, after: Revision, upto: Revision) -> Result<Vec<Event>, StoreError>;
+
     /// Every change to keys under `prefix` with a revision greater than `after`.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError>;
 }
