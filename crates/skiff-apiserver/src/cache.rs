@@ -142,7 +142,10 @@ pub fn cached(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, serde_j
 impl Cache {
     /// Load everything under `prefix` and follow the store from there, in a background task.
     pub async fn start(store: Arc<dyn Store>, prefix: &str, capacity: usize) -> Result<Arc<Cache>, StoreError> {
-        let feed_capacity = capacity.max(1024);
+        // A watcher may fall this far behind the live feed before it must resume from the
+        // window or the store's history. Slots a watcher has read cost nothing; unread ones
+        // keep their events alive, so this bounds the memory one slow watcher can hold.
+        let feed_capacity = (capacity * 3).max(1024);
         let (tx, _) = broadcast::channel(feed_capacity);
         let (rev_tx, _) = watch::channel(0);
         let cache = Arc::new(Cache {

@@ -99,9 +99,7 @@ impl Watcher {
         };
         if self.metadata_only && !self.table {
             // Cut once per event, however many metadata-only watchers see it.
-            let cut = ev
-                .meta_cut
-                .get_or_init(|| Bytes::from(partial_metadata(&ev.obj.bytes)));
+            let cut = ev.meta_cut.get_or_init(|| Bytes::from(partial_metadata(&ev.obj.bytes)));
             return Some(frame(ty, cut));
         }
         Some(self.render(ty, &ev.obj))
@@ -247,7 +245,14 @@ pub async fn watch(
         };
         match cache.watch(&prefix, after) {
             Ok(cw) => (Vec::new(), cw.backlog, cw.live, after, None),
-            Err(oldest) if shared.objects.store.compacted_revision().await.is_ok_and(|c| after >= c) => {
+            Err(oldest)
+                if shared
+                    .objects
+                    .store
+                    .compacted_revision()
+                    .await
+                    .is_ok_and(|c| after >= c) =>
+            {
                 // Older than the window but still in the store's history: page through it.
                 let (live, upto) = cache.live_from_here();
                 (Vec::new(), Vec::new(), live, after, Some((oldest, upto)))

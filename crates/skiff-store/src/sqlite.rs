@@ -277,7 +277,7 @@ impl Inner {
 
     /// One write inside the batch's transaction.
     fn apply_one(tx: &rusqlite::Transaction<'_>, key: &str, op: WriteOp) -> Result<Event, StoreError> {
-        let prev = get_current(&tx, key)?;
+        let prev = get_current(tx, key)?;
         let new_value = op(prev.clone())?;
         let event = match new_value {
             Some(value) => {

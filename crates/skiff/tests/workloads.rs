@@ -313,23 +313,24 @@ fn statefulset_example(version: &str) {
         ]),
         "www-web-0=Pending;"
     );
-    let why = (0..100)
-        .map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            k.ok(&[
-                "get",
-                "pod",
-                "web-0",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
-            ])
-        })
-        .find(|e| !e.is_empty())
-        .unwrap_or_default();
-    assert_eq!(
-        why,
-        "0/2 nodes are available: storageclass.storage.k8s.io \"managed-nfs-storage\" not found."
-    );
+    // The first attempt may have run before the scheduler saw the claim (then the message
+    // names the claim); the retry once it appears must name the missing class.
+    let expected = "0/2 nodes are available: storageclass.storage.k8s.io \"managed-nfs-storage\" not found.";
+    let mut why = String::new();
+    for _ in 0..150 {
+        std::thread::sleep(Duration::from_millis(100));
+        why = k.ok(&[
+            "get",
+            "pod",
+            "web-0",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ]);
+        if why == expected {
+            break;
+        }
+    }
+    assert_eq!(why, expected);
     assert!(k.fails(&["get", "pod", "web-1"]).contains("NotFound"));
     // Creating the StorageClass with the local-path provisioner binds the claims and the set
     // rolls out in order.
