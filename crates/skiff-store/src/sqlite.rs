@@ -8,8 +8,10 @@
 //!   index lookup rather than a scan of history.
 //! - `meta`: the compacted revision.
 //!
-//! Writes go through one connection under a mutex, so revisions are assigned and published to
-//! watchers in commit order. Reads use a second connection (WAL lets them run beside writes).
+//! Writes go to one writer thread that owns the write connection and commits whatever writes
+//! have queued up in one transaction (group commit), then publishes their events in revision
+//! order and answers each writer. A failed precondition fails only its own write. Reads use a
+//! second connection (WAL lets them run beside writes).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
