@@ -1,11 +1,8 @@
 //! Lean versions of objects for watching: the same JSON, with the parts no client reads
 //! skipped by the parser (never allocated) rather than parsed and dropped.
 
-use std::borrow::Cow;
-
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use k8s_openapi::NamespaceResourceScope;
 use serde::Deserialize;
 
 /// Deserialise `metadata` without `managedFields` (use with `#[serde(deserialize_with)]`).
@@ -82,28 +79,44 @@ impl LeanPod {
     }
 }
 
-impl kube::Resource for LeanPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
+crate::pod_resource!(LeanPod);
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+/// A resourceVersion as Skiff's store revision (0 when absent or not a number). Skiff's
+/// resourceVersions are store revisions, so its own clients may compare them; other servers'
+/// are opaque.
+pub fn revision(resource_version: Option<&str>) -> u64 {
+    resource_version.and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+/// Implement `kube::Resource` for a lean pod type with a `metadata: ObjectMeta` field, so it
+/// can be watched with `Api::<T>`.
+#[macro_export]
+macro_rules! pod_resource {
+    ($t:ty) => {
+        impl ::kube::Resource for $t {
+            type DynamicType = ();
+            type Scope = ::k8s_openapi::NamespaceResourceScope;
+
+            fn kind(_: &()) -> ::std::borrow::Cow<'_, str> {
+                "Pod".into()
+            }
+            fn group(_: &()) -> ::std::borrow::Cow<'_, str> {
+                "".into()
+            }
+            fn version(_: &()) -> ::std::borrow::Cow<'_, str> {
+                "v1".into()
+            }
+            fn plural(_: &()) -> ::std::borrow::Cow<'_, str> {
+                "pods".into()
+            }
+            fn meta(&self) -> &::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
 
 #[cfg(test)]

@@ -14,14 +14,12 @@
 //! "the cache has seen revision N" is exact; a deleted pod is expected to leave the cache or
 //! turn terminating. This plays the part of upstream's `ControllerExpectations`.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use k8s_openapi::NamespaceResourceScope;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -66,29 +64,7 @@ pub struct SlimCondition {
     pub last_transition_time: Option<Time>,
 }
 
-impl Resource for SlimPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+skiff_client::pod_resource!(SlimPod);
 
 impl SlimPod {
     pub fn name(&self) -> &str {
@@ -112,11 +88,7 @@ impl SlimPod {
     }
 
     fn revision(&self) -> u64 {
-        self.metadata
-            .resource_version
-            .as_deref()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0)
+        skiff_client::lean::revision(self.metadata.resource_version.as_deref())
     }
 }
 
@@ -234,18 +206,23 @@ impl PodCache {
         let mut wake: Vec<OwnerReference> = old.and_then(|o| o.controller().cloned()).into_iter().collect();
         if let Some(c) = pod.controller().cloned() {
             if !deleted {
-                inner.owner_of.insert(key.clone(), c.uid.clone());
-                inner
-                    .by_owner
-                    .entry(c.uid.clone())
-                    .or_default()
-                    .insert(key, Arc::new(pod));
+                Self::insert(&mut inner, pod);
             }
             if !wake.iter().any(|w| w.uid == c.uid) {
                 wake.push(c);
             }
         }
         wake
+    }
+
+    /// Index a pod under its controller (pods without one are not kept).
+    fn insert(inner: &mut Inner, pod: SlimPod) {
+        inner.revision = inner.revision.max(pod.revision());
+        if let Some(uid) = pod.controller().map(|c| c.uid.clone()) {
+            let key = pod.key();
+            inner.owner_of.insert(key.clone(), uid.clone());
+            inner.by_owner.entry(uid).or_default().insert(key, Arc::new(pod));
+        }
     }
 
     /// Replace the whole content (after a (re)list).
@@ -262,17 +239,10 @@ impl PodCache {
         inner.by_owner.clear();
         inner.owner_of.clear();
         for pod in pods {
-            inner.revision = inner.revision.max(pod.revision());
-            if let Some(c) = pod.controller().cloned() {
-                let key = pod.key();
-                inner.owner_of.insert(key.clone(), c.uid.clone());
-                inner
-                    .by_owner
-                    .entry(c.uid.clone())
-                    .or_default()
-                    .insert(key, Arc::new(pod));
-                wake.insert(c.uid.clone(), c);
+            if let Some(c) = pod.controller() {
+                wake.insert(c.uid.clone(), c.clone());
             }
+            Self::insert(&mut inner, pod);
         }
         inner.ready = true;
         wake.into_values().collect()

@@ -126,11 +126,7 @@ struct WrittenMeta {
 
 impl Written {
     fn revision(&self) -> u64 {
-        self.metadata
-            .resource_version
-            .as_deref()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0)
+        skiff_client::lean::revision(self.metadata.resource_version.as_deref())
     }
 }
 
@@ -217,11 +213,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
                 Ok(deleted) => {
                     // A terminating pod comes back with the revision of that write; a pod
                     // removed at once only as a Status.
-                    let rev = deleted
-                        .left()
-                        .and_then(|p| p.resource_version())
-                        .and_then(|r| r.parse().ok())
-                        .unwrap_or(0);
+                    let rev =
+                        skiff_client::lean::revision(deleted.left().and_then(|p| p.resource_version()).as_deref());
                     ctx.pods.expect(&uid, rev, [key]);
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}

@@ -444,6 +444,27 @@ fn history(conn: &Connection, prefix: &str, after: Revision, upto: Revision) -> 
     rows.collect::<Result<Vec<_>, _>>().map_err(db_err("watch history"))
 }
 
+/// History after `after` up to `upto` (or the current revision), unless compacted away.
+fn history_since(
+    conn: &Connection,
+    prefix: &str,
+    after: Revision,
+    upto: Option<Revision>,
+) -> Result<Vec<Event>, StoreError> {
+    let compacted = compacted_rev(conn)?;
+    if after < compacted {
+        return Err(StoreError::Compacted {
+            requested: after,
+            compacted,
+        });
+    }
+    let upto = match upto {
+        Some(u) => u,
+        None => current_rev(conn)?,
+    };
+    history(conn, prefix, after, upto)
+}
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -560,18 +581,8 @@ impl Store for SqliteStore {
 
     async fn history(&self, prefix: &str, after: Revision, upto: Revision) -> Result<Vec<Event>, StoreError> {
         let p = prefix.to_string();
-        self.blocking(move |i| {
-            let conn = lock(&i.reader);
-            let compacted = compacted_rev(&conn)?;
-            if after < compacted {
-                return Err(StoreError::Compacted {
-                    requested: after,
-                    compacted,
-                });
-            }
-            history(&conn, &p, after, upto)
-        })
-        .await
+        self.blocking(move |i| history_since(&lock(&i.reader), &p, after, Some(upto)))
+            .await
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
@@ -579,18 +590,7 @@ impl Store for SqliteStore {
         let rx = self.inner.events.subscribe();
         let p = prefix.to_string();
         let backlog = self
-            .blocking(move |i| {
-                let conn = lock(&i.reader);
-                let compacted = compacted_rev(&conn)?;
-                let current = current_rev(&conn)?;
-                if after < compacted {
-                    return Err(StoreError::Compacted {
-                        requested: after,
-                        compacted,
-                    });
-                }
-                history(&conn, &p, after, current)
-            })
+            .blocking(move |i| history_since(&lock(&i.reader), &p, after, None))
             .await?;
         let last = backlog.last().map(|e| e.revision()).unwrap_or(after);
         let live = futures::stream::unfold(Some((rx, last, prefix.to_string())), |state| async move {
