@@ -472,7 +472,7 @@ impl Scheduler {
             let info = PodInfo::new(pod.clone());
             match schedule(&mut self.cache, &info, &objects) {
                 Ok(decision) => {
-                    self.cache.assume(info, &decision.node);
+                    self.cache.assume(info.settled(), &decision.node);
                     self.binding.insert(key.clone(), None);
                     self.attempts.remove(&key);
                     event(
