@@ -161,42 +161,52 @@ fn differing_leaves(
     let nm = new.as_object().unwrap_or(&empty);
     let (mut o, mut n, mut equal) = (Map::new(), Map::new(), Vec::new());
     let keys: BTreeSet<&String> = owned_top(om, part).chain(owned_top(nm, part)).map(|(k, _)| k).collect();
+    // Compared by reference; only the parts that differ are copied.
     for k in keys {
-        let (ov, nv) = (om.get(k.as_str()), nm.get(k.as_str()));
-        let (ov, nv) = (ov.map(|v| ownable(k, v)), nv.map(|v| ownable(k, v)));
-        match (ov, nv) {
-            (Some(a), Some(b)) if a == b => equal.push(vec![format!("f:{k}")]),
-            (Some(Value::Object(a)), Some(Value::Object(b))) if !a.is_empty() && !b.is_empty() => {
-                let (mut pa, mut pb) = (Map::new(), Map::new());
-                let children: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-                for c in children {
-                    match (a.get(c.as_str()), b.get(c.as_str())) {
-                        (Some(x), Some(y)) if x == y => equal.push(vec![format!("f:{k}"), format!("f:{c}")]),
-                        (x, y) => {
-                            if let Some(x) = x {
-                                pa.insert(c.clone(), x.clone());
-                            }
-                            if let Some(y) = y {
-                                pb.insert(c.clone(), y.clone());
+        match (om.get(k.as_str()), nm.get(k.as_str())) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                let owned = |c: &String| k != "metadata" || !SERVER_METADATA.contains(&c.as_str());
+                let (ka, kb) = (a.keys().filter(|c| owned(c)), b.keys().filter(|c| owned(c)));
+                let names: BTreeSet<&String> = ka.chain(kb).collect();
+                let (a_empty, b_empty) = (!a.keys().any(owned), !b.keys().any(owned));
+                if names.iter().all(|c| a.get(c.as_str()) == b.get(c.as_str())) {
+                    equal.push(vec![format!("f:{k}")]);
+                } else if a_empty || b_empty {
+                    // `{}` on one side is a leaf of its own.
+                    o.insert(k.clone(), ownable(k, &om[k.as_str()]));
+                    n.insert(k.clone(), ownable(k, &nm[k.as_str()]));
+                } else {
+                    let (mut pa, mut pb) = (Map::new(), Map::new());
+                    for c in names {
+                        match (a.get(c.as_str()), b.get(c.as_str())) {
+                            (Some(x), Some(y)) if x == y => equal.push(vec![format!("f:{k}"), format!("f:{c}")]),
+                            (x, y) => {
+                                if let Some(x) = x {
+                                    pa.insert(c.clone(), x.clone());
+                                }
+                                if let Some(y) = y {
+                                    pb.insert(c.clone(), y.clone());
+                                }
                             }
                         }
                     }
-                }
-                // A side left empty by pruning still has its equal children: leave it out
-                // rather than let `{}` read as a leaf.
-                if !pa.is_empty() {
-                    o.insert(k.clone(), Value::Object(pa));
-                }
-                if !pb.is_empty() {
-                    n.insert(k.clone(), Value::Object(pb));
+                    // A side left empty by pruning still has its equal children: leave it out
+                    // rather than let `{}` read as a leaf.
+                    if !pa.is_empty() {
+                        o.insert(k.clone(), Value::Object(pa));
+                    }
+                    if !pb.is_empty() {
+                        n.insert(k.clone(), Value::Object(pb));
+                    }
                 }
             }
-            (a, b) => {
-                if let Some(a) = a {
-                    o.insert(k.clone(), a);
+            (Some(x), Some(y)) if x == y => equal.push(vec![format!("f:{k}")]),
+            (x, y) => {
+                if let Some(x) = x {
+                    o.insert(k.clone(), ownable(k, x));
                 }
-                if let Some(b) = b {
-                    n.insert(k.clone(), b);
+                if let Some(y) = y {
+                    n.insert(k.clone(), ownable(k, y));
                 }
             }
         }

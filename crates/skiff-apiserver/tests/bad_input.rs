@@ -444,3 +444,67 @@ async fn client_mistakes_are_statuses() {
     let (code, body) = send(&c, Method::GET, &obj, None, vec![]).await;
     assert_eq!((code, body["data"]["a"].as_str()), (200, Some("1")));
 }
+
+/// `pods/binding` (written in place by the server): a binding without a target, to a pod that
+/// does not exist, to a pod that is already bound, or to a pod being deleted, is a Status; a
+/// refused binding leaves the pod as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bindings_are_statuses() {
+    let (_server, c, _dir) = server().await;
+    let json = Some("application/json");
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str| {
+        serde_json::to_vec(&serde_json::json!({"metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .expect("json")
+    };
+    let bind = |node: &str| {
+        serde_json::to_vec(&serde_json::json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}}))
+        .expect("json")
+    };
+    assert_eq!(send(&c, Method::POST, pods, json, pod("p")).await.0, 201);
+    let binding = format!("{pods}/p/binding");
+
+    assert_status(
+        &send(&c, Method::POST, &binding, json, bind("")).await,
+        422,
+        "Invalid",
+        "target.name",
+    );
+    assert_status(
+        &send(&c, Method::POST, &format!("{pods}/nope/binding"), json, bind("n1")).await,
+        404,
+        "NotFound",
+        "nope",
+    );
+    assert_eq!(send(&c, Method::POST, &binding, json, bind("n1")).await.0, 201);
+    assert_status(
+        &send(&c, Method::POST, &binding, json, bind("n2")).await,
+        409,
+        "Conflict",
+        "already assigned to node \"n1\"",
+    );
+    let (code, bound) = send(&c, Method::GET, &format!("{pods}/p"), None, Vec::new()).await;
+    assert_eq!(code, 200);
+    assert_eq!(bound["spec"]["nodeName"], "n1");
+    let scheduled: Vec<&Value> = bound["status"]["conditions"]
+        .as_array()
+        .map(|c| c.iter().filter(|c| c["type"] == "PodScheduled").collect())
+        .unwrap_or_default();
+    assert_eq!(scheduled.len(), 1, "{bound}");
+    assert_eq!(scheduled[0]["status"], "True");
+
+    // A pod being deleted (held by a finalizer) cannot be bound.
+    let mut held: Value = serde_json::from_slice(&pod("q")).expect("json");
+    held["metadata"]["finalizers"] = serde_json::json!(["example.com/hold"]);
+    let held = serde_json::to_vec(&held).expect("json");
+    assert_eq!(send(&c, Method::POST, pods, json, held).await.0, 201);
+    assert!(send(&c, Method::DELETE, &format!("{pods}/q"), None, Vec::new()).await.0 < 300);
+    assert_status(
+        &send(&c, Method::POST, &format!("{pods}/q/binding"), json, bind("n1")).await,
+        409,
+        "Conflict",
+        "being deleted",
+    );
+}

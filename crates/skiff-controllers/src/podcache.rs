@@ -139,6 +139,10 @@ impl PodCache {
     /// Record that the owner `uid` wrote up to `revision` and deleted the pods `gone`.
     pub fn expect(&self, uid: &str, revision: u64, gone: impl IntoIterator<Item = (String, String)>) {
         let mut inner = self.lock();
+        // Owners deleted while they waited never ask again: drop what has long timed out.
+        inner
+            .expectations
+            .retain(|_, e| e.since.is_none_or(|t| t.elapsed() < 2 * EXPECTATION_TIMEOUT));
         let e = inner.expectations.entry(uid.to_string()).or_default();
         e.revision = e.revision.max(revision);
         e.gone.extend(gone);

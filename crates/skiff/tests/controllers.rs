@@ -140,6 +140,31 @@ fn deployment(name: &str, replicas: i32, image: &str, min_ready: i32) -> Deploym
 
 /// What `kubectl rollout status` waits for: the latest generation observed, every replica
 /// updated and available, no old replicas left.
+/// Create a Deployment and wait until it has rolled out; returns the deployments, pods and
+/// ReplicaSets of the default namespace.
+async fn rolled_out_deployment(
+    c: &kube::Client,
+    name: &str,
+    replicas: i32,
+    image: &str,
+    min_ready: i32,
+) -> (Api<Deployment>, Api<Pod>, Api<ReplicaSet>) {
+    let deploys: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    deploys
+        .create(&PostParams::default(), &deployment(name, replicas, image, min_ready))
+        .await
+        .expect("create");
+    eventually(40, &format!("{name} rolled out"), || {
+        rolled_out(&deploys, name, replicas)
+    })
+    .await;
+    (
+        deploys,
+        Api::namespaced(c.clone(), "default"),
+        Api::namespaced(c.clone(), "default"),
+    )
+}
+
 async fn rolled_out(api: &Api<Deployment>, name: &str, replicas: i32) -> Option<Deployment> {
     let d = api.get(name).await.ok()?;
     let s = d.status.as_ref()?;
@@ -206,14 +231,7 @@ fn track_capacity(pods: Api<Pod>, app: &str, new_image: &str) -> (Arc<Mutex<Capa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_with_max_unavailable_zero_never_drops_capacity() {
     let (_server, c) = start().await;
-    let deploys: Api<Deployment> = Api::namespaced(c.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    let rss: Api<ReplicaSet> = Api::namespaced(c.clone(), "default");
-    deploys
-        .create(&PostParams::default(), &deployment("web", 4, "registry.local/web:1", 0))
-        .await
-        .expect("create");
-    eventually(40, "web rolled out at v1", || rolled_out(&deploys, "web", 4)).await;
+    let (deploys, pods, rss) = rolled_out_deployment(&c, "web", 4, "registry.local/web:1", 0).await;
 
     let (cap, task) = track_capacity(pods.clone(), "web", "registry.local/web:2");
     eventually(10, "the pod watch to start", || async {
@@ -380,17 +398,7 @@ fn rollback_to_revision_kubectl_1_33() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_during_a_rollout_is_proportional_and_converges() {
     let (_server, c) = start().await;
-    let deploys: Api<Deployment> = Api::namespaced(c.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    let rss: Api<ReplicaSet> = Api::namespaced(c.clone(), "default");
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("slow", 4, "registry.local/slow:1", 2),
-        )
-        .await
-        .expect("create");
-    eventually(40, "slow rolled out at v1", || rolled_out(&deploys, "slow", 4)).await;
+    let (deploys, pods, rss) = rolled_out_deployment(&c, "slow", 4, "registry.local/slow:1", 2).await;
     // Available means Ready for minReadySeconds (2 s): no pod counted before that.
     let now = chrono::Utc::now().timestamp();
     for p in pods
@@ -501,17 +509,7 @@ async fn scaling_during_a_rollout_is_proportional_and_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_deployment_still_scales() {
     let (_server, c) = start().await;
-    let deploys: Api<Deployment> = Api::namespaced(c.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    let rss: Api<ReplicaSet> = Api::namespaced(c.clone(), "default");
-    deploys
-        .create(
-            &PostParams::default(),
-            &deployment("held", 2, "registry.local/held:1", 0),
-        )
-        .await
-        .expect("create");
-    eventually(40, "held rolled out", || rolled_out(&deploys, "held", 2)).await;
+    let (deploys, pods, rss) = rolled_out_deployment(&c, "held", 2, "registry.local/held:1", 0).await;
     deploys
         .patch(
             "held",
