@@ -91,7 +91,7 @@ async fn reconcile(shared: &Arc<Shared>, crd: &Value) {
             let _ = shared
                 .objects
                 .update_with(&rt, None, &name, Part::Main, &opts, false, |cur| {
-                    let mut next = cur.cloned().unwrap_or(Value::Null);
+                    let mut next = cur.unwrap_or(Value::Null);
                     if let Some(f) = next["metadata"]["finalizers"].as_array_mut() {
                         f.retain(|x| x != CLEANUP_FINALIZER);
                     }
@@ -108,7 +108,7 @@ async fn reconcile(shared: &Arc<Shared>, crd: &Value) {
         let _ = shared
             .objects
             .update_with(&rt, None, &name, Part::Main, &opts, false, |cur| {
-                let mut next = cur.cloned().unwrap_or(Value::Null);
+                let mut next = cur.unwrap_or(Value::Null);
                 let mut f = next["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
                 if !f.iter().any(|x| x == CLEANUP_FINALIZER) {
                     f.push(json!(CLEANUP_FINALIZER));
@@ -123,7 +123,7 @@ async fn reconcile(shared: &Arc<Shared>, crd: &Value) {
         let res = shared
             .objects
             .update_with(&rt, None, &name, Part::Status, &opts, false, |cur| {
-                let mut next = cur.cloned().unwrap_or(Value::Null);
+                let mut next = cur.unwrap_or(Value::Null);
                 next["status"] = wanted_status(&next);
                 Ok(next)
             })

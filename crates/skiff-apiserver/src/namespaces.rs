@@ -52,7 +52,7 @@ pub async fn finalize(shared: &Shared, name: &str, body: Value, opts: &WriteOpts
     shared
         .objects
         .update_with(&rt, None, name, Part::Main, opts, false, |cur| {
-            let mut next = cur.cloned().ok_or_else(|| ApiError::namespace_not_found(name))?;
+            let mut next = cur.ok_or_else(|| ApiError::namespace_not_found(name))?;
             next["spec"]["finalizers"] = if fins.is_null() { json!([]) } else { fins.clone() };
             if let Some(rv) = body["metadata"]["resourceVersion"].as_str() {
                 next["metadata"]["resourceVersion"] = json!(rv);
@@ -98,7 +98,7 @@ async fn reconcile(shared: &Arc<Shared>, ns: &str) {
     let res = shared
         .objects
         .update_with(&rt, None, ns, Part::Main, &opts, false, |cur| {
-            let mut next = cur.cloned().ok_or_else(|| ApiError::namespace_not_found(ns))?;
+            let mut next = cur.ok_or_else(|| ApiError::namespace_not_found(ns))?;
             next["spec"]["finalizers"] = json!([]);
             Ok(next)
         })

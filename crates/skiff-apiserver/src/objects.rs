@@ -539,9 +539,32 @@ impl Objects {
         match part {
             Part::Status => {
                 // Only status changes (and managed fields); everything else stays.
-                let status = new.get("status").cloned();
-                let mf = new["metadata"]["managedFields"].clone();
-                new = old.clone();
+                let status = new.as_object_mut().and_then(|m| m.remove("status"));
+                let mf = meta_mut(&mut new).remove("managedFields").unwrap_or(Value::Null);
+                // Everything but the status (and managed fields) from the stored state, in its
+                // order; the parts about to be replaced are not copied.
+                let copy = |m: &Map<String, Value>, skip: &str| -> Value {
+                    Value::Object(
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), if k == skip { Value::Null } else { v.clone() }))
+                            .collect(),
+                    )
+                };
+                new = match old {
+                    Value::Object(o) => Value::Object(
+                        o.iter()
+                            .map(|(k, v)| {
+                                let v = match (k.as_str(), v) {
+                                    ("status", _) => Value::Null,
+                                    ("metadata", Value::Object(m)) if !mf.is_null() => copy(m, "managedFields"),
+                                    _ => v.clone(),
+                                };
+                                (k.clone(), v)
+                            })
+                            .collect(),
+                    ),
+                    other => other.clone(),
+                };
                 match status {
                     Some(s) => new["status"] = s,
                     None => {
@@ -633,7 +656,7 @@ impl Objects {
         f: F,
     ) -> ApiResult<Outcome>
     where
-        F: Fn(Option<&Value>) -> ApiResult<Value>,
+        F: Fn(Option<Value>) -> ApiResult<Value>,
     {
         let key = rt.key(ns, name);
         for _ in 0..16 {
@@ -649,8 +672,7 @@ impl Objects {
                 return Err(ApiError::not_found(rt, name));
             };
             let cur_obj = cur.value();
-            let shown = self.present(rt, &cur_obj);
-            let desired = f(Some(&shown))?;
+            let desired = f(Some(self.present(rt, &cur_obj)))?;
             if let Some(rv) = desired["metadata"]["resourceVersion"].as_str() {
                 if !rv.is_empty() && rv != cur.rev.to_string() {
                     return Err(ApiError::conflict(rt, name));
@@ -659,7 +681,7 @@ impl Objects {
             let new = self.prepare_update(rt, &cur_obj, desired, name, part, opts, &mut warnings)?;
             if same_content(&new, &cur_obj) {
                 return Ok(Outcome {
-                    obj: shown,
+                    obj: self.present_owned(rt, cur_obj),
                     created: false,
                     warnings,
                 });

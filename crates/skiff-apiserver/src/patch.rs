@@ -17,12 +17,12 @@ use crate::request::{body_type, BodyType, Query};
 use crate::server::Shared;
 
 /// Apply a non-apply patch of type `ty` to `current`.
-pub fn apply_patch(rt: &ResourceType, ty: BodyType, current: &Value, patch: &Value) -> ApiResult<Value> {
+pub fn apply_patch(rt: &ResourceType, ty: BodyType, current: Value, patch: &Value) -> ApiResult<Value> {
     match ty {
         BodyType::JsonPatch => {
             let p: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            let mut doc = current.clone();
+            let mut doc = current;
             json_patch::patch(&mut doc, &p).map_err(|e| {
                 ApiError::new(
                     422,
@@ -36,7 +36,7 @@ pub fn apply_patch(rt: &ResourceType, ty: BodyType, current: &Value, patch: &Val
             if !patch.is_object() {
                 return Err(ApiError::bad_request("the patch must be a JSON object"));
             }
-            let mut doc = current.clone();
+            let mut doc = current;
             json_patch::merge(&mut doc, patch);
             Ok(doc)
         }
@@ -48,7 +48,7 @@ pub fn apply_patch(rt: &ResourceType, ty: BodyType, current: &Value, patch: &Val
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 ));
             }
-            skiff_api::strategic_merge::apply(current, patch, &rt.kind)
+            skiff_api::strategic_merge::apply(&current, patch, &rt.kind)
                 .map_err(|e| ApiError::bad_request(e.to_string()))
         }
         _ => Err(ApiError::unsupported_media_type("")),
@@ -115,8 +115,9 @@ pub async fn patch(
         let api_version = rt.api_version();
         let result = objects
             .update_with(rt, ns, name, part, opts, part == Part::Main, |cur| {
+                let creating = cur.is_none();
                 let base = match cur {
-                    Some(c) => c.clone(),
+                    Some(c) => c,
                     None => {
                         let mut meta = json!({"name": name});
                         if let Some(ns) = ns {
@@ -129,7 +130,7 @@ pub async fn patch(
                     let causes: Vec<Value> = conflicts.iter().map(|c| json!({"type": "FieldManagerConflict", "reason": "FieldManagerConflict", "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version), "field": c.field})).collect();
                     ApiError::new(409, "Conflict", fields::conflict_message(&conflicts)).with_details(json!({"causes": causes}))
                 })?;
-                if cur.is_none() {
+                if creating {
                     // A create: keep the managed fields we just computed.
                     next["metadata"]["name"] = json!(name);
                 }
@@ -144,7 +145,7 @@ pub async fn patch(
     } else {
         objects
             .update_with(rt, ns, name, part, opts, false, |cur| {
-                apply_patch(rt, ty, cur.unwrap_or(&Value::Null), &patch_body)
+                apply_patch(rt, ty, cur.unwrap_or(Value::Null), &patch_body)
             })
             .await?
     };

@@ -68,10 +68,10 @@ pub async fn write_scale(
         .objects
         .update_with(rt, ns, name, Part::Main, opts, false, |cur| {
             let cur = cur.ok_or_else(|| ApiError::not_found(rt, name))?;
-            let scale = to_scale(rt, cur)?;
+            let scale = to_scale(rt, &cur)?;
             let desired = if is_patch {
                 let t = if ty == BodyType::StrategicMergePatch { BodyType::MergePatch } else { ty };
-                apply_patch(rt, t, &scale, &input)?
+                apply_patch(rt, t, scale.clone(), &input)?
             } else {
                 input.clone()
             };

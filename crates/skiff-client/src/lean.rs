@@ -81,6 +81,59 @@ impl LeanPod {
 
 crate::pod_resource!(LeanPod);
 
+/// An object's metadata without managed fields: [`kube::core::PartialObjectMeta`] made lean.
+/// `Api::<LeanMeta<K>>` asks the server for metadata only, as `PartialObjectMeta` does, and
+/// skips `managedFields` (most of the metadata's bytes) unparsed.
+#[derive(Deserialize)]
+pub struct LeanMeta<K> {
+    #[serde(deserialize_with = "meta")]
+    pub metadata: ObjectMeta,
+    #[serde(skip)]
+    _kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for LeanMeta<K> {
+    fn clone(&self) -> Self {
+        LeanMeta {
+            metadata: self.metadata.clone(),
+            _kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for LeanMeta<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeanMeta").field("metadata", &self.metadata).finish()
+    }
+}
+
+impl<K: kube::Resource> kube::Resource for LeanMeta<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn metadata_api() -> bool {
+        true
+    }
+    fn kind(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// A resourceVersion as Skiff's store revision (0 when absent or not a number). Skiff's
 /// resourceVersions are store revisions, so its own clients may compare them; other servers'
 /// are opaque.
@@ -149,5 +202,21 @@ mod tests {
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(status.conditions.map(|c| c.len()), Some(1));
         assert!(status.container_statuses.is_none() && status.pod_ip.is_none());
+    }
+
+    #[test]
+    fn lean_meta_asks_for_metadata_and_skips_managed_fields() {
+        use kube::Resource;
+        assert!(LeanMeta::<Pod>::metadata_api());
+        assert_eq!(LeanMeta::<Pod>::plural(&()), "pods");
+        let v = serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"a": "b"},
+                         "managedFields": [{"manager": "m", "operation": "Update"}]}
+        });
+        let m: LeanMeta<Pod> = serde_json::from_value(v).expect("metadata");
+        assert_eq!(m.meta().uid.as_deref(), Some("u"));
+        assert_eq!(m.metadata.labels.as_ref().map(|l| l["a"].as_str()), Some("b"));
+        assert!(m.metadata.managed_fields.is_none());
     }
 }

@@ -9,4 +9,4 @@
 
 pub mod lean;
 
-pub use lean::{LeanPod, LeanPodStatus};
+pub use lean::{LeanMeta, LeanPod, LeanPodStatus};

@@ -12,11 +12,11 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use skiff_client::LeanMeta;
 
 use crate::replicaset::selector_string;
 
@@ -244,8 +244,8 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let api: Api<DaemonSet> = Api::all(client.clone());
     // Owners and node changes are seen from metadata alone (any change moves resourceVersion);
     // whole objects are read per reconcile.
-    let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
-    let nodes: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
+    let pods: Api<LeanMeta<Pod>> = Api::all(client.clone());
+    let nodes: Api<LeanMeta<Node>> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     // A node joining, leaving or changing labels/taints affects every DaemonSet.
     let node_changes = watcher(nodes, watcher::Config::default()).filter_map(|e| async move {

@@ -11,11 +11,11 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use skiff_client::LeanMeta;
 
 const MANAGER: &str = "endpoint-controller";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -203,7 +203,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let svcs: Api<Service> = Api::all(client.clone());
     // A trigger only: metadata is enough to hear that a pod changed.
-    let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
+    let pods: Api<LeanMeta<Pod>> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     // Any pod change may change any service in its namespace: re-check them all. Simple and
     // level-triggered; a service index by namespace is the next step at scale.

@@ -32,12 +32,12 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::GroupVersionKind;
-use kube::core::PartialObjectMeta;
 use kube::discovery::{verbs, ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
+use skiff_client::LeanMeta;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -100,7 +100,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn from_object(resource: &Arc<Tracked>, o: &PartialObjectMeta<DynamicObject>) -> Option<Node> {
+    fn from_object(resource: &Arc<Tracked>, o: &LeanMeta<DynamicObject>) -> Option<Node> {
         Some(Node {
             resource: resource.clone(),
             uid: o.metadata.uid.clone()?,
@@ -609,7 +609,7 @@ impl Drop for GarbageCollector {
 
 /// Keep the shared copy of one resource current; wake the pass loop when graph state changes.
 async fn watch_resource(client: Client, key: String, resource: Arc<Tracked>, shared: Arc<Shared>) {
-    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &resource.ar);
+    let api: Api<LeanMeta<DynamicObject>> = Api::all_with(client, &resource.ar);
     // Metadata only: the collector needs nothing else, and whole objects cost the API server
     // and this process a parse of every change of every kind.
     let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();

@@ -12,11 +12,11 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use skiff_client::LeanMeta;
 
 const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 const MANAGER: &str = "job-controller";
@@ -328,7 +328,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let api: Api<Job> = Api::all(client.clone());
     // Owners are found from metadata alone; whole pods are read per reconcile.
-    let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
+    let pods: Api<LeanMeta<Pod>> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())

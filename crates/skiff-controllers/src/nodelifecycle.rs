@@ -4,12 +4,17 @@
 //! if they do not tolerate the taint). A node whose lease renews again is untainted.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::{reflector, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
+use serde::Deserialize;
 use serde_json::json;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -39,7 +44,47 @@ fn ts() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn last_heartbeat(node: &Node, leases: &HashMap<String, Lease>) -> Option<i64> {
+/// A node lease as this controller reads it: its name and when it was last renewed. Thousands
+/// of leases renew every few seconds; the watch skips everything else in them unparsed.
+#[derive(Clone, Debug, Deserialize)]
+struct LeaseRenewal {
+    #[serde(deserialize_with = "skiff_client::lean::meta")]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<LeaseRenewalSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaseRenewalSpec {
+    renew_time: Option<MicroTime>,
+}
+
+impl kube::Resource for LeaseRenewal {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Lease".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "coordination.k8s.io".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "leases".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+fn last_heartbeat(node: &Node, leases: &HashMap<String, Arc<LeaseRenewal>>) -> Option<i64> {
     let from_lease = leases
         .get(&node.name_any())
         .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
@@ -91,20 +136,18 @@ fn tolerated_for(pod: &Pod, taint: &Taint) -> Option<i64> {
     matching.iter().filter_map(|t| t.toleration_seconds).max()
 }
 
-async fn pass(client: &Client, opts: &NodeLifecycleOptions) -> Result<(), kube::Error> {
+async fn pass(
+    client: &Client,
+    opts: &NodeLifecycleOptions,
+    nodes: &Store<Node>,
+    leases: &Store<LeaseRenewal>,
+) -> Result<(), kube::Error> {
     let nodes_api: Api<Node> = Api::all(client.clone());
-    let leases_api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let nodes = nodes_api.list(&ListParams::default()).await?.items;
-    let leases: HashMap<String, Lease> = leases_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .map(|l| (l.name_any(), l))
-        .collect();
+    let nodes = nodes.state();
+    let leases: HashMap<String, Arc<LeaseRenewal>> = leases.state().into_iter().map(|l| (l.name_any(), l)).collect();
     let grace = opts.grace.as_secs() as i64;
     let now = now_secs();
-    for node in &nodes {
+    for node in nodes.iter().map(|n| &**n) {
         let name = node.name_any();
         let stale = last_heartbeat(node, &leases).is_none_or(|t| now - t > grace);
         let tainted = has_unreachable(node);
@@ -206,12 +249,40 @@ async fn pass(client: &Client, opts: &NodeLifecycleOptions) -> Result<(), kube::
     Ok(())
 }
 
+/// Judge nodes every `opts.period` from watched nodes and leases (no periodic LIST of either:
+/// at thousands of nodes that was most of this controller's cost), once both have synced.
 pub async fn run(client: Client, opts: NodeLifecycleOptions) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(opts.period);
-    loop {
-        tick.tick().await;
-        if let Err(e) = pass(&client, &opts).await {
-            tracing::warn!(error = %e, "node lifecycle pass failed");
+    let (nodes, nodes_writer) = kube::runtime::reflector::store::<Node>();
+    let (leases, leases_writer) = kube::runtime::reflector::store::<LeaseRenewal>();
+    let node_feed = reflector(
+        nodes_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
+    )
+    .for_each(|_| std::future::ready(()));
+    let lease_feed = reflector(
+        leases_writer,
+        watcher(
+            Api::<LeaseRenewal>::namespaced(client.clone(), "kube-node-lease"),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .for_each(|_| std::future::ready(()));
+    let judge = async {
+        // A node must not be judged before its lease has been seen.
+        let _ = nodes.wait_until_ready().await;
+        let _ = leases.wait_until_ready().await;
+        let mut tick = tokio::time::interval(opts.period);
+        loop {
+            tick.tick().await;
+            if let Err(e) = pass(&client, &opts, &nodes, &leases).await {
+                tracing::warn!(error = %e, "node lifecycle pass failed");
+            }
         }
+    };
+    tokio::select! {
+        _ = node_feed => anyhow::bail!("the node watch ended"),
+        _ = lease_feed => anyhow::bail!("the lease watch ended"),
+        r = judge => r,
     }
 }

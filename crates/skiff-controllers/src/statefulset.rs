@@ -12,11 +12,11 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use skiff_client::LeanMeta;
 
 use crate::replicaset::selector_string;
 
@@ -338,7 +338,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let api: Api<StatefulSet> = Api::all(client.clone());
     // Owners are found from metadata alone; whole pods are read per reconcile.
-    let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
+    let pods: Api<LeanMeta<Pod>> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())
