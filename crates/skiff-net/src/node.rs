@@ -1,0 +1,366 @@
+//! The node's pod network: a bridge (`skiff0`) holding the gateway address of the node's pod
+//! CIDR, and per pod a network namespace joined to the bridge by a veth pair, its address from
+//! [`Ipam`], loopback up and a default route through the gateway.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::ipam::Ipam;
+use crate::netns::Netns;
+use crate::NetError;
+
+/// What the node's pod network is made of.
+#[derive(Clone, Debug)]
+pub struct NodeNetworkConfig {
+    /// The node's pod CIDR (from the Node's `spec.podCIDR`), e.g. `10.42.0.0/24`.
+    pub pod_cidr: Ipv4Net,
+    /// The bridge's name.
+    pub bridge: String,
+    /// Where pod namespaces are bound (`/run/skiff/netns`).
+    pub netns_dir: PathBuf,
+    /// Where IPAM keeps its records (`<data-dir>/net/ipam`); must survive restarts.
+    pub ipam_dir: PathBuf,
+    /// Interface MTU for the bridge and veths.
+    pub mtu: u32,
+}
+
+impl NodeNetworkConfig {
+    pub fn new(pod_cidr: Ipv4Net, data_dir: &Path, run_dir: &Path) -> Self {
+        NodeNetworkConfig {
+            pod_cidr,
+            bridge: "skiff0".into(),
+            netns_dir: run_dir.join("netns"),
+            ipam_dir: data_dir.join("net").join("ipam"),
+            mtu: 1500,
+        }
+    }
+}
+
+/// A pod's network as the runtime needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// The pod's network namespace (containers join it by this path).
+    pub netns: PathBuf,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// The host end of the pod's veth pair.
+    pub host_veth: String,
+}
+
+/// The node's pod network. Every operation is idempotent, so an agent that restarts re-adopts
+/// what is there instead of rebuilding it.
+pub struct NodeNetwork {
+    cfg: NodeNetworkConfig,
+    ipam: Ipam,
+    handle: Handle,
+    bridge_index: u32,
+}
+
+/// Open a netlink connection in `ns` (the caller's namespace when `None`). The socket belongs
+/// to the namespace it was opened in, so the connection keeps working there from any thread.
+async fn connect(ns: Option<&Netns>) -> Result<Handle, NetError> {
+    let open = || -> std::io::Result<_> { rtnetlink::new_connection() };
+    let (conn, handle, _) = match ns {
+        None => open(),
+        Some(ns) => {
+            let rt = tokio::runtime::Handle::current();
+            ns.run(move || {
+                let _enter = rt.enter();
+                open()
+            })?
+        }
+    }
+    .map_err(|source| NetError::Io {
+        op: "open netlink socket",
+        path: ns.map(|n| n.path().to_path_buf()).unwrap_or_default(),
+        source,
+    })?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
+        _ => None,
+    }
+}
+
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+
+fn nl(op: &'static str, what: &str) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let what = what.to_string();
+    move |source| NetError::Netlink { op, what, source }
+}
+
+/// The index of link `name`, if it exists.
+async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(l)) => Ok(Some(l.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(nl("find link", name)(e)),
+    }
+}
+
+async fn addresses_of(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, NetError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let msgs: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list addresses", &index.to_string()))?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| {
+            let prefix = m.header.prefix_len;
+            m.attributes.into_iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some((ip, prefix)),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
+/// The host-side veth name of a pod: stable for the pod, within the 15 bytes Linux allows.
+pub fn host_veth_name(pod_key: &str) -> String {
+    // FNV-1a: a short stable name, not a security boundary.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pod_key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("veth{:08x}", h as u32)
+}
+
+fn netns_name(pod_key: &str) -> String {
+    pod_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl NodeNetwork {
+    /// Bring up the bridge (created if missing, given the gateway address) in the caller's
+    /// network namespace, and open IPAM.
+    pub async fn start(cfg: NodeNetworkConfig) -> Result<NodeNetwork, NetError> {
+        let ipam = Ipam::new(cfg.pod_cidr, &cfg.ipam_dir)?;
+        let handle = connect(None).await?;
+        let bridge_index = match link_index(&handle, &cfg.bridge).await? {
+            Some(i) => i,
+            None => {
+                match handle
+                    .link()
+                    .add(LinkBridge::new(&cfg.bridge).mtu(cfg.mtu).build())
+                    .execute()
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if errno(&e) == Some(EEXIST) => {}
+                    Err(e) => return Err(nl("create bridge", &cfg.bridge)(e)),
+                }
+                link_index(&handle, &cfg.bridge)
+                    .await?
+                    .ok_or_else(|| NetError::Config(format!("bridge {} vanished after creation", cfg.bridge)))?
+            }
+        };
+        let gateway = ipam.gateway();
+        let prefix = cfg.pod_cidr.prefix_len();
+        let have = addresses_of(&handle, bridge_index).await?;
+        if !have.contains(&(IpAddr::V4(gateway), prefix)) {
+            match handle
+                .address()
+                .add(bridge_index, IpAddr::V4(gateway), prefix)
+                .execute()
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) => return Err(nl("address bridge", &cfg.bridge)(e)),
+            }
+        }
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(bridge_index).up().build())
+            .execute()
+            .await
+            .map_err(nl("bring up bridge", &cfg.bridge))?;
+        Ok(NodeNetwork {
+            cfg,
+            ipam,
+            handle,
+            bridge_index,
+        })
+    }
+
+    pub fn ipam(&self) -> &Ipam {
+        &self.ipam
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.ipam.gateway()
+    }
+
+    /// Give the pod `pod_key` (its UID) a network namespace with an address on the bridge.
+    /// Calling it again for a pod that has one returns what is there.
+    pub async fn setup_pod(&self, pod_key: &str) -> Result<PodNetwork, NetError> {
+        let ns_path = self.cfg.netns_dir.join(netns_name(pod_key));
+        let host_veth = host_veth_name(pod_key);
+        let ip = self.ipam.allocate(pod_key)?;
+        let existing = Netns::open(&ns_path).ok();
+        let pod = PodNetwork {
+            netns: ns_path.clone(),
+            ip,
+            prefix_len: self.cfg.pod_cidr.prefix_len(),
+            gateway: self.gateway(),
+            host_veth: host_veth.clone(),
+        };
+        if existing.is_some() && link_index(&self.handle, &host_veth).await?.is_some() {
+            return Ok(pod);
+        }
+        let result = self.build_pod(pod_key, &pod, existing).await;
+        if result.is_err() {
+            // Leave nothing half made: the next attempt starts clean.
+            let _ = self.teardown_pod(pod_key).await;
+        }
+        result.map(|()| pod)
+    }
+
+    async fn build_pod(&self, pod_key: &str, pod: &PodNetwork, existing: Option<Netns>) -> Result<(), NetError> {
+        let ns = match existing {
+            Some(ns) => ns,
+            None => {
+                // A file left from a crash, not a bound namespace, is replaced.
+                let _ = std::fs::remove_file(&pod.netns);
+                Netns::create(&self.cfg.netns_dir, &netns_name(pod_key))?
+            }
+        };
+        let peer = format!("p{}", &pod.host_veth[4..]);
+        if let Some(i) = link_index(&self.handle, &pod.host_veth).await? {
+            self.handle
+                .link()
+                .del(i)
+                .execute()
+                .await
+                .map_err(nl("delete stale veth", &pod.host_veth))?;
+        }
+        self.handle
+            .link()
+            .add(LinkVeth::new(&pod.host_veth, &peer).mtu(self.cfg.mtu).build())
+            .execute()
+            .await
+            .map_err(nl("create veth", &pod.host_veth))?;
+        let host_index = link_index(&self.handle, &pod.host_veth)
+            .await?
+            .ok_or_else(|| NetError::Config(format!("veth {} vanished after creation", pod.host_veth)))?;
+        let peer_index = link_index(&self.handle, &peer)
+            .await?
+            .ok_or_else(|| NetError::Config(format!("veth peer {peer} vanished after creation")))?;
+        let ns_file = ns.file()?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(peer_index)
+                    .setns_by_fd(ns_file.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl("move veth into pod namespace", &peer))?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(host_index)
+                    .controller(self.bridge_index)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl("attach veth to bridge", &pod.host_veth))?;
+        // Inside the pod: lo up, the peer renamed eth0 with the pod's address, default route.
+        let inside = connect(Some(&ns)).await?;
+        let lo = link_index(&inside, "lo")
+            .await?
+            .ok_or_else(|| NetError::Config("no loopback in pod namespace".into()))?;
+        inside
+            .link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(nl("bring up loopback", "lo"))?;
+        let eth = link_index(&inside, &peer)
+            .await?
+            .ok_or_else(|| NetError::Config(format!("veth peer {peer} missing in the pod namespace")))?;
+        inside
+            .link()
+            .set(LinkUnspec::new_with_index(eth).name("eth0".into()).build())
+            .execute()
+            .await
+            .map_err(nl("rename pod interface", "eth0"))?;
+        inside
+            .address()
+            .add(eth, IpAddr::V4(pod.ip), pod.prefix_len)
+            .execute()
+            .await
+            .map_err(nl("address pod interface", "eth0"))?;
+        inside
+            .link()
+            .set(LinkUnspec::new_with_index(eth).up().build())
+            .execute()
+            .await
+            .map_err(nl("bring up pod interface", "eth0"))?;
+        inside
+            .route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(pod.gateway)
+                    .output_interface(eth)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl("add default route", "eth0"))?;
+        Ok(())
+    }
+
+    /// Remove the pod's network: its veth pair, its namespace and its address. Tearing down a
+    /// pod that has nothing left is not an error.
+    pub async fn teardown_pod(&self, pod_key: &str) -> Result<(), NetError> {
+        let host_veth = host_veth_name(pod_key);
+        if let Some(i) = link_index(&self.handle, &host_veth).await? {
+            match self.handle.link().del(i).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(ENODEV) => {}
+                Err(e) => return Err(nl("delete veth", &host_veth)(e)),
+            }
+        }
+        let ns_path = self.cfg.netns_dir.join(netns_name(pod_key));
+        Netns::at(&ns_path).remove()?;
+        self.ipam.release(pod_key)?;
+        Ok(())
+    }
+
+    /// Pods that have a network here (by namespace), for re-adoption and cleanup after a
+    /// restart.
+    pub fn pods(&self) -> Result<Vec<String>, NetError> {
+        Ok(self.ipam.allocations()?.into_iter().map(|(_, owner)| owner).collect())
+    }
+}

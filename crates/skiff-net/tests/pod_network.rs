@@ -1,0 +1,195 @@
+//! Pod networking against the real kernel. Needs root: each test runs itself again inside a
+//! fresh network and mount namespace made with `unshare` — that namespace plays the node, so
+//! the bridge, veths, pod namespaces and their bind mounts never touch the machine's own
+//! network or mounts, and vanish with the process.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use skiff_net::{host_veth_name, NetError, Netns, NodeNetwork, NodeNetworkConfig};
+
+const INNER: &str = "SKIFF_NET_TEST_INNER";
+
+/// True when this is the copy inside the namespaces; otherwise run that copy and check it.
+fn inside_namespaces(test: &str) -> bool {
+    if std::env::var_os(INNER).is_some() {
+        return true;
+    }
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "{test} needs root: it creates network namespaces, a bridge and veth pairs"
+    );
+    let exe = std::env::current_exe().expect("test binary");
+    let status = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private"])
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(INNER, "1")
+        .status()
+        .expect("run unshare (util-linux)");
+    assert!(status.success(), "{test} failed inside its namespaces: {status}");
+    false
+}
+
+fn config(dir: &Path, cidr: &str) -> NodeNetworkConfig {
+    let mut cfg = NodeNetworkConfig::new(cidr.parse().expect("cidr"), &dir.join("data"), &dir.join("run"));
+    cfg.bridge = "skiff0".into();
+    cfg
+}
+
+/// Interfaces the namespace has, from the kernel's own table.
+fn interfaces(ns: &Netns) -> Vec<String> {
+    ns.run(|| {
+        std::fs::read_to_string("/proc/thread-self/net/dev")
+            .expect("net/dev")
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next().map(|n| n.trim().to_string()))
+            .collect()
+    })
+    .expect("enter namespace")
+}
+
+/// An echo server on port 8080 inside `ns`, serving `n` connections.
+fn echo_server(ns: &Netns, n: usize) {
+    let listener = ns
+        .run(|| TcpListener::bind("0.0.0.0:8080"))
+        .expect("enter namespace")
+        .expect("listen in the pod");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(n) {
+            let mut c = conn.expect("accept");
+            let mut buf = [0u8; 64];
+            let k = c.read(&mut buf).expect("read");
+            c.write_all(&buf[..k]).expect("write");
+        }
+    });
+}
+
+fn call(addr: SocketAddr, msg: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(msg.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_the_bridge_reach_each_other_and_the_node() {
+    if !inside_namespaces("pods_on_the_bridge_reach_each_other_and_the_node") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeNetwork::start(config(dir.path(), "10.42.3.0/24"))
+        .await
+        .expect("node network");
+    let a = node.setup_pod("uid-a").await.expect("pod a");
+    let b = node.setup_pod("uid-b").await.expect("pod b");
+    let cidr: ipnet::Ipv4Net = "10.42.3.0/24".parse().expect("cidr");
+    assert!(cidr.contains(&a.ip) && cidr.contains(&b.ip), "{a:?} {b:?}");
+    assert_ne!(a.ip, b.ip);
+    assert_eq!(a.gateway, Ipv4Addr::new(10, 42, 3, 1));
+    assert!(a.ip != a.gateway && b.ip != b.gateway);
+
+    let ns_a = Netns::open(&a.netns).expect("pod a namespace");
+    let ns_b = Netns::open(&b.netns).expect("pod b namespace");
+    let mut ifs = interfaces(&ns_a);
+    ifs.sort();
+    assert_eq!(ifs, ["eth0", "lo"], "a pod sees its loopback and eth0 only");
+
+    echo_server(&ns_a, 3);
+    let a_addr = SocketAddr::from((a.ip, 8080));
+    // Pod to pod over the bridge.
+    let from_b = ns_b
+        .run(move || call(a_addr, "from b"))
+        .expect("enter b")
+        .expect("b reaches a");
+    assert_eq!(from_b, "from b");
+    // The node to the pod.
+    assert_eq!(call(a_addr, "from node").expect("node reaches a"), "from node");
+    // The pod's own loopback is up.
+    let local = ns_a
+        .run(|| call(SocketAddr::from(([127, 0, 0, 1], 8080)), "from lo"))
+        .expect("enter a")
+        .expect("loopback");
+    assert_eq!(local, "from lo");
+    // The pod's default route goes through the gateway on the bridge: the node's address on
+    // the bridge answers from inside the pod.
+    let gw_listener = TcpListener::bind((a.gateway, 9090)).expect("listen on the gateway");
+    let gw = SocketAddr::from((a.gateway, 9090));
+    let connected = ns_b
+        .run(move || TcpStream::connect_timeout(&gw, Duration::from_secs(3)).is_ok())
+        .expect("enter b");
+    assert!(connected, "pod b reaches the node through its gateway");
+    drop(gw_listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_readopts_and_teardown_leaves_nothing() {
+    if !inside_namespaces("a_restarted_agent_readopts_and_teardown_leaves_nothing") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = NodeNetwork::start(config(dir.path(), "10.42.4.0/24"))
+        .await
+        .expect("node network");
+    let a = first.setup_pod("uid-a").await.expect("pod a");
+    drop(first);
+
+    // The agent restarts: the same pod keeps its namespace, address and connectivity.
+    let node = NodeNetwork::start(config(dir.path(), "10.42.4.0/24"))
+        .await
+        .expect("node network again");
+    assert_eq!(node.pods().expect("pods"), ["uid-a"]);
+    let again = node.setup_pod("uid-a").await.expect("pod a again");
+    assert_eq!(again, a);
+    let ns_a = Netns::open(&a.netns).expect("namespace survives");
+    echo_server(&ns_a, 1);
+    assert_eq!(
+        call(SocketAddr::from((a.ip, 8080)), "still here").expect("reach a"),
+        "still here"
+    );
+
+    node.teardown_pod("uid-a").await.expect("teardown");
+    assert!(!a.netns.exists(), "namespace file removed");
+    assert!(Netns::open(&a.netns).is_err());
+    let host_links = std::fs::read_to_string("/proc/thread-self/net/dev").expect("net/dev");
+    assert!(
+        !host_links.contains(&host_veth_name("uid-a")),
+        "host veth removed:\n{host_links}"
+    );
+    assert_eq!(node.ipam().held_by("uid-a").expect("ipam"), None);
+    node.teardown_pod("uid-a").await.expect("teardown twice is fine");
+    // A new pod does not get the released address at once.
+    let c = node.setup_pod("uid-c").await.expect("pod c");
+    assert_ne!(c.ip, a.ip);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cidr_refuses_the_pod_and_leaves_nothing_behind() {
+    if !inside_namespaces("a_full_cidr_refuses_the_pod_and_leaves_nothing_behind") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A /30: a gateway and one pod.
+    let node = NodeNetwork::start(config(dir.path(), "10.42.5.0/30"))
+        .await
+        .expect("node network");
+    node.setup_pod("uid-a").await.expect("the one pod that fits");
+    match node.setup_pod("uid-b").await {
+        Err(NetError::Exhausted(c)) => assert_eq!(c.to_string(), "10.42.5.0/30"),
+        other => panic!("expected an exhausted CIDR, got {other:?}"),
+    }
+    let netns_dir = dir.path().join("run").join("netns");
+    let left: Vec<_> = std::fs::read_dir(&netns_dir)
+        .expect("netns dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, ["uid-a"], "no namespace for the refused pod");
+    let host_links = std::fs::read_to_string("/proc/thread-self/net/dev").expect("net/dev");
+    assert!(!host_links.contains(&host_veth_name("uid-b")));
+}
