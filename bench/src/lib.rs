@@ -75,3 +75,20 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// CPU time (user + system) the process has used, in seconds: `/proc/<pid>/stat` fields 14 and
+/// 15, in USER_HZ (100 per second on Linux). Unlike wall time it hardly moves when other work
+/// shares the machine.
+pub fn proc_cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The command name (field 2) may hold spaces; fields after it are plain.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent};
 use serde::Deserialize;
-use skiff_bench::{client, proc_status_kib, start};
+use skiff_bench::{client, proc_cpu_seconds, proc_status_kib, start};
 
 struct Args {
     skiff: PathBuf,
@@ -93,9 +93,10 @@ struct MiniStatus {
 }
 
 /// The API alone: create `n` pods with `workers` concurrent clients.
-async fn api_only(skiff: &std::path::Path, n: usize, workers: usize) -> Result<Duration> {
+async fn api_only(skiff: &std::path::Path, n: usize, workers: usize) -> Result<(Duration, f64)> {
     let server = start(skiff, &["--disable-scheduler", "--disable-controller-manager"])?;
     let c = client(&server).await?;
+    let cpu0 = proc_cpu_seconds(server.child.id());
     let api: Api<Pod> = Api::namespaced(c, "default");
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -118,7 +119,7 @@ async fn api_only(skiff: &std::path::Path, n: usize, workers: usize) -> Result<D
     for t in tasks {
         t.await??;
     }
-    Ok(t0.elapsed())
+    Ok((t0.elapsed(), proc_cpu_seconds(server.child.id()) - cpu0))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -128,11 +129,12 @@ async fn main() -> Result<()> {
     let total = per * a.deployments;
 
     // Baseline first, on its own server, so the two runs do not share the cores.
-    let base = api_only(&a.skiff, total, 64).await?;
+    let (base, base_cpu) = api_only(&a.skiff, total, 64).await?;
     println!(
-        "baseline: the API alone creates {total} pods (64 clients) in {:.2} s ({:.0} pods/s)",
+        "baseline: the API alone creates {total} pods (64 clients) in {:.2} s ({:.0} pods/s), server CPU {base_cpu:.1} s ({:.0} us per pod)",
         base.as_secs_f64(),
-        total as f64 / base.as_secs_f64()
+        total as f64 / base.as_secs_f64(),
+        base_cpu * 1e6 / total as f64
     );
 
     let nodes_flag = a.nodes.to_string();
@@ -235,6 +237,7 @@ async fn main() -> Result<()> {
         })
     };
 
+    let cpu0 = proc_cpu_seconds(pid);
     let t0 = Instant::now();
     let deploys: Api<Deployment> = Api::namespaced(c.clone(), "default");
     for d in 0..a.deployments {
@@ -252,6 +255,7 @@ async fn main() -> Result<()> {
     println!("the benchmark's own watch was ended by the server and relisted {relists} time(s)");
     let all_bound = all_bound.context("never saw every pod bound")?;
     let first = first.unwrap_or_default();
+    let cpu = proc_cpu_seconds(pid) - cpu0;
     let hwm = proc_status_kib(pid, "VmHWM:");
     let rss = proc_status_kib(pid, "VmRSS:");
     println!(
@@ -269,6 +273,11 @@ async fn main() -> Result<()> {
         all_bound.as_secs_f64(),
         total as f64 / all_bound.as_secs_f64(),
         all_running.as_secs_f64()
+    );
+    println!(
+        "server CPU from the first Deployment to all Running: {cpu:.1} s ({:.0} us per pod; {:.2}x the API alone)",
+        cpu * 1e6 / total as f64,
+        cpu / base_cpu
     );
     println!(
         "ratio to the API alone creating the pods: {:.2}",

@@ -106,6 +106,15 @@ pub struct CacheWatch {
 }
 
 pub fn cached(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, serde_json::Error> {
+    if let Some(c) = raw::cached(kv, rev) {
+        return Ok(Arc::new(c));
+    }
+    cached_by_value(kv, rev)
+}
+
+/// [`cached`] through a full parse: the reference the raw path must agree with, and the way for
+/// stored bytes the raw path does not take (not compact, escaped keys).
+fn cached_by_value(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, serde_json::Error> {
     let mut obj: Value = serde_json::from_slice(&kv.value)?;
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
@@ -137,6 +146,153 @@ pub fn cached(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, serde_j
         fields,
         bytes,
     }))
+}
+
+/// Building a cache entry without parsing the object: the stored JSON (compact, as the API
+/// server writes it) is scanned into borrowed raw values, the revision is spliced into
+/// `metadata`, and only the metadata and indexed fields are decoded. Every write and every
+/// watch resumed from history goes through here; a full parse and re-serialisation of a pod
+/// was most of their cost. Hand-written because no crate splices into JSON text.
+mod raw {
+    use std::borrow::Cow;
+
+    use bytes::Bytes;
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    use serde_json::Value;
+
+    use super::CachedObject;
+    use skiff_store::{KeyValue, Revision};
+
+    /// An object's members in order, values unparsed.
+    struct Entries<'a>(Vec<(&'a str, &'a RawValue)>);
+
+    impl<'de> Deserialize<'de> for Entries<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Entries<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Entries<'de>, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(e) = m.next_entry::<&'de str, &'de RawValue>()? {
+                        out.push(e);
+                    }
+                    Ok(Entries(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    impl<'a> Entries<'a> {
+        fn parse(text: &'a str) -> Option<Entries<'a>> {
+            if !text.starts_with('{') {
+                return None;
+            }
+            serde_json::from_str(text).ok()
+        }
+        fn get(&self, key: &str) -> Option<&'a RawValue> {
+            self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta<'a> {
+        #[serde(borrow, default)]
+        name: Option<Cow<'a, str>>,
+        #[serde(default)]
+        namespace: Option<String>,
+        #[serde(default)]
+        labels: Option<Value>,
+        #[serde(borrow, default)]
+        deletion_timestamp: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        resource_version: Option<&'a RawValue>,
+    }
+
+    /// The text of an indexed field as the full path renders it: strings unquoted, other
+    /// values as compact JSON, null absent.
+    fn field_text(raw: &RawValue) -> Option<String> {
+        let t = raw.get();
+        if t == "null" {
+            None
+        } else if t.starts_with('"') {
+            serde_json::from_str::<String>(t).ok()
+        } else {
+            Some(t.to_string())
+        }
+    }
+
+    pub(super) fn cached(kv: &KeyValue, rev: Revision) -> Option<CachedObject> {
+        let text = std::str::from_utf8(&kv.value).ok()?;
+        let top = Entries::parse(text)?;
+        let meta_raw = top.get("metadata")?;
+        let m = meta_raw.get();
+        if !(m.starts_with('{') && m.ends_with('}')) {
+            return None;
+        }
+        let meta: Meta = serde_json::from_str(m).ok()?;
+        // Stored objects carry no resourceVersion; one that does takes the full path.
+        if meta.resource_version.is_some() {
+            return None;
+        }
+        // Where the metadata object closes, as an offset into `text` (it borrows from it).
+        let start = m.as_ptr() as usize - text.as_ptr() as usize;
+        let close = start + m.len() - 1;
+        let rv = format!("\"resourceVersion\":\"{rev}\"");
+        let sep = if m[1..m.len() - 1].trim().is_empty() { "" } else { "," };
+        let mut bytes = Vec::with_capacity(text.len() + rv.len() + 1);
+        bytes.extend_from_slice(&text.as_bytes()[..close]);
+        bytes.extend_from_slice(sep.as_bytes());
+        bytes.extend_from_slice(rv.as_bytes());
+        bytes.extend_from_slice(&text.as_bytes()[close..]);
+
+        let mut nested: Vec<(&str, Option<Entries>)> = Vec::new();
+        let mut fields = Vec::new();
+        for f in skiff_api::selector::INDEXED_FIELDS {
+            let (first, rest) = match f.split_once('.') {
+                Some((a, b)) => (a, Some(b)),
+                None => (*f, None),
+            };
+            let Some(outer) = top.get(first) else { continue };
+            let raw = match rest {
+                None => Some(outer),
+                Some(rest) => {
+                    if rest.contains('.') {
+                        return None;
+                    }
+                    if !nested.iter().any(|(k, _)| *k == first) {
+                        let parsed = if outer.get().starts_with('{') {
+                            Some(Entries::parse(outer.get())?)
+                        } else {
+                            None
+                        };
+                        nested.push((first, parsed));
+                    }
+                    let (_, inner) = nested.iter().find(|(k, _)| *k == first)?;
+                    inner.as_ref().and_then(|e| e.get(rest))
+                }
+            };
+            if let Some(v) = raw.and_then(field_text) {
+                fields.push((*f, v));
+            }
+        }
+        Some(CachedObject {
+            key: kv.key.clone(),
+            rev,
+            name: meta.name.map(Cow::into_owned).unwrap_or_default(),
+            namespace: meta.namespace,
+            labels: meta.labels.unwrap_or(Value::Null),
+            deleting: meta.deletion_timestamp.is_some_and(|d| d.get() != "null"),
+            fields,
+            bytes: Bytes::from(bytes),
+        })
+    }
 }
 
 impl Cache {
@@ -364,5 +520,74 @@ impl Cache {
             .map(|(_, v)| v.clone())
             .collect();
         (items, st.rev, st.tx.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kv(v: &Value) -> KeyValue {
+        KeyValue {
+            key: "/registry/pods/ns/p".into(),
+            value: Bytes::from(serde_json::to_vec(v).expect("json")),
+            create_revision: 3,
+            mod_revision: 9,
+        }
+    }
+
+    fn same(a: &CachedObject, b: &CachedObject) {
+        assert_eq!(a.bytes, b.bytes, "bytes");
+        assert_eq!(a.key, b.key);
+        assert_eq!(a.rev, b.rev);
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.namespace, b.namespace);
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(a.deleting, b.deleting);
+        assert_eq!(a.fields, b.fields);
+    }
+
+    #[test]
+    fn raw_entries_match_the_full_parse() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web", "a/b": "c\"d"},
+                                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                                "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+                   "spec": {"nodeName": "n1", "restartPolicy": "Always", "hostNetwork": true, "containers": [{"name": "c"}]},
+                   "status": {"phase": "Running", "podIP": "10.42.0.5", "podIPs": [{"ip": "10.42.0.5"}], "nominatedNodeName": null}}),
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e.1", "namespace": "ns"},
+                   "involvedObject": {"kind": "Pod", "name": "p\u{e9}\\n", "uid": "u"}, "reason": "Scheduled",
+                   "source": {"component": "skiff-scheduler"}, "type": "Normal", "count": 3}),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {}, "spec": {"unschedulable": false}}),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "labels": null, "deletionTimestamp": null},
+                   "spec": "odd", "status": {"successful": 2}}),
+        ];
+        for o in &objects {
+            let kv = kv(o);
+            let fast = raw::cached(&kv, 41).expect("raw path taken");
+            let slow = cached_by_value(&kv, 41).expect("full parse");
+            same(&fast, &slow);
+        }
+    }
+
+    #[test]
+    fn unusual_stored_bytes_take_the_full_parse() {
+        let spaced = KeyValue {
+            value: Bytes::from_static(b"{ \"metadata\" : { \"name\": \"p\" } }"),
+            ..kv(&json!({}))
+        };
+        let c = cached(&spaced, 5).expect("cached");
+        assert_eq!(c.name, "p");
+        let v: Value = serde_json::from_slice(&c.bytes).expect("json");
+        assert_eq!(v["metadata"]["resourceVersion"], "5");
+        let with_rv = kv(&json!({"metadata": {"name": "p", "resourceVersion": "1"}}));
+        assert!(raw::cached(&with_rv, 5).is_none());
+        let v: Value = serde_json::from_slice(&cached(&with_rv, 5).expect("cached").bytes).expect("json");
+        assert_eq!(v["metadata"]["resourceVersion"], "5");
+        let no_meta = kv(&json!({"kind": "X"}));
+        assert!(raw::cached(&no_meta, 5).is_none());
+        assert!(cached(&KeyValue { value: Bytes::from_static(b"{not json"), ..kv(&json!({})) }, 5).is_err());
     }
 }
