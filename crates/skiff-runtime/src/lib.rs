@@ -9,14 +9,19 @@
 //! store or any Kubernetes client: the agent asks it for images and turns its errors into pod
 //! status (`ErrImagePull` with [`PullError::reason`]).
 
+pub mod bundle;
 pub mod content;
 pub mod credentials;
 pub mod gc;
 pub mod import;
+pub mod oci;
 pub mod platform;
 pub mod pull;
+pub mod quantity;
 pub mod reference;
 pub mod registries;
+pub mod rootfs;
+pub mod shim;
 pub mod store;
 pub mod unpack;
 
