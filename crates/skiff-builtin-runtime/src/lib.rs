@@ -129,7 +129,7 @@ pub enum BuiltinRuntimeError {
         /// The container.
         id: String,
         #[source]
-        source: libcontainer::error::LibcontainerError,
+        source: Box<libcontainer::error::LibcontainerError>,
     },
     /// The state could not be printed.
     #[error("writing the state of {id}: {source}")]
@@ -216,11 +216,7 @@ fn load(root: &Path, id: &str) -> Result<Container, BuiltinRuntimeError> {
     if !dir.join("state.json").is_file() {
         return Err(BuiltinRuntimeError::NotFound { id: id.to_string() });
     }
-    Container::load(dir).map_err(|source| BuiltinRuntimeError::Container {
-        op: "loading",
-        id: id.to_string(),
-        source,
-    })
+    Container::load(dir).map_err(lc("loading", id))
 }
 
 fn lc<'a>(
@@ -230,7 +226,7 @@ fn lc<'a>(
     move |source| BuiltinRuntimeError::Container {
         op,
         id: id.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -527,7 +527,7 @@ fn pod_containers_share_joined_namespaces(runtime: &str) {
     let host_net = std::fs::read_link("/proc/self/ns/net").expect("host netns");
     assert_ne!(outputs[0][0], host_net.display().to_string());
     for n in ["net", "ipc", "uts"] {
-        let _ = rustix::mount::unmount(&ns_dir.join(n), rustix::mount::UnmountFlags::DETACH);
+        let _ = rustix::mount::unmount(ns_dir.join(n), rustix::mount::UnmountFlags::DETACH);
     }
 }
 
