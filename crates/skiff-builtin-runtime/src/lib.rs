@@ -118,6 +118,12 @@ pub enum BuiltinRuntimeError {
         /// What.
         what: String,
     },
+    /// A signal for a container whose process is not running.
+    #[error("container {id} not running")]
+    NotRunning {
+        /// The container.
+        id: String,
+    },
     /// An unknown signal.
     #[error("invalid signal {0:?}")]
     Signal(String),
@@ -292,6 +298,10 @@ fn run(cli: &Cli) -> Result<(), BuiltinRuntimeError> {
         Op::Kill { all, id, signal } => {
             let sig = Signal::try_from(signal.as_str()).map_err(|_| BuiltinRuntimeError::Signal(signal.clone()))?;
             let mut c = load(root, id)?;
+            if !c.can_kill() {
+                // runc's wording, which the contract recognises.
+                return Err(BuiltinRuntimeError::NotRunning { id: id.clone() });
+            }
             c.kill(sig, *all).map_err(lc("killing", id))
         }
         Op::Delete { force, id } => {

@@ -131,8 +131,8 @@ pub enum NamespaceMode {
 pub struct PodContext {
     /// The pod's security context.
     pub security: Option<PodSecurityContext>,
-    /// The container's hostname (the pod's name, or its `hostname` field); only set when the
-    /// container has a UTS namespace of its own.
+    /// The pod's hostname (its name, or its `hostname` field): the `HOSTNAME` env, and the
+    /// UTS hostname when the container has a UTS namespace of its own.
     pub hostname: Option<String>,
     /// Network namespace.
     pub network: NamespaceMode,
@@ -279,7 +279,9 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<Spec, BundleError> {
         }
         set_env(&mut env, k, v.clone());
     }
-    if let (Some(h), NamespaceMode::New) = (&input.pod.hostname, &input.pod.uts) {
+    // HOSTNAME is the pod's hostname whether or not the container has the UTS namespace
+    // that carries it (the sandbox sets that one).
+    if let Some(h) = &input.pod.hostname {
         if !env.iter().any(|(k, _)| k == "HOSTNAME") {
             env.push(("HOSTNAME".into(), h.clone()));
         }

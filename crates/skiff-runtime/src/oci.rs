@@ -97,6 +97,22 @@ pub enum RuntimeError {
         /// The runtime's message.
         stderr: String,
     },
+    /// `create` with an ID that the runtime already has.
+    #[error("container {id} already exists: {stderr}")]
+    AlreadyExists {
+        /// The container.
+        id: String,
+        /// The runtime's message.
+        stderr: String,
+    },
+    /// The container's process is not running (a signal to a stopped container).
+    #[error("container {id} is not running: {stderr}")]
+    NotRunning {
+        /// The container.
+        id: String,
+        /// The runtime's message.
+        stderr: String,
+    },
     /// The runtime refused or failed.
     #[error("{runtime} {command} {id} failed ({status}): {stderr}")]
     Failed {
@@ -269,6 +285,18 @@ impl OciRuntime {
         let lower = stderr.to_ascii_lowercase();
         if lower.contains("does not exist") || lower.contains("not exist") || lower.contains("no such container") {
             return RuntimeError::NotFound {
+                id: id.to_string(),
+                stderr,
+            };
+        }
+        if command == "create" && lower.contains("exists") {
+            return RuntimeError::AlreadyExists {
+                id: id.to_string(),
+                stderr,
+            };
+        }
+        if command == "kill" && (lower.contains("not running") || lower.contains("process already finished")) {
+            return RuntimeError::NotRunning {
                 id: id.to_string(),
                 stderr,
             };

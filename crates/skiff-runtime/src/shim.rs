@@ -225,6 +225,37 @@ pub fn read_config(dir: &Path) -> Result<ShimConfig, ShimError> {
     read_json(&dir.join("shim.json"))
 }
 
+/// What a (restarted) agent finds in a container's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// The shim runs and holds the container: carry on; the state file will get the exit.
+    Supervised(ShimState),
+    /// The container has exited (or never started); the state has the outcome.
+    Finished(ShimState),
+    /// The state says creating or running but the shim is gone (killed): nobody collects the
+    /// container's output or its exit status. The agent should stop it and treat it as failed.
+    Orphaned(ShimState),
+}
+
+/// Re-adopts the container in `dir` without touching it: reads its state and checks that its
+/// shim still runs.
+pub fn adopt(dir: &Path) -> Result<Adoption, ShimError> {
+    let state = read_state(dir)?;
+    Ok(match state.status {
+        ShimStatus::Exited | ShimStatus::Failed => Adoption::Finished(state),
+        ShimStatus::Creating | ShimStatus::Running if state.shim_alive(dir) => Adoption::Supervised(state),
+        ShimStatus::Creating | ShimStatus::Running => {
+            // The shim may have recorded the exit between the two reads.
+            let again = read_state(dir)?;
+            if matches!(again.status, ShimStatus::Exited | ShimStatus::Failed) {
+                Adoption::Finished(again)
+            } else {
+                Adoption::Orphaned(again)
+            }
+        }
+    })
+}
+
 /// The launcher's one-line report.
 #[derive(Debug, Serialize, Deserialize)]
 struct Report {
@@ -466,6 +497,10 @@ fn run_daemon(dir: &Path) -> ExitCode {
     // The write ends go to the runtime and are closed here when `create` returns, so the
     // pumps see EOF once the container's processes are gone.
     if let Err(e) = runtime.create(&cfg.id, &cfg.bundle, &pid_file, stdio) {
+        // Whatever the runtime left half-made would block the ID.
+        if !matches!(e, crate::oci::RuntimeError::AlreadyExists { .. }) {
+            let _ = runtime.delete(&cfg.id, true);
+        }
         return report_fail(&mut state, e.to_string());
     }
     let pid = match fs::read_to_string(&pid_file).map(|s| s.trim().parse::<i32>()) {
@@ -630,6 +665,22 @@ mod tests {
         assert!(matches!(read_state(dir.path()), Err(ShimError::Corrupt { .. })));
         let missing = dir.path().join("nope");
         assert!(matches!(read_state(&missing), Err(ShimError::Io { .. })));
+    }
+
+    #[test]
+    fn adoption_tells_supervised_finished_and_orphaned_apart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut s = ShimState::new(ShimStatus::Running);
+        // No process has this PID (above the kernel's maximum).
+        s.shim_pid = 1 << 23;
+        s.pid = Some(1 << 23);
+        write_json(&state_path(dir.path()), &s).expect("write");
+        assert_eq!(adopt(dir.path()).expect("adopt"), Adoption::Orphaned(s.clone()));
+        s.status = ShimStatus::Exited;
+        s.exit_code = Some(0);
+        write_json(&state_path(dir.path()), &s).expect("write");
+        assert_eq!(adopt(dir.path()).expect("adopt"), Adoption::Finished(s));
+        assert!(matches!(adopt(&dir.path().join("none")), Err(ShimError::Io { .. })));
     }
 
     #[test]

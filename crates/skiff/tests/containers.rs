@@ -340,8 +340,15 @@ fn sigterm_and_sigkill_are_recorded(runtime: &str) {
     rt.kill("stubborn", 9).expect("SIGKILL");
     let end = p2.wait();
     assert_eq!((end.exit_code, end.signal), (Some(137), Some(9)));
-    // Signalling a stopped container is an error, not a panic.
-    assert!(rt.kill("stubborn", 9).is_err());
+    // Signalling a stopped container is a typed error, not a panic.
+    assert!(
+        matches!(
+            rt.kill("stubborn", 9),
+            Err(skiff_runtime::oci::RuntimeError::NotRunning { .. })
+        ),
+        "{:?}",
+        rt.kill("stubborn", 9)
+    );
     assert!(matches!(
         rt.kill("never-created", 9),
         Err(skiff_runtime::oci::RuntimeError::NotFound { .. })
@@ -449,6 +456,10 @@ fn survives_the_agent_being_killed(runtime: &str) {
     let pid = after.pid.expect("pid");
     assert!(pid_alive(pid), "the container's init survived");
     assert!(after.shim_alive(&p.dir), "the shim survived");
+    assert_eq!(
+        shim::adopt(&p.dir).expect("adopt"),
+        shim::Adoption::Supervised(after.clone())
+    );
     let rt = node.runtime();
     let st = rt.state("longrun").expect("runtime state");
     assert_eq!((st.status, st.pid), (Status::Running, Some(pid)));
@@ -487,7 +498,13 @@ fn bad_bundles_fail_cleanly(runtime: &str) {
         &node.data.path().join("containers/dup2"),
         &p1.shim_config(),
     );
-    assert!(err.is_err(), "a second container with the same id");
+    assert!(
+        matches!(&err, Err(shim::ShimError::Start { message, .. }) if message.contains("already exists")),
+        "a second container with the same id: {err:?}"
+    );
+    // The first one is untouched by the failed second create.
+    let st = node.runtime().state("dup").expect("state");
+    assert_eq!(st.status, Status::Running);
 }
 
 fn pod_containers_share_joined_namespaces(runtime: &str) {

@@ -416,7 +416,7 @@ fn namespaces_new_joined_or_host() {
         &None,
         "a joined UTS namespace keeps the sandbox's hostname"
     );
-    assert!(!env_map(&s).contains_key("HOSTNAME"));
+    assert_eq!(env_map(&s).get("HOSTNAME").map(String::as_str), Some("web-0"));
 
     let mut case = Case::new(container("c"));
     case.pod.network = NamespaceMode::Host;
@@ -496,6 +496,11 @@ fn security_context_flags() {
     assert_eq!(s.process().as_ref().and_then(|p| p.no_new_privileges()), Some(true));
 
     let plain = Case::new(container("c")).spec();
+    assert!(
+        plain.process().as_ref().is_some_and(|p| p.rlimits().is_none()),
+        "rlimits inherited"
+    );
+    assert!(plain.annotations().is_none());
     assert!(!plain.root().as_ref().expect("root").readonly().unwrap_or(false));
     assert_eq!(
         plain.process().as_ref().and_then(|p| p.no_new_privileges()),
