@@ -56,7 +56,7 @@ fn in_private_mount_ns(name: &str) -> bool {
 
 /// The busybox applets the tests use, linked in `/bin`.
 const APPLETS: &[&str] = &[
-    "sh", "id", "sleep", "cat", "touch", "tail", "echo", "pwd", "ls", "readlink",
+    "sh", "id", "sleep", "cat", "touch", "tail", "echo", "pwd", "ls", "readlink", "head", "tr", "seq",
 ];
 
 /// A test image: busybox with applets, `/etc/passwd` with an `app` user, `/tmp`.
@@ -132,9 +132,17 @@ impl Node {
 
     /// Prepares the container's root and bundle (not started).
     fn prepare(&self, id: &str, c: &Container, pod: &PodContext) -> Prepared<'_> {
+        self.prepare_with(id, c, pod, rootfs::RootfsMode::Overlay)
+    }
+
+    fn prepare_with(&self, id: &str, c: &Container, pod: &PodContext, mode: rootfs::RootfsMode) -> Prepared<'_> {
         let dir = self.data.path().join("containers").join(id);
-        let root =
-            rootfs::prepare(&self.store, &self.image, &dir, rootfs::RootfsMode::Overlay).expect("overlay rootfs");
+        let root = rootfs::prepare(&self.store, &self.image, &dir, mode).expect("rootfs");
+        let want = match mode {
+            rootfs::RootfsMode::Copy => rootfs::RootfsKind::Copy,
+            _ => rootfs::RootfsKind::Overlay,
+        };
+        assert_eq!(root.kind, want);
         let (passwd, group) = rootfs::user_files(&root.path);
         let image_config = self.store.config(&self.image).expect("image config");
         let env = c
@@ -414,6 +422,41 @@ fn read_only_root_refuses_writes(runtime: &str) {
     assert!(p.dir.join("upper/newfile").exists());
 }
 
+fn copied_root_and_log_rotation(runtime: &str) {
+    let node = Node::new(runtime);
+    let script = "head -c 40000 /dev/zero | tr '\\0' x; echo; seq 1 300; echo done";
+    let p = node.prepare_with("copied", &sh("copied", script), &pod(), rootfs::RootfsMode::Copy);
+    let cfg = ShimConfig {
+        log_max_size: 8 * 1024,
+        log_max_files: 3,
+        ..p.shim_config()
+    };
+    shim::spawn(Path::new(SKIFF), &p.dir, &cfg).expect("start");
+    assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
+    // Rotated by size, three files kept in all.
+    let rotated = |n: usize| shim::log::LogFile::rotated_path(&p.log_path(), n);
+    assert!(rotated(1).exists() && rotated(2).exists() && !rotated(3).exists());
+    for f in [p.log_path(), rotated(1)] {
+        let size = std::fs::metadata(&f).expect("log file").len();
+        assert!(size <= 8 * 1024 + 100, "{} is {size} bytes", f.display());
+    }
+    let current = p.stdout();
+    assert_eq!(current.last().map(String::as_str), Some("done"));
+    // The 40,000-character line (rotated away above) is cut into partial entries: check the
+    // splitting on a fresh container with a roomy log.
+    let p2 = node.prepare(
+        "long",
+        &sh("long", "head -c 40000 /dev/zero | tr '\\0' x; echo"),
+        &pod(),
+    );
+    shim::spawn(Path::new(SKIFF), &p2.dir, &p2.shim_config()).expect("start");
+    assert_eq!(p2.wait().exit_code, Some(0));
+    let entries = parse(&std::fs::read_to_string(p2.log_path()).expect("log"));
+    let partial: Vec<bool> = entries.iter().map(|e| e.partial).collect();
+    assert_eq!(partial, [true, true, false], "16 KiB pieces");
+    assert_eq!(entries.iter().map(|e| e.text.len()).sum::<usize>(), 40000);
+}
+
 fn memory_limit_oom_is_recorded(runtime: &str) {
     let node = Node::new(runtime);
     // The init itself is the memory hog, so the OOM kill ends the container.
@@ -548,6 +591,61 @@ fn pod_containers_share_joined_namespaces(runtime: &str) {
     }
 }
 
+/// A measurement, not a test (`--ignored`): container start latency per runtime. For each
+/// runtime, `SKIFF_BENCH_RUNS` (default 20) containers of `sh -c 'exit 0'` are prepared
+/// (overlay root, bundle) and then started through a shim (create + start, until the shim
+/// reports the container running), and the same number are created and started by the
+/// runtime alone; prints the median and p90 of each. `SKIFF_BENCH_BIN` selects the `skiff`
+/// binary (e.g. a release build) for the built-in runtime and the shim.
+#[test]
+#[ignore = "measurement; run with --ignored --nocapture"]
+fn measure_start_latency() {
+    if !in_private_mount_ns("measure_start_latency") {
+        return;
+    }
+    let bin = std::env::var("SKIFF_BENCH_BIN").unwrap_or_else(|_| SKIFF.to_string());
+    let runs: usize = std::env::var("SKIFF_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let pct = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * q).round() as usize]
+    };
+    for runtime in ["builtin", "runc"] {
+        let mut node = Node::new(runtime);
+        if runtime == "builtin" {
+            node.selector = RuntimeSelector::Builtin {
+                exe: bin.clone().into(),
+            };
+        }
+        let (mut shimmed, mut bare) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let id = format!("bench-shim-{i}");
+            let p = node.prepare(&id, &sh(&id, "exit 0"), &pod());
+            let t = Instant::now();
+            shim::spawn(Path::new(&bin), &p.dir, &p.shim_config()).expect("start");
+            shimmed.push(t.elapsed());
+            p.wait();
+            let id = format!("bench-bare-{i}");
+            let p = node.prepare(&id, &sh(&id, "exit 0"), &pod());
+            let rt = node.runtime();
+            let t = Instant::now();
+            rt.create(&id, &p.dir, &p.dir.join("init.pid"), Default::default())
+                .expect("create");
+            rt.start(&id).expect("start");
+            bare.push(t.elapsed());
+        }
+        println!(
+            "{runtime}: through the shim p50 {:?} p90 {:?}; runtime alone p50 {:?} p90 {:?} ({runs} runs)",
+            pct(&mut shimmed, 0.5),
+            pct(&mut shimmed, 0.9),
+            pct(&mut bare, 0.5),
+            pct(&mut bare, 0.9),
+        );
+    }
+}
+
 /// Not a test: the stand-in agent of `survives_the_agent_being_killed`, run by it in a child
 /// process (`--ignored`). Starts a shim, then idles until killed.
 #[test]
@@ -582,6 +680,7 @@ conformance!(builtin:
     sigterm_and_sigkill_are_recorded,
     env_args_working_dir_and_user,
     read_only_root_refuses_writes,
+    copied_root_and_log_rotation,
     memory_limit_oom_is_recorded,
     survives_the_agent_being_killed,
     bad_bundles_fail_cleanly,
@@ -593,6 +692,7 @@ conformance!(runc:
     sigterm_and_sigkill_are_recorded,
     env_args_working_dir_and_user,
     read_only_root_refuses_writes,
+    copied_root_and_log_rotation,
     memory_limit_oom_is_recorded,
     survives_the_agent_being_killed,
     bad_bundles_fail_cleanly,
