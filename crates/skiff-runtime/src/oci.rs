@@ -491,6 +491,86 @@ mod tests {
         assert_eq!(log_errors(""), "");
     }
 
+    /// A stand-in runtime: a shell script that answers like runc does.
+    fn fake_runtime(dir: &Path) -> OciRuntime {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("fake-runc");
+        std::fs::write(
+            &script,
+            r#"#!/bin/sh
+# Global flags first, as runc takes them.
+log=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) shift 2 ;;
+    --log) log="$2"; shift 2 ;;
+    --log-format) shift 2 ;;
+    *) break ;;
+  esac
+done
+cmd="$1"; shift
+case "$cmd" in
+  create)
+    echo '{"level":"info","msg":"starting"}' >> "$log"
+    echo '{"level":"error","msg":"container with given ID already exists"}' >> "$log"
+    exit 1 ;;
+  state)
+    case "$1" in
+      gone) echo "container does not exist" >&2; exit 1 ;;
+      junk) echo "not json"; exit 0 ;;
+      *) printf '{"ociVersion":"1.0.2","id":"%s","status":"running","pid":4242,"bundle":"/b"}' "$1"; exit 0 ;;
+    esac ;;
+  kill)
+    [ "$1" = "done" ] && { echo "container not running" >&2; exit 1; }
+    [ "$2" = "9" ] || { echo "signal $2" >&2; exit 1; }
+    exit 0 ;;
+  delete) echo "cannot delete $*" >&2; exit 1 ;;
+  --version) echo "fake-runc version 9.9"; exit 0 ;;
+esac
+exit 3
+"#,
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        OciRuntime::new(RuntimeSelector::External { program: script }, dir.join("root"))
+    }
+
+    #[test]
+    fn runtime_answers_become_typed_results() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rt = fake_runtime(dir.path());
+        let s = rt.state("c1").expect("state");
+        assert_eq!((s.id.as_str(), s.status, s.pid), ("c1", Status::Running, Some(4242)));
+        assert!(matches!(rt.state("gone"), Err(RuntimeError::NotFound { .. })));
+        assert!(matches!(rt.state("junk"), Err(RuntimeError::BadState { output, .. }) if output.contains("not json")));
+        rt.kill("c1", 9).expect("kill");
+        assert!(matches!(rt.kill("done", 9), Err(RuntimeError::NotRunning { .. })));
+        match rt.kill("c1", 15) {
+            Err(RuntimeError::Failed { command, stderr, .. }) => {
+                assert_eq!((command, stderr.as_str()), ("kill", "signal 15"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(rt.delete("c1", true), Err(RuntimeError::Failed { stderr, .. }) if stderr == "cannot delete --force c1")
+        );
+        // create's messages come from its log, not its stderr (that is the container's).
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir_all(&bundle).expect("bundle");
+        std::fs::write(bundle.join("runtime.log"), "{\"level\":\"error\",\"msg\":\"stale\"}\n").expect("stale log");
+        match rt.create("c1", &bundle, &bundle.join("pid"), ContainerStdio::default()) {
+            Err(RuntimeError::AlreadyExists { stderr, .. }) => {
+                assert_eq!(
+                    stderr, "container with given ID already exists",
+                    "the stale log was removed"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(rt.start("c1"), Err(RuntimeError::Failed { .. })));
+        assert_eq!(rt.version().expect("version"), "fake-runc version 9.9");
+    }
+
     #[test]
     fn missing_program_is_a_spawn_error() {
         let rt = OciRuntime::new(
