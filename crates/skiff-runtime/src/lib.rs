@@ -18,6 +18,7 @@
 //! [`BundleError`], `CreateContainerError` from [`ShimError`]).
 
 pub mod bundle;
+pub mod containers;
 pub mod content;
 pub mod credentials;
 pub mod gc;
@@ -34,6 +35,7 @@ pub mod store;
 pub mod unpack;
 
 pub use bundle::{container_spec, BundleError, ContainerInput, NamespaceMode, PodContext};
+pub use containers::{ContainerError, ContainerManager, ContainerRequest};
 pub use content::{ContentError, ContentStore, Digest};
 pub use credentials::{Credential, DockerCredentials};
 pub use gc::{collect_garbage, select_for_removal, DiskUsage, GcImage, GcPolicy, GcReport};

@@ -478,6 +478,108 @@ fn copied_root_and_log_rotation(runtime: &str) {
     assert_eq!(entries.iter().map(|e| e.text.len()).sum::<usize>(), 40000);
 }
 
+fn manager_stops_gracefully_and_removes(runtime: &str) {
+    let node = Node::new(runtime);
+    let manager = skiff_runtime::ContainerManager::new(
+        &node.data.path().join("node"),
+        node.store.clone(),
+        node.selector.clone(),
+        &node.data.path().join("runtime"),
+        Path::new(SKIFF),
+    )
+    .expect("manager");
+    let pod = pod();
+    let start = |id: &str, script: &str| {
+        let c = sh(id, script);
+        manager.start(&skiff_runtime::ContainerRequest {
+            id: id.into(),
+            image: &node.image,
+            container: &c,
+            pod: &pod,
+            env: vec![],
+            mounts: vec![],
+            cgroups_path: format!("{}/{id}", node.cgroup_parent),
+            log_path: node.data.path().join(format!("logs/{id}/0.log")),
+        })
+    };
+    let ready = |id: &str| {
+        let log = node.data.path().join(format!("logs/{id}/0.log"));
+        eventually("ready", || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready"))
+        });
+    };
+    start("polite", "trap 'echo bye; exit 0' TERM; echo ready; sleep 1000 & wait").expect("start");
+    start("stubborn", "trap '' TERM; echo ready; while true; do sleep 1; done").expect("start");
+    ready("polite");
+    ready("stubborn");
+    // The same ID again is refused and leaves the running container alone.
+    assert!(matches!(
+        start("polite", "exit 0"),
+        Err(skiff_runtime::ContainerError::Runtime(
+            skiff_runtime::RuntimeError::AlreadyExists { .. }
+        ))
+    ));
+    assert_eq!(manager.state("polite").expect("state").status, ShimStatus::Running);
+
+    let t = Instant::now();
+    let s = manager.stop("polite", Duration::from_secs(5)).expect("stop");
+    let polite = t.elapsed();
+    assert_eq!(s.exit_code, Some(0));
+    assert!(
+        polite < Duration::from_secs(2),
+        "a process that exits on SIGTERM stops at once: {polite:?}"
+    );
+    let t = Instant::now();
+    let s = manager.stop("stubborn", Duration::from_secs(2)).expect("stop");
+    let stubborn = t.elapsed();
+    assert_eq!((s.exit_code, s.signal), (Some(137), Some(9)));
+    assert!(
+        stubborn >= Duration::from_secs(2) && stubborn < Duration::from_secs(5),
+        "SIGKILL after the grace period: {stubborn:?}"
+    );
+    println!("{runtime}: stop took {polite:?} (exits on SIGTERM) and {stubborn:?} (ignores it, 2 s grace)");
+    // Stopping again is fine; listing finds both, finished.
+    manager.stop("polite", Duration::from_secs(1)).expect("stop again");
+    let listed = manager.list().expect("list");
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|l| matches!(l.adoption, Ok(shim::Adoption::Finished(_)))));
+    for id in ["polite", "stubborn"] {
+        manager.remove(id).expect("remove");
+        manager.remove(id).expect("remove again");
+        assert!(!manager.dir(id).exists());
+        assert!(matches!(
+            manager.runtime().state(id),
+            Err(skiff_runtime::RuntimeError::NotFound { .. })
+        ));
+    }
+    assert!(manager.list().expect("list").is_empty());
+    // A bad container spec fails before anything runs and leaves nothing behind.
+    let c = Container {
+        name: "bad".into(),
+        resources: Some(ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("lots".into()))].into()),
+            ..Default::default()
+        }),
+        ..sh("bad", "exit 0")
+    };
+    let err = manager
+        .start(&skiff_runtime::ContainerRequest {
+            id: "bad".into(),
+            image: &node.image,
+            container: &c,
+            pod: &pod,
+            env: vec![],
+            mounts: vec![],
+            cgroups_path: format!("{}/bad", node.cgroup_parent),
+            log_path: node.data.path().join("logs/bad/0.log"),
+        })
+        .expect_err("bad quantity");
+    assert!(matches!(err, skiff_runtime::ContainerError::Config(_)), "{err}");
+    assert!(!manager.dir("bad").exists());
+}
+
 fn memory_limit_oom_is_recorded(runtime: &str) {
     let node = Node::new(runtime);
     // The init itself is the memory hog, so the OOM kill ends the container.
@@ -713,6 +815,7 @@ conformance!(builtin:
     env_args_working_dir_and_user,
     read_only_root_refuses_writes,
     copied_root_and_log_rotation,
+    manager_stops_gracefully_and_removes,
     memory_limit_oom_is_recorded,
     survives_the_agent_being_killed,
     bad_bundles_fail_cleanly,
@@ -725,6 +828,7 @@ conformance!(runc:
     env_args_working_dir_and_user,
     read_only_root_refuses_writes,
     copied_root_and_log_rotation,
+    manager_stops_gracefully_and_removes,
     memory_limit_oom_is_recorded,
     survives_the_agent_being_killed,
     bad_bundles_fail_cleanly,
