@@ -1,6 +1,6 @@
 //! Skiff's built-in OCI runtime: the subset of runc's command line that Skiff's OCI runtime
 //! contract uses (`--root`, `--log`, `--log-format`; `create --bundle --pid-file`, `start`,
-//! `state`, `kill`, `delete [--force]`, `--version`), implemented with youki's `libcontainer`.
+//! `exec --process`, `state`, `kill`, `delete [--force]`, `--version`), implemented with youki's `libcontainer`.
 //! The `skiff` binary runs it as the hidden subcommand `skiff oci-runtime …`, always in a
 //! process of its own: `create` forks the container's init, which must never happen in the
 //! multi-threaded agent.
@@ -75,6 +75,23 @@ enum Op {
         /// The container ID.
         id: String,
     },
+    /// Run a process in a running container and wait for it (exit code: the process's).
+    Exec {
+        /// The process as OCI `process` JSON (`args`, `env`, `cwd`, `user`, capabilities).
+        #[arg(long, short = 'p')]
+        process: Option<PathBuf>,
+        /// Do not wait for the process.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// Write the process's PID here.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        /// The container ID.
+        id: String,
+        /// The command, when no `--process` is given.
+        #[arg(trailing_var_arg = true)]
+        command: Vec<String>,
+    },
     /// Print the container's OCI state as JSON.
     State {
         /// The container ID.
@@ -137,6 +154,14 @@ pub enum BuiltinRuntimeError {
         #[source]
         source: Box<libcontainer::error::LibcontainerError>,
     },
+    /// Waiting for an exec'd process failed.
+    #[error("waiting for the process in {id}: {source}")]
+    Wait {
+        /// The container.
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The state could not be printed.
     #[error("writing the state of {id}: {source}")]
     Output {
@@ -164,7 +189,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             report(&cli, &e);
             ExitCode::from(1)
@@ -256,7 +281,7 @@ fn check_bundle(bundle: &Path) -> Result<(), BuiltinRuntimeError> {
     Ok(())
 }
 
-fn run(cli: &Cli) -> Result<(), BuiltinRuntimeError> {
+fn run(cli: &Cli) -> Result<ExitCode, BuiltinRuntimeError> {
     let root = &cli.root;
     match &cli.command {
         Op::Create {
@@ -284,16 +309,65 @@ fn run(cli: &Cli) -> Result<(), BuiltinRuntimeError> {
                 .with_no_pivot(*no_pivot)
                 .build()
                 .map_err(lc("creating", id))?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Op::Start { id } => load(root, id)?.start().map_err(lc("starting", id)),
+        Op::Start { id } => {
+            load(root, id)?.start().map_err(lc("starting", id))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Op::Exec {
+            process,
+            detach,
+            pid_file,
+            id,
+            command,
+        } => {
+            let c = load(root, id)?;
+            if c.status() != libcontainer::container::ContainerStatus::Running {
+                return Err(BuiltinRuntimeError::NotRunning { id: id.clone() });
+            }
+            let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
+                .with_executor(libcontainer::workload::default::DefaultExecutor {})
+                .with_root_path(root)
+                .map_err(lc("exec in", id))?
+                .with_pid_file(pid_file.as_ref())
+                .map_err(lc("exec in", id))?
+                .validate_id()
+                .map_err(lc("exec in", id))?
+                .as_tenant()
+                .with_detach(*detach)
+                .with_process(process.as_ref())
+                .with_container_args(command.clone())
+                .build()
+                .map_err(lc("exec in", id))?;
+            if *detach {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // The process is this one's child (libcontainer clones it as a sibling of its
+            // intermediate process): wait for it and exit as it did.
+            let raw = pid.as_raw();
+            let status = rustix::process::Pid::from_raw(raw)
+                .map(|p| rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()))
+                .ok_or(BuiltinRuntimeError::NotRunning { id: id.clone() })?
+                .map_err(|e| BuiltinRuntimeError::Wait {
+                    id: id.clone(),
+                    source: e.into(),
+                })?;
+            let code = match status.map(|(_, s)| (s.exit_status(), s.terminating_signal())) {
+                Some((Some(c), _)) => c,
+                Some((_, Some(sig))) => 128 + sig,
+                _ => 1,
+            };
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+        }
         Op::State { id } => {
             let c = load(root, id)?;
             let mut out = std::io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &c.state)
                 .map_err(std::io::Error::from)
                 .and_then(|()| writeln!(out))
-                .map_err(|source| BuiltinRuntimeError::Output { id: id.clone(), source })
+                .map_err(|source| BuiltinRuntimeError::Output { id: id.clone(), source })?;
+            Ok(ExitCode::SUCCESS)
         }
         Op::Kill { all, id, signal } => {
             let sig = Signal::try_from(signal.as_str()).map_err(|_| BuiltinRuntimeError::Signal(signal.clone()))?;
@@ -302,11 +376,13 @@ fn run(cli: &Cli) -> Result<(), BuiltinRuntimeError> {
                 // runc's wording, which the contract recognises.
                 return Err(BuiltinRuntimeError::NotRunning { id: id.clone() });
             }
-            c.kill(sig, *all).map_err(lc("killing", id))
+            c.kill(sig, *all).map_err(lc("killing", id))?;
+            Ok(ExitCode::SUCCESS)
         }
         Op::Delete { force, id } => {
             let mut c = load(root, id)?;
-            c.delete(*force).map_err(lc("deleting", id))
+            c.delete(*force).map_err(lc("deleting", id))?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

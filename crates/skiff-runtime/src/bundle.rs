@@ -381,6 +381,33 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<Spec, BundleError> {
     Ok(spec)
 }
 
+/// The process of an exec in a container (`kubectl exec`, exec probes): the container's own
+/// process (user, env, working dir, capabilities, no_new_privs) running `command`.
+pub fn exec_process(spec: &Spec, command: Vec<String>, tty: bool) -> Result<oci_spec::runtime::Process, BundleError> {
+    let mut p = spec.process().clone().unwrap_or_default();
+    if command.is_empty() {
+        return Err(BundleError::NoCommand {
+            container: "exec".into(),
+        });
+    }
+    p.set_args(Some(command));
+    p.set_terminal(Some(tty));
+    Ok(p)
+}
+
+/// Reads a bundle's `config.json` (for [`exec_process`]).
+pub fn read_config(dir: &Path) -> Result<Spec, BundleError> {
+    let path = dir.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|source| BundleError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| BundleError::Io {
+        path,
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    })
+}
+
 /// Writes `spec` as `<dir>/config.json` (atomically: a runtime never reads half a file).
 pub fn write_config(dir: &Path, spec: &Spec) -> Result<(), BundleError> {
     let path = dir.join("config.json");

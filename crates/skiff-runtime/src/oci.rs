@@ -295,7 +295,9 @@ impl OciRuntime {
                 stderr,
             };
         }
-        if command == "kill" && (lower.contains("not running") || lower.contains("process already finished")) {
+        if matches!(command, "kill" | "exec")
+            && (lower.contains("not running") || lower.contains("process already finished"))
+        {
             return RuntimeError::NotRunning {
                 id: id.to_string(),
                 stderr,
@@ -353,6 +355,66 @@ impl OciRuntime {
             .map(|s| log_errors(&s))
             .unwrap_or_default();
         Err(self.failure("create", id, status, message))
+    }
+
+    /// `exec --process FILE ID`: runs `process` in the running container with `stdio` and
+    /// waits for it; returns its exit code (128 + signal when a signal ended it). The process
+    /// JSON and the runtime's log are written to temp files in `scratch` (the container's
+    /// directory). Failures of the runtime itself (no such container, not running, a command
+    /// that does not exist) are errors, told apart from the process's own non-zero exit by the
+    /// runtime's log.
+    pub fn exec(
+        &self,
+        id: &str,
+        process: &oci_spec::runtime::Process,
+        stdio: ContainerStdio,
+        scratch: &Path,
+    ) -> Result<i32, RuntimeError> {
+        validate_id(id)?;
+        let io_err = |op: &'static str| {
+            move |source| RuntimeError::Io {
+                op,
+                path: scratch.to_path_buf(),
+                source,
+            }
+        };
+        let proc_file = tempfile::Builder::new()
+            .prefix(".exec-")
+            .suffix(".json")
+            .tempfile_in(scratch)
+            .map_err(io_err("creating a temp file in"))?;
+        serde_json::to_writer(proc_file.as_file(), process).map_err(|e| io_err("writing a process to")(e.into()))?;
+        let log = tempfile::Builder::new()
+            .prefix(".exec-")
+            .suffix(".log")
+            .tempfile_in(scratch)
+            .map_err(io_err("creating a temp file in"))?;
+        let mut c = self.command();
+        c.arg("--log")
+            .arg(log.path())
+            .arg("--log-format")
+            .arg("json")
+            .arg("exec")
+            .arg("--process")
+            .arg(proc_file.path())
+            .arg(id)
+            .stdin(stdio.stdin.unwrap_or_else(Stdio::null))
+            .stdout(stdio.stdout.unwrap_or_else(Stdio::null))
+            .stderr(stdio.stderr.unwrap_or_else(Stdio::null));
+        let status = c.status().map_err(|source| RuntimeError::Spawn {
+            program: self.program().to_path_buf(),
+            source,
+        })?;
+        if status.success() {
+            return Ok(0);
+        }
+        let message = std::fs::read_to_string(log.path())
+            .map(|s| log_errors(&s))
+            .unwrap_or_default();
+        match status.code() {
+            Some(code) if message.is_empty() => Ok(code),
+            _ => Err(self.failure("exec", id, status, message)),
+        }
     }
 
     /// `start`: runs the user's process in a created container.
@@ -525,6 +587,12 @@ case "$cmd" in
     [ "$2" = "9" ] || { echo "signal $2" >&2; exit 1; }
     exit 0 ;;
   delete) echo "cannot delete $*" >&2; exit 1 ;;
+  exec)
+    [ "$1" = "--process" ] || exit 9
+    grep -q '"args":\["false"\]' "$2" && exit 1
+    grep -q '"args":\["nope"\]' "$2" && { echo '{"level":"error","msg":"exec: \"nope\": executable file not found in $PATH"}' >> "$log"; exit 1; }
+    [ "$3" = "stopped" ] && { echo '{"level":"error","msg":"cannot exec in a stopped container: container not running"}' >> "$log"; exit 1; }
+    exit 0 ;;
   --version) echo "fake-runc version 9.9"; exit 0 ;;
 esac
 exit 3
@@ -568,6 +636,36 @@ exit 3
             other => panic!("{other:?}"),
         }
         assert!(matches!(rt.start("c1"), Err(RuntimeError::Failed { .. })));
+        // exec: the process's exit code, or the runtime's error from its log.
+        let process = |args: &[&str]| -> oci_spec::runtime::Process {
+            let mut p = oci_spec::runtime::Process::default();
+            p.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
+            p
+        };
+        assert_eq!(
+            rt.exec("c1", &process(&["true"]), ContainerStdio::default(), &bundle)
+                .expect("exec"),
+            0
+        );
+        assert_eq!(
+            rt.exec("c1", &process(&["false"]), ContainerStdio::default(), &bundle)
+                .expect("exec"),
+            1
+        );
+        assert!(matches!(
+            rt.exec("c1", &process(&["nope"]), ContainerStdio::default(), &bundle),
+            Err(RuntimeError::Failed { stderr, .. }) if stderr.contains("executable file not found")
+        ));
+        assert!(matches!(
+            rt.exec("stopped", &process(&["true"]), ContainerStdio::default(), &bundle),
+            Err(RuntimeError::NotRunning { .. })
+        ));
+        let leftovers: Vec<_> = std::fs::read_dir(&bundle)
+            .expect("list")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".exec-"))
+            .collect();
+        assert!(leftovers.is_empty(), "exec's temp files are removed");
         assert_eq!(rt.version().expect("version"), "fake-runc version 9.9");
     }
 

@@ -580,6 +580,61 @@ fn manager_stops_gracefully_and_removes(runtime: &str) {
     assert!(!manager.dir("bad").exists());
 }
 
+fn exec_runs_as_the_container(runtime: &str) {
+    let node = Node::new(runtime);
+    let mut c = sh("execd", "echo ready; while true; do sleep 1; done");
+    c.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+        name: "FOO".into(),
+        value: Some("from-env".into()),
+        ..Default::default()
+    }]);
+    c.security_context = Some(SecurityContext {
+        run_as_user: Some(1000),
+        ..Default::default()
+    });
+    let (p, state, _) = node.run("execd", &c);
+    eventually("ready", || p.stdout().contains(&"ready".to_string()));
+    let spec = bundle::read_config(&p.dir).expect("config");
+    let rt = node.runtime();
+    let exec = |args: &[&str]| {
+        let out = tempfile::NamedTempFile::new().expect("out");
+        let process =
+            bundle::exec_process(&spec, args.iter().map(|a| a.to_string()).collect(), false).expect("process");
+        let stdio = skiff_runtime::ContainerStdio {
+            stdout: Some(out.reopen().expect("reopen").into()),
+            ..Default::default()
+        };
+        let code = rt.exec("execd", &process, stdio, &p.dir);
+        (code, std::fs::read_to_string(out.path()).expect("output"))
+    };
+    let (code, out) = exec(&[
+        "sh",
+        "-c",
+        "id -u; echo $FOO; pwd; cat /proc/1/cmdline | tr '\\0' ' '; exit 5",
+    ]);
+    assert_eq!(code.expect("exec"), 5);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["1000", "from-env", "/"], "{out}");
+    assert!(
+        lines[3].starts_with("/bin/sh -c echo ready"),
+        "the exec joined the container's PID namespace: {out}"
+    );
+    let (code, _) = exec(&["/bin/not-there"]);
+    assert!(code.is_err(), "a missing command is the runtime's error: {code:?}");
+    // The exec'd processes did not disturb the container.
+    assert_eq!(rt.state("execd").expect("state").pid, state.pid);
+    rt.kill("execd", 9).expect("kill");
+    p.wait();
+    let (code, _) = exec(&["true"]);
+    assert!(
+        matches!(
+            code,
+            Err(skiff_runtime::RuntimeError::NotRunning { .. }) | Err(skiff_runtime::RuntimeError::Failed { .. })
+        ),
+        "exec in a stopped container: {code:?}"
+    );
+}
+
 fn memory_limit_oom_is_recorded(runtime: &str) {
     let node = Node::new(runtime);
     // The init itself is the memory hog, so the OOM kill ends the container.
@@ -816,6 +871,7 @@ conformance!(builtin:
     read_only_root_refuses_writes,
     copied_root_and_log_rotation,
     manager_stops_gracefully_and_removes,
+    exec_runs_as_the_container,
     memory_limit_oom_is_recorded,
     survives_the_agent_being_killed,
     bad_bundles_fail_cleanly,
@@ -829,6 +885,7 @@ conformance!(runc:
     read_only_root_refuses_writes,
     copied_root_and_log_rotation,
     manager_stops_gracefully_and_removes,
+    exec_runs_as_the_container,
     memory_limit_oom_is_recorded,
     survives_the_agent_being_killed,
     bad_bundles_fail_cleanly,

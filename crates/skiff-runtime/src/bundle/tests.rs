@@ -574,3 +574,29 @@ fn config_json_round_trips() {
         "capabilities are written with their CAP_ names"
     );
 }
+
+#[test]
+fn exec_processes_keep_the_containers_identity() {
+    let mut c = container("c");
+    c.security_context = Some(SecurityContext {
+        run_as_user: Some(1000),
+        ..Default::default()
+    });
+    let s = Case::new(c).spec();
+    let p = exec_process(&s, vec!["ls".into(), "-l".into()], false).expect("exec");
+    assert_eq!(p.args().clone(), strings(&["ls", "-l"]));
+    assert_eq!(p.user().uid(), 1000);
+    assert_eq!(p.env(), s.process().as_ref().expect("process").env());
+    assert_eq!(p.cwd(), Path::new("/srv"));
+    assert!(matches!(
+        exec_process(&s, vec![], false),
+        Err(BundleError::NoCommand { .. })
+    ));
+    let dir = tempfile::tempdir().expect("dir");
+    write_config(dir.path(), &s).expect("write");
+    assert_eq!(read_config(dir.path()).expect("read"), s);
+    assert!(matches!(
+        read_config(&dir.path().join("none")),
+        Err(BundleError::Io { .. })
+    ));
+}
