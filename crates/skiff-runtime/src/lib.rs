@@ -26,6 +26,7 @@ pub mod import;
 pub mod oci;
 pub mod platform;
 pub mod pull;
+pub mod qos;
 pub mod quantity;
 pub mod reference;
 pub mod registries;
