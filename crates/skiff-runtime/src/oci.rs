@@ -201,6 +201,13 @@ pub struct ContainerStdio {
     pub stderr: Option<Stdio>,
 }
 
+/// Whether the host runs cgroup v2 only (the unified hierarchy at `/sys/fs/cgroup`): then
+/// containers get a cgroup namespace of their own, as containerd gives them
+/// ([`crate::bundle::PodContext::cgroup_namespace`]).
+pub fn cgroup_v2_host() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
 /// An OCI runtime with its state directory (`--root`).
 #[derive(Clone, Debug)]
 pub struct OciRuntime {
