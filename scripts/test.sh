@@ -14,6 +14,8 @@ command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
 # Image tests: a real registry on loopback, and busybox-static to build test images from.
 command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
 test -x /bin/busybox || need_pkgs+=(busybox-static)
+# Container tests: the conformance suite runs on the built-in runtime and on runc.
+command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need_pkgs[*]}"

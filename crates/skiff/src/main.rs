@@ -325,6 +325,15 @@ async fn agent(args: AgentArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // The built-in OCI runtime and the container shim run in processes of their own, before
+    // anything else starts: `create` forks the container's init, which must not happen in a
+    // multi-threaded process, and their stderr may be a container's.
+    let mut raw = std::env::args_os();
+    match raw.nth(1).as_deref().and_then(|a| a.to_str()) {
+        Some("oci-runtime") => return skiff_builtin_runtime::main(raw),
+        Some("shim") => return skiff_runtime::shim::main(raw),
+        _ => {}
+    }
     init_tracing();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

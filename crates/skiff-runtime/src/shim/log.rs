@@ -1,0 +1,270 @@
+//! Container logs in the CRI format (`<RFC 3339 nano time> <stdout|stderr> <F|P> <text>`), as
+//! the kubelet and `kubectl logs` read them: one line per line the container wrote, lines
+//! longer than [`MAX_LINE`] cut into partial (`P`) pieces ending in a full (`F`) one, and the
+//! file rotated by size, keeping a fixed number of files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// The longest line written as one entry (containerd's default `max_container_log_line_size`).
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Which of the container's streams a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// stdout.
+    Stdout,
+    /// stderr.
+    Stderr,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// Splits a byte stream into log entries: `(text, partial)`.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds bytes read from the stream; returns the entries they complete.
+    pub fn push(&mut self, data: &[u8]) -> Vec<(Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        self.pending.extend_from_slice(data);
+        loop {
+            match self.pending.iter().position(|b| *b == b'\n') {
+                Some(i) if i <= MAX_LINE => {
+                    let mut line: Vec<u8> = self.pending.drain(..=i).collect();
+                    line.pop();
+                    out.push((line, false));
+                }
+                _ if self.pending.len() > MAX_LINE => {
+                    out.push((self.pending.drain(..MAX_LINE).collect(), true));
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// The stream ended: what is left is a last, full entry (as containerd writes it).
+    pub fn finish(&mut self) -> Option<(Vec<u8>, bool)> {
+        (!self.pending.is_empty()).then(|| (std::mem::take(&mut self.pending), false))
+    }
+}
+
+/// Formats one CRI log line (with its newline).
+pub fn format_entry(time: DateTime<Utc>, stream: Stream, partial: bool, text: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(text.len() + 48);
+    line.extend_from_slice(time.to_rfc3339_opts(SecondsFormat::Nanos, true).as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(stream.as_str().as_bytes());
+    line.extend_from_slice(if partial { b" P " } else { b" F " });
+    line.extend_from_slice(text);
+    line.push(b'\n');
+    line
+}
+
+/// A CRI log file that rotates when it reaches `max_size`: `path` is current, `path.1` the
+/// one before, up to `max_files` files in all.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    max_size: u64,
+    max_files: usize,
+    file: File,
+    size: u64,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl LogFile {
+    /// Opens (appending to) `path`, creating its directory.
+    pub fn open(path: &Path, max_size: u64, max_files: usize) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            max_size: max_size.max(1),
+            max_files: max_files.max(1),
+            file,
+            size,
+        })
+    }
+
+    /// The `n`th older file (`path.n`).
+    pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    }
+
+    /// Appends one entry, rotating first if it would not fit.
+    pub fn write_entry(&mut self, time: DateTime<Utc>, stream: Stream, partial: bool, text: &[u8]) -> io::Result<()> {
+        let line = format_entry(time, stream, partial, text);
+        if self.size > 0 && self.size + line.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        if self.max_files > 1 {
+            let oldest = Self::rotated_path(&self.path, self.max_files - 1);
+            match fs::remove_file(&oldest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            for n in (1..self.max_files - 1).rev() {
+                let from = Self::rotated_path(&self.path, n);
+                if from.exists() {
+                    fs::rename(&from, Self::rotated_path(&self.path, n + 1))?;
+                }
+            }
+            fs::rename(&self.path, Self::rotated_path(&self.path, 1))?;
+            self.file = open_append(&self.path)?;
+        } else {
+            self.file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&self.path)?;
+        }
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// One parsed CRI log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The time as written.
+    pub time: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// A partial line (more of it follows).
+    pub partial: bool,
+    /// The text.
+    pub text: String,
+}
+
+/// Parses a CRI log file's text (for tests and `kubectl logs`); malformed lines are skipped.
+pub fn parse(text: &str) -> Vec<LogEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let time = it.next()?.to_string();
+            let stream = it.next()?.to_string();
+            let tag = it.next()?;
+            let text = it.next().unwrap_or("").to_string();
+            Some(LogEntry {
+                time,
+                stream,
+                partial: tag == "P",
+                text,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_lines_partials_and_the_rest() {
+        let mut s = LineSplitter::default();
+        assert_eq!(s.push(b"hello\nwor"), vec![(b"hello".to_vec(), false)]);
+        assert_eq!(s.push(b"ld\n\n"), vec![(b"world".to_vec(), false), (Vec::new(), false)]);
+        assert_eq!(s.push(b"tail"), vec![]);
+        assert_eq!(s.finish(), Some((b"tail".to_vec(), false)));
+        assert_eq!(s.finish(), None);
+
+        let long = vec![b'x'; MAX_LINE * 2 + 10];
+        let mut data = long.clone();
+        data.push(b'\n');
+        let out = s.push(&data);
+        assert_eq!(out.len(), 3);
+        assert!(out[0].1 && out[1].1 && !out[2].1);
+        assert_eq!(out[0].0.len(), MAX_LINE);
+        assert_eq!(out[2].0.len(), 10);
+        // Exactly MAX_LINE is still one entry.
+        let mut exact = vec![b'y'; MAX_LINE];
+        exact.push(b'\n');
+        assert_eq!(s.push(&exact), vec![(vec![b'y'; MAX_LINE], false)]);
+    }
+
+    #[test]
+    fn formats_cri_lines() {
+        let t = DateTime::parse_from_rfc3339("2026-11-27T17:00:00.123456789Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(
+            format_entry(t, Stream::Stdout, false, b"hi there"),
+            b"2026-11-27T17:00:00.123456789Z stdout F hi there\n".to_vec()
+        );
+        assert_eq!(
+            format_entry(t, Stream::Stderr, true, b""),
+            b"2026-11-27T17:00:00.123456789Z stderr P \n".to_vec()
+        );
+        let parsed = parse("2026-11-27T17:00:00.123456789Z stdout F a b c\ngarbage\n");
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].text, "a b c");
+    }
+
+    #[test]
+    fn rotates_by_size_keeping_n_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("pods/c/0.log");
+        let mut f = LogFile::open(&path, 100, 3).expect("open");
+        let t = Utc::now();
+        for i in 0..20 {
+            f.write_entry(t, Stream::Stdout, false, format!("line {i:02}").as_bytes())
+                .expect("write");
+        }
+        // Each entry is 48 bytes: two fit in a file.
+        assert!(path.exists());
+        assert!(LogFile::rotated_path(&path, 1).exists());
+        assert!(LogFile::rotated_path(&path, 2).exists());
+        assert!(!LogFile::rotated_path(&path, 3).exists(), "only 3 files kept");
+        let current = parse(&fs::read_to_string(&path).expect("read"));
+        assert_eq!(current.last().map(|e| e.text.as_str()), Some("line 19"));
+        let older = parse(&fs::read_to_string(LogFile::rotated_path(&path, 1)).expect("read"));
+        assert!(older.iter().all(|e| e.text.as_str() < "line 19"));
+        for p in [path.clone(), LogFile::rotated_path(&path, 1)] {
+            assert!(fs::metadata(&p).expect("meta").len() <= 102);
+        }
+        // A single file: truncated in place.
+        let single = dir.path().join("one.log");
+        let mut f = LogFile::open(&single, 60, 1).expect("open");
+        for i in 0..5 {
+            f.write_entry(t, Stream::Stderr, false, format!("entry {i}").as_bytes())
+                .expect("write");
+        }
+        let entries = parse(&fs::read_to_string(&single).expect("read"));
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].text, "entry 4");
+        // Reopening appends.
+        let mut f = LogFile::open(&single, 1000, 1).expect("reopen");
+        f.write_entry(t, Stream::Stdout, false, b"more").expect("write");
+        assert_eq!(parse(&fs::read_to_string(&single).expect("read")).len(), 2);
+    }
+}

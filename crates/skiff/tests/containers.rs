@@ -1,0 +1,893 @@
+//! Containers end to end, as the agent will run them: an image built from busybox-static and
+//! imported into the image store, a bundle from a Kubernetes container spec, an overlayfs
+//! root, and a detached shim that runs the container through the OCI runtime contract.
+//!
+//! The same conformance suite runs against the built-in runtime (`skiff oci-runtime`) and runc
+//! (`apt-get install runc`; `scripts/test.sh` installs it).
+//!
+//! **These tests need root** (mounts, namespaces, cgroups) and fail, rather than pass
+//! silently, without it. Each test re-executes itself in a private mount namespace
+//! (`unshare --mount --propagation private`), so the overlay mounts it makes vanish with it;
+//! containers get network namespaces of their own (no interfaces but loopback). Drop guards
+//! delete containers, unmount roots and remove the test's cgroups.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, ResourceRequirements, SecurityContext};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use skiff_runtime::bundle::{self, ContainerInput, NamespaceMode, PodContext};
+use skiff_runtime::oci::{OciRuntime, RuntimeSelector, Status};
+use skiff_runtime::shim::{self, log::parse, ShimConfig, ShimState, ShimStatus};
+use skiff_runtime::testing::{self, layer, Compression, ManifestKind};
+use skiff_runtime::{rootfs, ImageRecord, ImageStore, Platform};
+
+const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
+const IN_NS: &str = "SKIFF_CONTAINER_TEST_IN_NS";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs the test `name` of this binary again inside a private mount namespace and reports its
+/// result; `true` means "this is that run: do the work".
+fn in_private_mount_ns(name: &str) -> bool {
+    assert!(
+        testing::is_root(),
+        "container tests need root (mounts, namespaces, cgroups); run them as root as CI does"
+    );
+    if std::env::var_os(IN_NS).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_NS, "1")
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    assert!(out.status.success(), "{name} failed in its mount namespace");
+    assert!(stdout.contains("1 passed"), "{name} did not run in its mount namespace");
+    false
+}
+
+/// The busybox applets the tests use, linked in `/bin`.
+const APPLETS: &[&str] = &[
+    "sh", "id", "sleep", "cat", "touch", "tail", "echo", "pwd", "ls", "readlink", "head", "tr", "seq",
+];
+
+/// A test image: busybox with applets, `/etc/passwd` with an `app` user, `/tmp`.
+fn test_image() -> testing::TestImage {
+    let base = layer(|l| {
+        l.dir("bin", 0o755).busybox("bin/busybox");
+        for a in APPLETS {
+            l.symlink(&format!("bin/{a}"), "busybox");
+        }
+        l.dir("etc", 0o755)
+            .file(
+                "etc/passwd",
+                b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+                0o644,
+            )
+            .file("etc/group", b"root:x:0:\napp:x:1000:\n", 0o644)
+            .dir("tmp", 0o1777)
+            .dir("srv", 0o755);
+    });
+    let top = layer(|l| {
+        l.dir("srv", 0o755).file("srv/motd", b"from the top layer\n", 0o644);
+    });
+    testing::image(
+        ManifestKind::Oci,
+        &Platform::host().architecture,
+        &[(base, Compression::Gzip), (top, Compression::None)],
+    )
+}
+
+/// A runtime under test, a data dir with the test image, and the test's cgroup parent.
+struct Node {
+    data: tempfile::TempDir,
+    store: ImageStore,
+    image: ImageRecord,
+    selector: RuntimeSelector,
+    cgroup_parent: String,
+}
+
+impl Node {
+    fn new(runtime: &str) -> Self {
+        let selector = match runtime {
+            "builtin" => RuntimeSelector::Builtin { exe: SKIFF.into() },
+            "runc" => {
+                let found = Command::new("runc").arg("--version").output();
+                assert!(
+                    found.is_ok_and(|o| o.status.success()),
+                    "runc is not installed (apt-get install runc; scripts/test.sh does)"
+                );
+                RuntimeSelector::External { program: "runc".into() }
+            }
+            other => panic!("unknown runtime {other}"),
+        };
+        let data = testing::data_dir();
+        let store = ImageStore::open(data.path()).expect("store");
+        let archive = data.path().join("image.tar");
+        testing::write_oci_archive(&archive, &[("registry.test/busybox:1", &test_image())]);
+        let image = skiff_runtime::import_archive(&store, &archive, &Platform::host())
+            .expect("import")
+            .remove(0);
+        let cgroup_parent = format!("/skiff-test-{}-{}", std::process::id(), runtime);
+        Self {
+            data,
+            store,
+            image,
+            selector,
+            cgroup_parent,
+        }
+    }
+
+    fn runtime(&self) -> OciRuntime {
+        OciRuntime::new(self.selector.clone(), self.data.path().join("runtime"))
+    }
+
+    /// Prepares the container's root and bundle (not started).
+    fn prepare(&self, id: &str, c: &Container, pod: &PodContext) -> Prepared<'_> {
+        self.prepare_with(id, c, pod, rootfs::RootfsMode::Overlay)
+    }
+
+    fn prepare_with(&self, id: &str, c: &Container, pod: &PodContext, mode: rootfs::RootfsMode) -> Prepared<'_> {
+        let dir = self.data.path().join("containers").join(id);
+        let root = rootfs::prepare(&self.store, &self.image, &dir, mode).expect("rootfs");
+        let want = match mode {
+            rootfs::RootfsMode::Copy => rootfs::RootfsKind::Copy,
+            _ => rootfs::RootfsKind::Overlay,
+        };
+        assert_eq!(root.kind, want);
+        let (passwd, group) = rootfs::user_files(&root.path);
+        let image_config = self.store.config(&self.image).expect("image config");
+        let env = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        let spec = bundle::container_spec(&ContainerInput {
+            container: c,
+            image: &image_config,
+            pod,
+            env,
+            rootfs: root.path.clone(),
+            mounts: vec![],
+            cgroups_path: format!("{}/{id}", self.cgroup_parent),
+            passwd,
+            group,
+        })
+        .expect("bundle");
+        bundle::write_config(&dir, &spec).expect("config.json");
+        Prepared {
+            node: self,
+            id: id.to_string(),
+            dir,
+        }
+    }
+
+    /// Prepares and starts a container through a shim.
+    fn run(&self, id: &str, c: &Container) -> (Prepared<'_>, ShimState, Duration) {
+        let p = self.prepare(id, c, &pod());
+        let started = Instant::now();
+        let state = shim::spawn(Path::new(SKIFF), &p.dir, &p.shim_config()).expect("shim started the container");
+        let took = started.elapsed();
+        (p, state, took)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Runtimes remove the containers' cgroups on delete; the parent is ours.
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for hierarchy in rd.flatten() {
+                let _ = std::fs::remove_dir(hierarchy.path().join(self.cgroup_parent.trim_start_matches('/')));
+            }
+        }
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/')));
+    }
+}
+
+/// A container's directory; deleted (forcibly), unmounted and removed on drop.
+struct Prepared<'a> {
+    node: &'a Node,
+    id: String,
+    dir: PathBuf,
+}
+
+impl Prepared<'_> {
+    fn shim_config(&self) -> ShimConfig {
+        ShimConfig {
+            id: self.id.clone(),
+            bundle: self.dir.clone(),
+            runtime: self.node.selector.clone(),
+            runtime_root: self.node.data.path().join("runtime"),
+            log_path: self.log_path(),
+            log_max_size: shim::DEFAULT_LOG_MAX_SIZE,
+            log_max_files: 2,
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("log/0.log")
+    }
+
+    fn wait(&self) -> ShimState {
+        shim::wait_for_exit(&self.dir, WAIT).expect("container exits")
+    }
+
+    /// The container's log as (stream, text) of full lines.
+    fn log(&self) -> Vec<(String, String)> {
+        parse(&std::fs::read_to_string(self.log_path()).unwrap_or_default())
+            .into_iter()
+            .map(|e| (e.stream, e.text))
+            .collect()
+    }
+
+    fn stdout(&self) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|(s, _)| s == "stdout")
+            .map(|(_, t)| t)
+            .collect()
+    }
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        let rt = self.node.runtime();
+        let _ = rt.delete(&self.id, true);
+        // The shim exits once the container is gone; give it a moment to record that.
+        let _ = shim::wait_for_exit(&self.dir, Duration::from_secs(5));
+        if let Err(e) = rootfs::remove(&self.dir) {
+            eprintln!("cleanup of {}: {e}", self.dir.display());
+        }
+    }
+}
+
+fn pod() -> PodContext {
+    PodContext {
+        hostname: Some("test-pod".into()),
+        ..Default::default()
+    }
+}
+
+fn sh(name: &str, script: &str) -> Container {
+    Container {
+        name: name.into(),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+        ..Default::default()
+    }
+}
+
+/// A child process killed (and reaped) when the test ends, even by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `Rss` and `Pss` (shared pages divided among their users) of a process, for the record.
+fn memory_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Rss:") || l.starts_with("Pss:") || l.starts_with("Private_Dirty:"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            // The state field follows the parenthesised command name.
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z" && st != "X"))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+/// Polls `f` until it holds (bounded), for state written by other processes.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// The conformance cases, each run against one runtime.
+
+fn echo_exit_code_and_logs(runtime: &str) {
+    let node = Node::new(runtime);
+    let c = sh(
+        "echo",
+        "echo hello; echo oops >&2; cat /srv/motd; printf 'no newline'; exit 3",
+    );
+    let (p, state, took) = node.run("echo", &c);
+    println!("{runtime}: shim spawn (create + start) took {took:?}");
+    assert_eq!(state.status, ShimStatus::Running);
+    assert!(state.pid.is_some_and(|p| p > 0));
+    let end = p.wait();
+    assert_eq!(end.status, ShimStatus::Exited);
+    assert_eq!(end.exit_code, Some(3));
+    assert_eq!(end.signal, None);
+    assert!(!end.oom_killed);
+    assert!(end.finished_at >= end.started_at);
+    let log = p.log();
+    assert!(log.contains(&("stdout".into(), "hello".into())), "{log:?}");
+    assert!(log.contains(&("stderr".into(), "oops".into())), "{log:?}");
+    assert!(log.contains(&("stdout".into(), "from the top layer".into())), "{log:?}");
+    assert!(log.contains(&("stdout".into(), "no newline".into())), "{log:?}");
+    let raw = std::fs::read_to_string(p.log_path()).expect("log");
+    let first = raw.lines().next().expect("a line");
+    let time = first.split(' ').next().expect("time");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(time).is_ok() && time.ends_with('Z') && time.len() == 30,
+        "CRI time with nanoseconds: {first}"
+    );
+    // The runtime still knows the stopped container until it is deleted.
+    let rt = node.runtime();
+    assert_eq!(rt.state("echo").expect("state").status, Status::Stopped);
+    rt.delete("echo", false).expect("delete");
+    assert!(matches!(
+        rt.state("echo"),
+        Err(skiff_runtime::oci::RuntimeError::NotFound { .. })
+    ));
+}
+
+fn sigterm_and_sigkill_are_recorded(runtime: &str) {
+    let node = Node::new(runtime);
+    let c = sh(
+        "term",
+        "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 1; done",
+    );
+    let (p, state, _) = node.run("term", &c);
+    eventually("ready", || p.stdout().contains(&"ready".to_string()));
+    let rt = node.runtime();
+    let st = rt.state("term").expect("state");
+    assert_eq!(st.status, Status::Running);
+    assert_eq!(st.pid, state.pid);
+    rt.kill("term", 15).expect("SIGTERM");
+    let end = p.wait();
+    assert_eq!(end.exit_code, Some(7));
+    assert!(p.stdout().contains(&"got TERM".to_string()));
+    // PID 1 of a namespace ignores SIGTERM without a handler; SIGKILL always works.
+    let c = sh("stubborn", "echo ready; while true; do sleep 1; done");
+    let (p2, _, _) = node.run("stubborn", &c);
+    eventually("ready", || p2.stdout().contains(&"ready".to_string()));
+    rt.kill("stubborn", 9).expect("SIGKILL");
+    let end = p2.wait();
+    assert_eq!((end.exit_code, end.signal), (Some(137), Some(9)));
+    // Signalling a stopped container is a typed error, not a panic.
+    assert!(
+        matches!(
+            rt.kill("stubborn", 9),
+            Err(skiff_runtime::oci::RuntimeError::NotRunning { .. })
+        ),
+        "{:?}",
+        rt.kill("stubborn", 9)
+    );
+    assert!(matches!(
+        rt.kill("never-created", 9),
+        Err(skiff_runtime::oci::RuntimeError::NotFound { .. })
+    ));
+}
+
+fn env_args_working_dir_and_user(runtime: &str) {
+    let node = Node::new(runtime);
+    let mut c = sh(
+        "whoami",
+        "id -u; id -g; id -G; pwd; echo $FOO; echo $GREETING; echo $HOSTNAME; echo \"$@\"",
+    );
+    c.args = Some(vec!["argv0".into(), "a1".into(), "a 2".into()]);
+    c.working_dir = Some("/srv".into());
+    c.env = Some(vec![
+        k8s_openapi::api::core::v1::EnvVar {
+            name: "FOO".into(),
+            value: Some("bar".into()),
+            ..Default::default()
+        },
+        k8s_openapi::api::core::v1::EnvVar {
+            name: "GREETING".into(),
+            value: Some("hi $(FOO)".into()),
+            ..Default::default()
+        },
+    ]);
+    c.security_context = Some(SecurityContext {
+        run_as_user: Some(1000),
+        run_as_group: Some(1000),
+        ..Default::default()
+    });
+    let (p, _, _) = node.run("whoami", &c);
+    let end = p.wait();
+    assert_eq!(end.exit_code, Some(0), "{:?}", p.log());
+    assert_eq!(
+        p.stdout(),
+        ["1000", "1000", "1000", "/srv", "bar", "hi bar", "test-pod", "a1 a 2"],
+        "{:?}",
+        p.log()
+    );
+}
+
+fn read_only_root_refuses_writes(runtime: &str) {
+    let node = Node::new(runtime);
+    let mut c = sh("ro", "touch /newfile && exit 0; touch /tmp/x 2>/dev/null; exit 42");
+    c.security_context = Some(SecurityContext {
+        read_only_root_filesystem: Some(true),
+        ..Default::default()
+    });
+    let (p, _, _) = node.run("ro", &c);
+    assert_eq!(p.wait().exit_code, Some(42), "{:?}", p.log());
+    assert!(
+        p.log()
+            .iter()
+            .any(|(s, t)| s == "stderr" && t.contains("Read-only file system")),
+        "{:?}",
+        p.log()
+    );
+    // Without the flag the same write works, and lands in the container's upper dir only.
+    let c = sh("rw", "touch /newfile && exit 0; exit 42");
+    let (p, _, _) = node.run("rw", &c);
+    assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
+    assert!(p.dir.join("upper/newfile").exists());
+}
+
+fn copied_root_and_log_rotation(runtime: &str) {
+    let node = Node::new(runtime);
+    let script = "head -c 40000 /dev/zero | tr '\\0' x; echo; seq 1 300; echo done";
+    let p = node.prepare_with("copied", &sh("copied", script), &pod(), rootfs::RootfsMode::Copy);
+    let cfg = ShimConfig {
+        log_max_size: 8 * 1024,
+        log_max_files: 3,
+        ..p.shim_config()
+    };
+    shim::spawn(Path::new(SKIFF), &p.dir, &cfg).expect("start");
+    assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
+    // Rotated by size, three files kept in all.
+    let rotated = |n: usize| shim::log::LogFile::rotated_path(&p.log_path(), n);
+    assert!(rotated(1).exists() && rotated(2).exists() && !rotated(3).exists());
+    for f in [p.log_path(), rotated(1)] {
+        let size = std::fs::metadata(&f).expect("log file").len();
+        assert!(size <= 8 * 1024 + 100, "{} is {size} bytes", f.display());
+    }
+    let current = p.stdout();
+    assert_eq!(current.last().map(String::as_str), Some("done"));
+    // The 40,000-character line (rotated away above) is cut into partial entries: check the
+    // splitting on a fresh container with a roomy log.
+    let p2 = node.prepare(
+        "long",
+        &sh("long", "head -c 40000 /dev/zero | tr '\\0' x; echo"),
+        &pod(),
+    );
+    shim::spawn(Path::new(SKIFF), &p2.dir, &p2.shim_config()).expect("start");
+    assert_eq!(p2.wait().exit_code, Some(0));
+    let entries = parse(&std::fs::read_to_string(p2.log_path()).expect("log"));
+    let partial: Vec<bool> = entries.iter().map(|e| e.partial).collect();
+    assert_eq!(partial, [true, true, false], "16 KiB pieces");
+    assert_eq!(entries.iter().map(|e| e.text.len()).sum::<usize>(), 40000);
+}
+
+fn manager_stops_gracefully_and_removes(runtime: &str) {
+    let node = Node::new(runtime);
+    let manager = skiff_runtime::ContainerManager::new(
+        &node.data.path().join("node"),
+        node.store.clone(),
+        node.selector.clone(),
+        &node.data.path().join("runtime"),
+        Path::new(SKIFF),
+    )
+    .expect("manager");
+    let pod = pod();
+    let start = |id: &str, script: &str| {
+        let c = sh(id, script);
+        manager.start(&skiff_runtime::ContainerRequest {
+            id: id.into(),
+            image: &node.image,
+            container: &c,
+            pod: &pod,
+            env: vec![],
+            mounts: vec![],
+            cgroups_path: format!("{}/{id}", node.cgroup_parent),
+            log_path: node.data.path().join(format!("logs/{id}/0.log")),
+        })
+    };
+    let ready = |id: &str| {
+        let log = node.data.path().join(format!("logs/{id}/0.log"));
+        eventually("ready", || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready"))
+        });
+    };
+    start("polite", "trap 'echo bye; exit 0' TERM; echo ready; sleep 1000 & wait").expect("start");
+    start("stubborn", "trap '' TERM; echo ready; while true; do sleep 1; done").expect("start");
+    ready("polite");
+    ready("stubborn");
+    // The same ID again is refused and leaves the running container alone.
+    assert!(matches!(
+        start("polite", "exit 0"),
+        Err(skiff_runtime::ContainerError::Runtime(
+            skiff_runtime::RuntimeError::AlreadyExists { .. }
+        ))
+    ));
+    assert_eq!(manager.state("polite").expect("state").status, ShimStatus::Running);
+
+    let t = Instant::now();
+    let s = manager.stop("polite", Duration::from_secs(5)).expect("stop");
+    let polite = t.elapsed();
+    assert_eq!(s.exit_code, Some(0));
+    assert!(
+        polite < Duration::from_secs(2),
+        "a process that exits on SIGTERM stops at once: {polite:?}"
+    );
+    let t = Instant::now();
+    let s = manager.stop("stubborn", Duration::from_secs(2)).expect("stop");
+    let stubborn = t.elapsed();
+    assert_eq!((s.exit_code, s.signal), (Some(137), Some(9)));
+    assert!(
+        stubborn >= Duration::from_secs(2) && stubborn < Duration::from_secs(5),
+        "SIGKILL after the grace period: {stubborn:?}"
+    );
+    println!("{runtime}: stop took {polite:?} (exits on SIGTERM) and {stubborn:?} (ignores it, 2 s grace)");
+    // Stopping again is fine; listing finds both, finished.
+    manager.stop("polite", Duration::from_secs(1)).expect("stop again");
+    let listed = manager.list().expect("list");
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|l| matches!(l.adoption, Ok(shim::Adoption::Finished(_)))));
+    for id in ["polite", "stubborn"] {
+        manager.remove(id).expect("remove");
+        manager.remove(id).expect("remove again");
+        assert!(!manager.dir(id).exists());
+        assert!(matches!(
+            manager.runtime().state(id),
+            Err(skiff_runtime::RuntimeError::NotFound { .. })
+        ));
+    }
+    assert!(manager.list().expect("list").is_empty());
+    // A bad container spec fails before anything runs and leaves nothing behind.
+    let c = Container {
+        name: "bad".into(),
+        resources: Some(ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("lots".into()))].into()),
+            ..Default::default()
+        }),
+        ..sh("bad", "exit 0")
+    };
+    let err = manager
+        .start(&skiff_runtime::ContainerRequest {
+            id: "bad".into(),
+            image: &node.image,
+            container: &c,
+            pod: &pod,
+            env: vec![],
+            mounts: vec![],
+            cgroups_path: format!("{}/bad", node.cgroup_parent),
+            log_path: node.data.path().join("logs/bad/0.log"),
+        })
+        .expect_err("bad quantity");
+    assert!(matches!(err, skiff_runtime::ContainerError::Config(_)), "{err}");
+    assert!(!manager.dir("bad").exists());
+}
+
+fn exec_runs_as_the_container(runtime: &str) {
+    let node = Node::new(runtime);
+    let mut c = sh("execd", "echo ready; while true; do sleep 1; done");
+    c.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+        name: "FOO".into(),
+        value: Some("from-env".into()),
+        ..Default::default()
+    }]);
+    c.security_context = Some(SecurityContext {
+        run_as_user: Some(1000),
+        ..Default::default()
+    });
+    let (p, state, _) = node.run("execd", &c);
+    eventually("ready", || p.stdout().contains(&"ready".to_string()));
+    let spec = bundle::read_config(&p.dir).expect("config");
+    let rt = node.runtime();
+    let exec = |args: &[&str]| {
+        let out = tempfile::NamedTempFile::new().expect("out");
+        let process =
+            bundle::exec_process(&spec, args.iter().map(|a| a.to_string()).collect(), false).expect("process");
+        let stdio = skiff_runtime::ContainerStdio {
+            stdout: Some(out.reopen().expect("reopen").into()),
+            ..Default::default()
+        };
+        let code = rt.exec("execd", &process, stdio, &p.dir);
+        (code, std::fs::read_to_string(out.path()).expect("output"))
+    };
+    let (code, out) = exec(&[
+        "sh",
+        "-c",
+        "id -u; echo $FOO; pwd; cat /proc/1/cmdline | tr '\\0' ' '; exit 5",
+    ]);
+    assert_eq!(code.expect("exec"), 5);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["1000", "from-env", "/"], "{out}");
+    assert!(
+        lines[3].starts_with("/bin/sh -c echo ready"),
+        "the exec joined the container's PID namespace: {out}"
+    );
+    let (code, _) = exec(&["/bin/not-there"]);
+    assert!(code.is_err(), "a missing command is the runtime's error: {code:?}");
+    // The exec'd processes did not disturb the container.
+    assert_eq!(rt.state("execd").expect("state").pid, state.pid);
+    rt.kill("execd", 9).expect("kill");
+    p.wait();
+    let (code, _) = exec(&["true"]);
+    assert!(
+        matches!(
+            code,
+            Err(skiff_runtime::RuntimeError::NotRunning { .. }) | Err(skiff_runtime::RuntimeError::Failed { .. })
+        ),
+        "exec in a stopped container: {code:?}"
+    );
+}
+
+fn memory_limit_oom_is_recorded(runtime: &str) {
+    let node = Node::new(runtime);
+    // The init itself is the memory hog, so the OOM kill ends the container.
+    let mut c = sh("oom", "echo start; exec tail /dev/zero");
+    c.resources = Some(ResourceRequirements {
+        limits: Some([("memory".to_string(), Quantity("16Mi".into()))].into()),
+        ..Default::default()
+    });
+    let (p, _, _) = node.run("oom", &c);
+    let end = p.wait();
+    assert!(end.oom_killed, "OOM kill recorded: {end:?} {:?}", p.log());
+    assert_eq!((end.exit_code, end.signal), (Some(137), Some(9)), "{end:?}");
+    assert!(p.stdout().contains(&"start".to_string()));
+}
+
+fn survives_the_agent_being_killed(runtime: &str) {
+    let node = Node::new(runtime);
+    let c = sh("longrun", "echo ready; while true; do sleep 1; done");
+    let p = node.prepare("longrun", &c, &pod());
+    // A stand-in agent: this test binary in its helper mode starts the shim, then idles.
+    let cfg = serde_json::to_string(&p.shim_config()).expect("config");
+    let mut agent = KillOnDrop(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args(["helper_agent_process", "--exact", "--ignored", "--nocapture"])
+            .env("SKIFF_TEST_AGENT_DIR", &p.dir)
+            .env("SKIFF_TEST_AGENT_CONFIG", cfg)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("agent"),
+    );
+    eventually("the container to run", || {
+        shim::read_state(&p.dir).is_ok_and(|s| s.status == ShimStatus::Running)
+    });
+    eventually("ready", || p.stdout().contains(&"ready".to_string()));
+    let before = shim::read_state(&p.dir).expect("state");
+    agent.0.kill().expect("SIGKILL the agent");
+    agent.0.wait().expect("reap the agent");
+    std::thread::sleep(Duration::from_millis(300));
+    // The container, its PID and its shim are untouched; the state is readable for re-adoption.
+    let after = shim::read_state(&p.dir).expect("state after the agent died");
+    assert_eq!(after, before);
+    let pid = after.pid.expect("pid");
+    assert!(pid_alive(pid), "the container's init survived");
+    assert!(after.shim_alive(&p.dir), "the shim survived");
+    assert_eq!(
+        shim::adopt(&p.dir).expect("adopt"),
+        shim::Adoption::Supervised(after.clone())
+    );
+    println!("{runtime}: shim memory {}", memory_of(after.shim_pid));
+    let rt = node.runtime();
+    let st = rt.state("longrun").expect("runtime state");
+    assert_eq!((st.status, st.pid), (Status::Running, Some(pid)));
+    // The re-adopting agent stops it; the surviving shim records the exit.
+    rt.kill("longrun", 9).expect("kill");
+    let end = p.wait();
+    assert_eq!(end.exit_code, Some(137));
+    assert_eq!(end.pid, Some(pid));
+}
+
+fn bad_bundles_fail_cleanly(runtime: &str) {
+    let node = Node::new(runtime);
+    // A command that does not exist in the image: `create` fails with the runtime's message
+    // (both runtimes check the executable before the container's process exists).
+    let c = Container {
+        name: "missing".into(),
+        command: Some(vec!["/bin/does-not-exist".into()]),
+        ..Default::default()
+    };
+    let p = node.prepare("missing", &c, &pod());
+    match shim::spawn(Path::new(SKIFF), &p.dir, &p.shim_config()) {
+        Err(shim::ShimError::Start { message, .. }) => {
+            println!("{runtime}: a missing command: {message}");
+            assert!(message.contains("does-not-exist"), "{message}");
+            let s = shim::read_state(&p.dir).expect("state");
+            assert_eq!(s.status, ShimStatus::Failed);
+            assert_eq!(
+                s.error.as_deref(),
+                Some(message.trim_start_matches("starting container missing: "))
+            );
+        }
+        other => panic!("expected a start error, got {other:?}"),
+    }
+    // The failed container left nothing behind in the runtime: the ID is free again.
+    assert!(matches!(
+        node.runtime().state("missing"),
+        Err(skiff_runtime::oci::RuntimeError::NotFound { .. })
+    ));
+    // Two containers cannot share an ID.
+    let c = sh("dup", "sleep 30");
+    let (p1, _, _) = node.run("dup", &c);
+    let err = shim::spawn(
+        Path::new(SKIFF),
+        &node.data.path().join("containers/dup2"),
+        &p1.shim_config(),
+    );
+    assert!(
+        matches!(&err, Err(shim::ShimError::Start { message, .. }) if message.contains("already exists")),
+        "a second container with the same id: {err:?}"
+    );
+    // The first one is untouched by the failed second create.
+    let st = node.runtime().state("dup").expect("state");
+    assert_eq!(st.status, Status::Running);
+}
+
+fn pod_containers_share_joined_namespaces(runtime: &str) {
+    let node = Node::new(runtime);
+    // A sandbox without a pause container: namespaces bind-mounted to files.
+    let ns_dir = node.data.path().join("sandbox");
+    std::fs::create_dir_all(&ns_dir).expect("mkdir");
+    for n in ["net", "ipc", "uts"] {
+        std::fs::write(ns_dir.join(n), b"").expect("ns file");
+    }
+    let status = Command::new("unshare")
+        .arg(format!("--net={}", ns_dir.join("net").display()))
+        .arg(format!("--ipc={}", ns_dir.join("ipc").display()))
+        .arg(format!("--uts={}", ns_dir.join("uts").display()))
+        .args(["hostname", "sandbox-host"])
+        .status()
+        .expect("unshare");
+    assert!(status.success());
+    let pod = PodContext {
+        hostname: Some("ignored".into()),
+        network: NamespaceMode::Join(ns_dir.join("net")),
+        ipc: NamespaceMode::Join(ns_dir.join("ipc")),
+        uts: NamespaceMode::Join(ns_dir.join("uts")),
+        ..Default::default()
+    };
+    let script = "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; cat /proc/sys/kernel/hostname";
+    let mut outputs = Vec::new();
+    for id in ["share-a", "share-b"] {
+        let p = node.prepare(id, &sh(id, script), &pod);
+        shim::spawn(Path::new(SKIFF), &p.dir, &p.shim_config()).expect("start");
+        assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
+        outputs.push(p.stdout());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0].len(), 3);
+    assert_eq!(outputs[0][2], "sandbox-host");
+    let host_net = std::fs::read_link("/proc/self/ns/net").expect("host netns");
+    assert_ne!(outputs[0][0], host_net.display().to_string());
+    for n in ["net", "ipc", "uts"] {
+        let _ = rustix::mount::unmount(ns_dir.join(n), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// A measurement, not a test (`--ignored`): container start latency per runtime. For each
+/// runtime, `SKIFF_BENCH_RUNS` (default 20) containers of `sh -c 'exit 0'` are prepared
+/// (overlay root, bundle) and then started through a shim (create + start, until the shim
+/// reports the container running), and the same number are created and started by the
+/// runtime alone; prints the median and p90 of each. `SKIFF_BENCH_BIN` selects the `skiff`
+/// binary (e.g. a release build) for the built-in runtime and the shim.
+#[test]
+#[ignore = "measurement; run with --ignored --nocapture"]
+fn measure_start_latency() {
+    if !in_private_mount_ns("measure_start_latency") {
+        return;
+    }
+    let bin = std::env::var("SKIFF_BENCH_BIN").unwrap_or_else(|_| SKIFF.to_string());
+    let runs: usize = std::env::var("SKIFF_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let pct = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * q).round() as usize]
+    };
+    for runtime in ["builtin", "runc"] {
+        let mut node = Node::new(runtime);
+        if runtime == "builtin" {
+            node.selector = RuntimeSelector::Builtin {
+                exe: bin.clone().into(),
+            };
+        }
+        let (mut shimmed, mut bare) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let id = format!("bench-shim-{i}");
+            let p = node.prepare(&id, &sh(&id, "exit 0"), &pod());
+            let t = Instant::now();
+            shim::spawn(Path::new(&bin), &p.dir, &p.shim_config()).expect("start");
+            shimmed.push(t.elapsed());
+            p.wait();
+            let id = format!("bench-bare-{i}");
+            let p = node.prepare(&id, &sh(&id, "exit 0"), &pod());
+            let rt = node.runtime();
+            let t = Instant::now();
+            rt.create(&id, &p.dir, &p.dir.join("init.pid"), Default::default())
+                .expect("create");
+            rt.start(&id).expect("start");
+            bare.push(t.elapsed());
+        }
+        println!(
+            "{runtime}: through the shim p50 {:?} p90 {:?}; runtime alone p50 {:?} p90 {:?} ({runs} runs)",
+            pct(&mut shimmed, 0.5),
+            pct(&mut shimmed, 0.9),
+            pct(&mut bare, 0.5),
+            pct(&mut bare, 0.9),
+        );
+    }
+}
+
+/// Not a test: the stand-in agent of `survives_the_agent_being_killed`, run by it in a child
+/// process (`--ignored`). Starts a shim, then idles until killed.
+#[test]
+#[ignore = "helper process of survives_the_agent_being_killed"]
+fn helper_agent_process() {
+    let dir = PathBuf::from(std::env::var_os("SKIFF_TEST_AGENT_DIR").expect("run by survives_the_agent_being_killed"));
+    let cfg: ShimConfig =
+        serde_json::from_str(&std::env::var("SKIFF_TEST_AGENT_CONFIG").expect("config")).expect("config");
+    shim::spawn(Path::new(SKIFF), &dir, &cfg).expect("shim");
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+macro_rules! conformance {
+    ($runtime:ident: $($case:ident),* $(,)?) => {
+        mod $runtime {
+            $(
+                #[test]
+                fn $case() {
+                    if super::in_private_mount_ns(concat!(stringify!($runtime), "::", stringify!($case))) {
+                        super::$case(stringify!($runtime));
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(builtin:
+    echo_exit_code_and_logs,
+    sigterm_and_sigkill_are_recorded,
+    env_args_working_dir_and_user,
+    read_only_root_refuses_writes,
+    copied_root_and_log_rotation,
+    manager_stops_gracefully_and_removes,
+    exec_runs_as_the_container,
+    memory_limit_oom_is_recorded,
+    survives_the_agent_being_killed,
+    bad_bundles_fail_cleanly,
+    pod_containers_share_joined_namespaces,
+);
+
+conformance!(runc:
+    echo_exit_code_and_logs,
+    sigterm_and_sigkill_are_recorded,
+    env_args_working_dir_and_user,
+    read_only_root_refuses_writes,
+    copied_root_and_log_rotation,
+    manager_stops_gracefully_and_removes,
+    exec_runs_as_the_container,
+    memory_limit_oom_is_recorded,
+    survives_the_agent_being_killed,
+    bad_bundles_fail_cleanly,
+    pod_containers_share_joined_namespaces,
+);
