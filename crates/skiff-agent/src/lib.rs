@@ -1,10 +1,26 @@
-//! Skiff's node agent. This wave provides simulated nodes (the kwok idea): Node objects with
-//! configurable capacity and a heartbeat lease, whose bound pods move to Running/Ready (and
-//! run-to-completion pods to Succeeded) without containers. Controller and scheduler tests run
-//! on them without root, and scale is measured with them.
+//! Skiff's node agent, an API client (kube-rs) of the API server that never touches the store.
 //!
-//! The agent is an API client (kube-rs) of the API server; it never touches the store.
+//! - [`node`]: the real agent: this machine as a Node (capacity, OS, kernel, runtime), its
+//!   lease, pod networking ([`skiff_net`]) and the pods bound to it ([`pods`]) run as OCI
+//!   containers through [`skiff_runtime::ContainerManager`].
+//! - [`simulated`]: simulated nodes (the kwok idea) whose bound pods move to Running/Ready
+//!   without containers; controller and scheduler tests run on them without root, and scale
+//!   is measured with them.
 
+pub mod env;
+pub mod node;
+pub mod pods;
 pub mod simulated;
+pub mod volumes;
 
+pub use node::AgentConfig;
 pub use simulated::{SimulatedNodes, SimulatedNodesConfig};
+
+/// Stops a background task when dropped.
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -51,14 +51,7 @@ fn micro_now() -> String {
 
 const MANAGER: &str = "skiff-simulated-node";
 
-/// Stops a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+use crate::AbortOnDrop;
 
 impl SimulatedNodes {
     pub fn new(client: Client, cfg: SimulatedNodesConfig) -> Self {

@@ -588,6 +588,13 @@ mod tests {
         assert_eq!(v["metadata"]["resourceVersion"], "5");
         let no_meta = kv(&json!({"kind": "X"}));
         assert!(raw::cached(&no_meta, 5).is_none());
-        assert!(cached(&KeyValue { value: Bytes::from_static(b"{not json"), ..kv(&json!({})) }, 5).is_err());
+        assert!(cached(
+            &KeyValue {
+                value: Bytes::from_static(b"{not json"),
+                ..kv(&json!({}))
+            },
+            5
+        )
+        .is_err());
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! This wave: ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob,
 //! Endpoints/EndpointSlices, the default ServiceAccount, PersistentVolumeClaim provisioning
-//! (`local-path`), the garbage collector and node lifecycle (NotReady, unreachable taints,
-//! taint-based eviction).
+//! (`local-path`), the garbage collector, node lifecycle (NotReady, unreachable taints,
+//! taint-based eviction) and node IPAM (pod CIDRs).
 
 pub mod cronjob;
 pub mod daemonset;
@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod job;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcache;
 pub mod replicaset;
@@ -72,6 +73,7 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         serviceaccount::run(client.clone()),
         gc::run(client.clone()),
         nodelifecycle::run(client.clone(), opts.node_lifecycle),
+        nodeipam::run(client.clone(), nodeipam::default_cluster_cidr(), 24),
         volumes::run(client, opts.volume_root),
     )?;
     Ok(())

@@ -352,8 +352,14 @@ impl Puller {
             .map(|b| (b.digest.clone(), b.size, content.has(&b.digest)))
             .collect();
         progress.resolved(name, &listing);
-        futures::stream::iter(blobs.iter().filter(|b| !content.has(&b.digest)))
+        // The fetches are made before anything is awaited (no closure over borrowed
+        // descriptors inside the future), so the pull is a `Send` future callers can spawn.
+        let missing: Vec<_> = blobs.into_iter().filter(|b| !content.has(&b.digest)).collect();
+        let fetches: Vec<_> = missing
+            .iter()
             .map(|b| self.fetch_blob(name, s, &b.digest, b.size, progress))
+            .collect();
+        futures::stream::iter(fetches)
             .buffer_unordered(CONCURRENT_DOWNLOADS)
             .try_collect::<Vec<()>>()
             .await?;

@@ -28,10 +28,57 @@ struct Cli {
 enum Command {
     /// Run the API server (the control plane).
     Server(ServerArgs),
-    /// Run a node agent that joins a server. Today only simulated nodes (`--simulated`).
+    /// Run a node agent that joins a server: this machine runs pods as containers (root), or
+    /// `--simulated` nodes run pods without containers.
     Agent(AgentArgs),
     /// Manage the node's images: ls, pull, import, rm.
     Image(image::ImageArgs),
+}
+
+/// How this machine runs as a node (the embedded agent of `skiff server`, or `skiff agent`).
+#[derive(clap::Args, Clone)]
+struct NodeArgs {
+    /// The node's name (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's address (default: the source address of the default route).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// OCI runtime for containers: `builtin` (in the skiff binary), `runc`, `crun`, `youki`, or
+    /// a path to a runtime with runc's command line.
+    #[arg(long, default_value = "builtin")]
+    container_runtime: String,
+    /// Registry mirrors and settings (k3s `registries.yaml` format).
+    #[arg(long, default_value = "/etc/skiff/registries.yaml")]
+    private_registry: PathBuf,
+    /// State that a reboot clears (pod network namespaces, runtime state).
+    #[arg(long, default_value = "/run/skiff")]
+    run_dir: PathBuf,
+    /// The cluster DNS address written into pods' resolv.conf.
+    #[arg(long, default_value = "10.43.0.10")]
+    cluster_dns: IpAddr,
+}
+
+impl NodeArgs {
+    /// The agent's configuration over `data_dir`.
+    fn agent_config(&self, data_dir: &std::path::Path) -> Result<skiff_agent::AgentConfig> {
+        let name = self.node_name.clone().unwrap_or_else(skiff_agent::node::hostname);
+        let mut cfg = skiff_agent::AgentConfig::new(name, data_dir.join("agent"), self.run_dir.clone());
+        cfg.exe = std::env::current_exe().context("locating the skiff binary")?;
+        cfg.runtime = match self.container_runtime.as_str() {
+            "builtin" | "" => skiff_runtime::RuntimeSelector::Builtin { exe: cfg.exe.clone() },
+            other => skiff_runtime::RuntimeSelector::External { program: other.into() },
+        };
+        cfg.registries = if self.private_registry.exists() {
+            skiff_runtime::RegistriesConfig::load(&self.private_registry)
+                .with_context(|| format!("reading {}", self.private_registry.display()))?
+        } else {
+            skiff_runtime::RegistriesConfig::default()
+        };
+        cfg.node_ip = self.node_ip;
+        cfg.cluster_dns = vec![self.cluster_dns];
+        Ok(cfg)
+    }
 }
 
 /// Capacity of each simulated node.
@@ -77,6 +124,11 @@ struct AgentArgs {
     /// The server's CA certificate (`<data-dir>/tls/ca.crt` on the server).
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// Where the agent keeps its state (images, containers, pod volumes).
+    #[arg(long, short = 'd', default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 #[derive(clap::Args)]
@@ -99,9 +151,11 @@ struct ServerArgs {
     /// Storage: empty for the embedded SQLite store, `sqlite:///path/to/db`, or an etcd URL.
     #[arg(long, env = "SKIFF_DATASTORE_ENDPOINT", default_value = "")]
     datastore_endpoint: String,
-    /// Do not run the embedded node agent.
+    /// Do not run the embedded node agent (the control plane only).
     #[arg(long)]
     disable_agent: bool,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Extra host names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
@@ -234,11 +288,11 @@ async fn server(args: ServerArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store = skiff_apiserver::open_datastore(&args.datastore_endpoint, &args.data_dir)?;
-    if !args.disable_agent {
-        tracing::warn!(
-            "the embedded node agent is not available yet; running the control plane only (as with --disable-agent)"
-        );
-    }
+    let agent_cfg = if args.disable_agent {
+        None
+    } else {
+        Some(args.node.agent_config(&args.data_dir)?)
+    };
     let token = load_or_make_token(&args.data_dir, args.token)?;
     let mut cfg = skiff_apiserver::Config::new(&args.data_dir);
     cfg.bind_address = args.bind_address;
@@ -265,6 +319,22 @@ async fn server(args: ServerArgs) -> Result<()> {
         f.write_all(server.kubeconfig().as_bytes())?;
     }
     start_clients(&server, &args_clients).await?;
+    if let Some(cfg) = agent_cfg {
+        if rustix::process::geteuid().is_root() {
+            let identity = skiff_apiserver::Identity {
+                user: format!("system:node:{}", cfg.node_name),
+                groups: vec!["system:nodes".into(), "system:masters".into()],
+            };
+            let client = kube::Client::new(server.in_process::<kube::client::Body>(identity), "default");
+            tokio::spawn(async move {
+                if let Err(e) = skiff_agent::node::run(client, cfg).await {
+                    tracing::error!(error = %format!("{e:#}"), "node agent stopped");
+                }
+            });
+        } else {
+            tracing::error!("the embedded node agent needs root (namespaces, mounts, cgroups); running the control plane only (use --disable-agent to say so)");
+        }
+    }
     tracing::info!(address = %server.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     println!("Skiff API server listening on https://{}", server.addr);
     println!("Kubeconfig written to {}", kubeconfig_path.display());
@@ -280,10 +350,10 @@ async fn server(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-/// `skiff agent --simulated`: simulated nodes in their own process, joined like a real agent.
+/// `skiff agent`: this machine joins a server as a node (or `--simulated` nodes do).
 async fn agent(args: AgentArgs) -> Result<()> {
-    if !args.simulated {
-        anyhow::bail!("the container node agent is not available yet; `skiff agent --simulated` runs simulated nodes");
+    if !args.simulated && !rustix::process::geteuid().is_root() {
+        anyhow::bail!("the node agent needs root (namespaces, mounts, cgroups); `skiff agent --simulated` runs simulated nodes without");
     }
     let kubeconfig = match (&args.kubeconfig, &args.server) {
         (_, Some(server)) => {
@@ -306,6 +376,16 @@ async fn agent(args: AgentArgs) -> Result<()> {
         .list(&kube::api::ListParams::default().limit(1))
         .await
         .context("contacting the server (are the URL, token and CA right?)")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    if !args.simulated {
+        let cfg = args.node.agent_config(&args.data_dir)?;
+        println!("Skiff agent running node {}", cfg.node_name);
+        return tokio::select! {
+            r = skiff_agent::node::run(client, cfg) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+        };
+    }
     let cfg = skiff_agent::SimulatedNodesConfig {
         count: args.simulated_nodes,
         name_prefix: args.node_name_prefix,
@@ -316,7 +396,6 @@ async fn agent(args: AgentArgs) -> Result<()> {
     };
     println!("Skiff agent running {} simulated node(s)", cfg.count);
     let nodes = skiff_agent::SimulatedNodes::new(client, cfg);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = nodes.run() => r,
         _ = tokio::signal::ctrl_c() => Ok(()),

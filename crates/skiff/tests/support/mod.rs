@@ -26,12 +26,23 @@ impl SkiffServer {
         Self::start_with(dir, port, &[])
     }
 
-    /// Start with extra `skiff server` flags.
+    /// Start with extra `skiff server` flags (the control plane only: no embedded agent).
     pub fn start_with(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Self {
+        let mut args = vec!["--disable-agent"];
+        args.extend_from_slice(extra);
+        Self::launch(dir, port, &args)
+    }
+
+    /// Start with the embedded node agent: this machine runs pods as containers. Only inside
+    /// namespaces the test made (it creates a bridge, veths and mounts).
+    pub fn start_with_agent(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::launch(dir, 0, extra)
+    }
+
+    fn launch(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args([
                 "server",
-                "--disable-agent",
                 "--bind-address",
                 "127.0.0.1",
                 "--https-listen-port",

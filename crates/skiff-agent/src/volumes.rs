@@ -1,0 +1,271 @@
+//! A pod's volumes on the node, as host directories the containers bind-mount: emptyDir,
+//! hostPath, configMap, secret, downwardAPI, projected (of those), and persistentVolumeClaim
+//! for the built-in local-path provisioner's volumes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume,
+};
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+
+/// Files a configMap, secret or downwardAPI source puts in a volume: (relative path, bytes, mode).
+type Files = Vec<(String, Vec<u8>, u32)>;
+
+fn safe_rel(p: &str) -> Result<(), String> {
+    if p.is_empty() || p.starts_with('/') || p.split('/').any(|s| s == "..") {
+        Err(format!("volume item path {p:?} must be a relative path without '..'"))
+    } else {
+        Ok(())
+    }
+}
+
+fn pick(
+    data: HashMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    what: &str,
+) -> Result<Files, String> {
+    match items {
+        None => Ok(data.into_iter().map(|(k, v)| (k, v, mode)).collect()),
+        Some(items) => items
+            .iter()
+            .map(|i| {
+                safe_rel(&i.path)?;
+                let v = data
+                    .get(&i.key)
+                    .cloned()
+                    .ok_or_else(|| format!("{what} has no key {:?}", i.key))?;
+                Ok((i.path.clone(), v, i.mode.map_or(mode, |m| m as u32)))
+            })
+            .collect(),
+    }
+}
+
+async fn config_map_files(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: bool,
+    mode: u32,
+) -> Result<Files, String> {
+    match Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await {
+        Ok(Some(cm)) => {
+            let mut data: HashMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+            pick(data, items, mode, &format!("configmap {name:?}"))
+        }
+        Ok(None) if optional => Ok(Vec::new()),
+        Ok(None) => Err(format!("configmap {name:?} not found")),
+        Err(e) => Err(format!("configmap {name:?}: {e}")),
+    }
+}
+
+async fn secret_files(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: bool,
+    mode: u32,
+) -> Result<Files, String> {
+    match Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await {
+        Ok(Some(s)) => {
+            let data: HashMap<String, Vec<u8>> =
+                s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            pick(data, items, mode, &format!("secret {name:?}"))
+        }
+        Ok(None) if optional => Ok(Vec::new()),
+        Ok(None) => Err(format!("secret {name:?} not found")),
+        Err(e) => Err(format!("secret {name:?}: {e}")),
+    }
+}
+
+fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: u32) -> Result<Files, String> {
+    let node_ip: IpAddr = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.host_ip.as_deref())
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|i| i.parse().ok());
+    items
+        .iter()
+        .map(|i| {
+            safe_rel(&i.path)?;
+            let value = match (&i.field_ref, &i.resource_field_ref) {
+                (Some(f), _) => match f.field_path.as_str() {
+                    "metadata.labels" => kv_lines(pod.labels()),
+                    "metadata.annotations" => kv_lines(pod.annotations()),
+                    p => crate::env::field_value(pod, p, node_ip, pod_ip)?,
+                },
+                (None, Some(r)) => {
+                    return Err(format!(
+                        "downwardAPI resourceFieldRef {:?} is not supported yet",
+                        r.resource
+                    ))
+                }
+                (None, None) => return Err(format!("downwardAPI item {:?} names no field", i.path)),
+            };
+            Ok((i.path.clone(), value.into_bytes(), i.mode.map_or(mode, |m| m as u32)))
+        })
+        .collect()
+}
+
+fn kv_lines(m: &std::collections::BTreeMap<String, String>) -> String {
+    m.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect()
+}
+
+/// Replace the volume's files with `files` (updates of config maps and secrets reach running
+/// pods on the next sync: the directory is rewritten in place).
+fn write_files(dir: &Path, files: &Files) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("writing volume {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(io)?;
+    for (rel, data, mode) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        if std::fs::read(&path).ok().as_deref() != Some(data.as_slice()) {
+            let tmp = path.with_extension("skiff-tmp");
+            std::fs::write(&tmp, data).map_err(io)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode)).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+async fn host_path_for_claim(client: &Client, ns: &str, claim: &str) -> Result<PathBuf, String> {
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get_opt(claim)
+        .await
+        .map_err(|e| format!("persistentvolumeclaim {claim:?}: {e}"))?
+        .ok_or_else(|| format!("persistentvolumeclaim {claim:?} not found"))?;
+    let pv_name = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("persistentvolumeclaim {claim:?} is not bound yet"))?;
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(&pv_name)
+        .await
+        .map_err(|e| format!("persistentvolume {pv_name:?}: {e}"))?;
+    let spec = pv.spec.unwrap_or_default();
+    spec.local
+        .map(|l| l.path)
+        .or(spec.host_path.map(|h| h.path))
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("persistentvolume {pv_name:?} is neither a local nor a hostPath volume"))
+}
+
+/// Make every volume of the pod and return where each one is on the host. An error is the
+/// message of the pod's `CreateContainerConfigError`.
+pub async fn prepare(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, PathBuf>, String> {
+    let ns = pod.namespace().unwrap_or_default();
+    let mut out = HashMap::new();
+    let vols: Vec<Volume> = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    for v in vols {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        let path = if v.empty_dir.is_some() {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {}: {e}", v.name))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| format!("emptyDir {}: {e}", v.name))?;
+            dir
+        } else if let Some(h) = &v.host_path {
+            let p = PathBuf::from(&h.path);
+            match h.type_.as_deref().unwrap_or("") {
+                "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(|e| format!("hostPath {}: {e}", h.path))?,
+                "FileOrCreate" if !p.exists() => {
+                    if let Some(parent) = p.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| format!("hostPath {}: {e}", h.path))?;
+                    }
+                    std::fs::write(&p, b"").map_err(|e| format!("hostPath {}: {e}", h.path))?;
+                }
+                "Directory" if !p.is_dir() => {
+                    return Err(format!("hostPath type check failed: {} is not a directory", h.path))
+                }
+                "File" if !p.is_file() => return Err(format!("hostPath type check failed: {} is not a file", h.path)),
+                _ => {}
+            }
+            p
+        } else if let Some(c) = &v.config_map {
+            let files = config_map_files(
+                client,
+                &ns,
+                &c.name,
+                c.items.as_ref(),
+                c.optional == Some(true),
+                c.default_mode.map_or(0o644, |m| m as u32),
+            )
+            .await?;
+            write_files(&dir, &files)?;
+            dir
+        } else if let Some(s) = &v.secret {
+            let name = s.secret_name.clone().unwrap_or_default();
+            let files = secret_files(
+                client,
+                &ns,
+                &name,
+                s.items.as_ref(),
+                s.optional == Some(true),
+                s.default_mode.map_or(0o644, |m| m as u32),
+            )
+            .await?;
+            write_files(&dir, &files)?;
+            dir
+        } else if let Some(d) = &v.downward_api {
+            let files = downward_files(
+                pod,
+                d.items.as_deref().unwrap_or_default(),
+                d.default_mode.map_or(0o644, |m| m as u32),
+            )?;
+            write_files(&dir, &files)?;
+            dir
+        } else if let Some(p) = &v.projected {
+            let mode = p.default_mode.map_or(0o644, |m| m as u32);
+            let mut files = Files::new();
+            for src in p.sources.iter().flatten() {
+                if let Some(c) = &src.config_map {
+                    files.extend(
+                        config_map_files(client, &ns, &c.name, c.items.as_ref(), c.optional == Some(true), mode)
+                            .await?,
+                    );
+                } else if let Some(s) = &src.secret {
+                    files.extend(
+                        secret_files(client, &ns, &s.name, s.items.as_ref(), s.optional == Some(true), mode).await?,
+                    );
+                } else if let Some(d) = &src.downward_api {
+                    files.extend(downward_files(pod, d.items.as_deref().unwrap_or_default(), mode)?);
+                } else if src.service_account_token.is_some() {
+                    return Err(format!(
+                        "volume {:?}: serviceAccountToken projections are not supported yet",
+                        v.name
+                    ));
+                }
+            }
+            write_files(&dir, &files)?;
+            dir
+        } else if let Some(c) = &v.persistent_volume_claim {
+            host_path_for_claim(client, &ns, &c.claim_name).await?
+        } else {
+            return Err(format!("volume {:?}: this volume type is not supported yet", v.name));
+        };
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}

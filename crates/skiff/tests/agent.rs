@@ -1,0 +1,305 @@
+//! The node agent end to end: `skiff server` with its embedded agent runs pods as real OCI
+//! containers (built-in runtime), on the pod network, driven by real kubectl 1.27 and 1.33.
+//!
+//! **Needs root** (namespaces, mounts, cgroups, a bridge); fails without it. The test runs
+//! itself again inside fresh network, mount and PID namespaces (`unshare`): that namespace is
+//! the node, so the bridge, veths and mounts never touch the machine's own, and every process
+//! the test started (server, shims, containers) dies with it.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use skiff_runtime::testing::{self, layer, Compression, ManifestKind};
+use skiff_runtime::{ImageStore, Platform};
+use support::{Kubectl, SkiffServer};
+
+const INNER: &str = "SKIFF_AGENT_TEST_INNER";
+const IMAGE: &str = "registry.test/busybox:1";
+
+/// True in the copy inside the namespaces; otherwise runs that copy and checks its result.
+fn inside_namespaces(test: &str) -> bool {
+    if std::env::var_os(INNER).is_some() {
+        return true;
+    }
+    assert!(
+        testing::is_root(),
+        "{test} needs root: it runs containers and makes network namespaces, a bridge and mounts"
+    );
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--",
+        ])
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INNER, "1")
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{test} failed inside its namespaces");
+    assert!(stdout.contains("1 passed"), "{test} did not run inside its namespaces");
+    false
+}
+
+/// busybox with the applets the pods use, and a page for httpd.
+fn import_test_image(agent_dir: &Path) {
+    let base = layer(|l| {
+        l.dir("bin", 0o755).busybox("bin/busybox");
+        for a in [
+            "sh", "httpd", "sleep", "cat", "echo", "env", "hostname", "ls", "trap", "true",
+        ] {
+            l.symlink(&format!("bin/{a}"), "busybox");
+        }
+        l.dir("etc", 0o755)
+            .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+            .file("etc/group", b"root:x:0:\n", 0o644)
+            .dir("tmp", 0o1777)
+            .dir("srv", 0o755)
+            .file("srv/index.html", b"hello from a skiff pod\n", 0o644);
+    });
+    let img = testing::image(
+        ManifestKind::Oci,
+        &Platform::host().architecture,
+        &[(base, Compression::Gzip)],
+    );
+    let archive = agent_dir.join("image.tar");
+    std::fs::create_dir_all(agent_dir).expect("agent dir");
+    testing::write_oci_archive(&archive, &[(IMAGE, &img)]);
+    let store = ImageStore::open(agent_dir).expect("image store");
+    skiff_runtime::import_archive(&store, &archive, &Platform::host()).expect("import");
+}
+
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> Option<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn jsonpath(k: &Kubectl, pod: &str, path: &str) -> String {
+    let out = k.run(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The CRI log lines of a pod's container, message part only.
+fn log_lines(agent_dir: &Path, pod: &str, container: &str) -> Vec<String> {
+    let Ok(pods) = std::fs::read_dir(agent_dir.join("pod-logs")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for d in pods.flatten() {
+        if !d.file_name().to_string_lossy().starts_with(&format!("default_{pod}_")) {
+            continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(d.path().join(container).join("0.log")) {
+            out.extend(text.lines().filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string)));
+        }
+    }
+    out
+}
+
+#[test]
+fn pods_run_as_containers_on_the_pod_network() {
+    if !inside_namespaces("pods_run_as_containers_on_the_pod_network") {
+        return;
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip (iproute2)");
+    assert!(up.success(), "bring up loopback in the test's namespace");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_dir = dir.path().join("agent");
+    import_test_image(&agent_dir);
+    let data = dir.path().to_path_buf();
+    let run_dir = data.join("run");
+    let flags = [
+        "--node-name",
+        "test-node",
+        "--node-ip",
+        "127.0.0.1",
+        "--run-dir",
+        run_dir.to_str().expect("path"),
+        "--private-registry",
+        "/nonexistent/registries.yaml",
+    ];
+    let server = SkiffServer::start_with_agent(dir, &flags);
+    let new = Kubectl::new("1.33", &server);
+    let old = Kubectl::new("1.27", &server);
+
+    // The machine is a Ready node with its facts.
+    wait_for(60, "the node to be Ready", || {
+        let out = old.run(&["get", "nodes", "-o", "wide", "--no-headers"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.contains("test-node") && text.contains(" Ready ")).then_some(text)
+    });
+    let wide = new.ok(&["get", "nodes", "-o", "wide"]);
+    assert!(wide.contains("skiff://"), "container runtime shown: {wide}");
+    assert!(wide.contains("127.0.0.1"), "internal IP shown: {wide}");
+    let cidr = new.ok(&["get", "node", "test-node", "-o", "jsonpath={.spec.podCIDR}"]);
+    assert!(
+        cidr.starts_with("10.42.") && cidr.ends_with("/24"),
+        "pod CIDR assigned: {cidr}"
+    );
+
+    // A web server pod, created with the oldest kubectl, serves on its pod IP.
+    old.ok(&[
+        "run",
+        "web",
+        "--image",
+        IMAGE,
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/srv",
+    ]);
+    new.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let ip = jsonpath(&new, "web", "{.status.podIP}");
+    let net: ipnet::Ipv4Net = cidr.parse().expect("cidr");
+    let pod_ip: std::net::Ipv4Addr = ip.parse().expect("pod IP");
+    assert!(net.contains(&pod_ip), "pod IP {ip} in the node's CIDR {cidr}");
+    let page = http_get(SocketAddr::from((pod_ip, 8080))).expect("reach the pod");
+    assert!(page.contains("hello from a skiff pod"), "{page}");
+    let row = new.ok(&["get", "pod", "web", "--no-headers"]);
+    assert!(row.contains("1/1") && row.contains("Running"), "{row}");
+
+    // Env from a config map and the downward API, a config map volume, the pod's files.
+    new.ok(&["create", "configmap", "greet", "--from-literal=greeting=ahoy"]);
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "env", "labels": {"app": "env"}},
+      "spec": {"restartPolicy": "Never", "volumes": [{"name": "cfg", "configMap": {"name": "greet"}}],
+        "containers": [{"name": "main", "image": "registry.test/busybox:1", "imagePullPolicy": "IfNotPresent",
+          "command": ["sh", "-c", "echo env=$GREETING/$POD_NAME/$NODE; echo file=$(cat /cfg/greeting); echo host=$(hostname); cat /etc/resolv.conf"],
+          "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "greet", "key": "greeting"}}},
+                  {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                  {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+          "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}}"#;
+    new.ok_stdin(&["apply", "-f", "-"], pod);
+    wait_for(60, "the env pod to finish", || {
+        let phase = jsonpath(&new, "env", "{.status.phase}");
+        (phase == "Succeeded").then_some(phase)
+    });
+    let row = new.ok(&["get", "pod", "env", "--no-headers"]);
+    assert!(row.contains("Completed"), "{row}");
+    let lines = log_lines(&agent_dir, "env", "main");
+    assert!(lines.contains(&"env=ahoy/env/test-node".to_string()), "{lines:?}");
+    assert!(lines.contains(&"file=ahoy".to_string()), "{lines:?}");
+    assert!(lines.contains(&"host=env".to_string()), "{lines:?}");
+    assert!(lines.contains(&"nameserver 10.43.0.10".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"search default.svc.cluster.local svc.cluster.local cluster.local".to_string()),
+        "{lines:?}"
+    );
+
+    // A container that keeps failing is restarted with back-off, as kubectl shows it.
+    new.ok(&[
+        "run",
+        "crash",
+        "--image",
+        IMAGE,
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "echo boom; exit 3",
+    ]);
+    let row = wait_for(60, "crash to be restarted and back off", || {
+        let row = new.ok(&["get", "pod", "crash", "--no-headers"]);
+        let restarts: u32 = row.split_whitespace().nth(3).and_then(|r| r.parse().ok()).unwrap_or(0);
+        (restarts >= 1 && row.contains("CrashLoopBackOff")).then_some(row)
+    });
+    assert!(row.contains("0/1"), "{row}");
+    let last = jsonpath(
+        &new,
+        "crash",
+        "{.status.containerStatuses[0].lastState.terminated.exitCode}",
+    );
+    assert_eq!(last, "3", "the last exit code is reported");
+
+    // An image that is not there and may not be pulled.
+    new.ok(&[
+        "run",
+        "missing",
+        "--image",
+        "registry.test/nothing:1",
+        "--image-pull-policy=Never",
+    ]);
+    wait_for(30, "ErrImageNeverPull", || {
+        let row = new.ok(&["get", "pod", "missing", "--no-headers"]);
+        row.contains("ErrImageNeverPull").then_some(row)
+    });
+
+    // The agent goes (kill -9 of the whole server): the container keeps serving, and the
+    // restarted agent adopts it without restarting it.
+    let started = jsonpath(&new, "web", "{.status.containerStatuses[0].state.running.startedAt}");
+    let dir = server.kill9();
+    let page = http_get(SocketAddr::from((pod_ip, 8080))).expect("the pod serves with the agent down");
+    assert!(page.contains("hello from a skiff pod"));
+    let server = SkiffServer::start_with_agent(dir, &flags);
+    let new = Kubectl::new("1.33", &server);
+    wait_for(60, "the node Ready again", || {
+        let row = new.ok(&["get", "node", "test-node", "--no-headers"]);
+        row.contains(" Ready ").then_some(row)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        jsonpath(&new, "web", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    assert_eq!(
+        jsonpath(&new, "web", "{.status.containerStatuses[0].state.running.startedAt}"),
+        started,
+        "the same container, not a new one"
+    );
+
+    // Deleting the pod stops it gracefully and releases its address and namespace.
+    new.ok(&["delete", "pod", "web", "--grace-period=3", "--timeout=60s"]);
+    let gone = new.run(&["get", "pod", "web"]);
+    assert!(!gone.status.success(), "the pod is gone");
+    assert!(
+        http_get(SocketAddr::from((pod_ip, 8080))).is_err(),
+        "nothing serves on the old pod IP"
+    );
+    // Left: crash and missing; the finished env pod gave its network back too.
+    let mut netns: Vec<String> = std::fs::read_dir(run_dir.join("netns"))
+        .expect("netns dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    netns.sort();
+    let mut want: Vec<String> = ["crash", "missing"]
+        .iter()
+        .map(|p| jsonpath(&new, p, "{.metadata.uid}"))
+        .collect();
+    want.sort();
+    assert_eq!(netns, want, "a network namespace for each running pod only");
+}
