@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds Skiff, starts a single-node control plane with the embedded SQLite store in
-# ./.skiff (or $SKIFF_DATA_DIR), applies examples/nginx.yaml and shows what the API holds.
+# Builds Skiff, starts a single-node cluster (the API server with the embedded SQLite store in
+# ./.skiff or $SKIFF_DATA_DIR, and, as root, the embedded node agent: this machine runs pods as
+# containers), applies examples/nginx.yaml and shows what the API holds.
 # The server keeps running in the foreground; Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ echo
 echo "Skiff is running. In another shell:"
 echo "  export KUBECONFIG=$KUBECONFIG"
 echo "  kubectl get all"
-echo "Pods stay Pending until the node agent lands; 'skiff server --simulated-nodes 2' shows the"
-echo "controllers and scheduler at work on simulated nodes (no containers)."
+echo "Pods run as containers on this machine when Skiff runs as root. Images come from registries"
+echo "(see --private-registry) or 'skiff image import'; without one, nginx:latest shows ErrImagePull."
+echo "'skiff server --simulated-nodes 2' shows the controllers and scheduler on simulated nodes."
 wait $pid
