@@ -653,17 +653,14 @@ async fn start_container(
         pids_limit: None,
         oom_score_adj: Some(qos::oom_score_adj(p.class, c, p.node_memory)),
     };
-    let log_path = ctx
-        .cfg
-        .log_dir
-        .join(format!(
-            "{}_{}_{}",
-            p.pod.namespace().unwrap_or_default(),
-            p.pod.name_any(),
-            p.uid
-        ))
-        .join(&c.name)
-        .join(format!("{attempt}.log"));
+    let log_path = crate::logs::log_path(
+        &ctx.cfg.log_dir,
+        &p.pod.namespace().unwrap_or_default(),
+        &p.pod.name_any(),
+        p.uid,
+        &c.name,
+        attempt,
+    );
     let cgroups_path = format!("{}/{id}", qos::pod_cgroup(&ctx.cfg.cgroup_root, p.class, p.uid));
     track.attempt = Some(attempt);
     track.waiting = Some(("ContainerCreating".into(), String::new()));

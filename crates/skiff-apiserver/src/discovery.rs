@@ -96,6 +96,9 @@ pub fn resource_list(types: &[std::sync::Arc<ResourceType>], group: &str, versio
         }
         if t.group.is_empty() && t.kind == "Pod" {
             resources.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+            resources.push(
+                json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}),
+            );
         }
         if t.group.is_empty() && t.kind == "Namespace" {
             resources.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": "Namespace", "verbs": ["update"]}));
@@ -133,6 +136,9 @@ fn aggregated_resource(t: &ResourceType) -> Value {
     if t.scale.is_some() {
         let (g, v, k) = scale_kind();
         subs.push(json!({"subresource": "scale", "responseKind": {"group": g, "version": v, "kind": k}, "verbs": ["get", "patch", "update"]}));
+    }
+    if t.group.is_empty() && t.kind == "Pod" {
+        subs.push(json!({"subresource": "log", "responseKind": {"group": "", "version": "v1", "kind": "Pod"}, "verbs": ["get"]}));
     }
     if !subs.is_empty() {
         r["subresources"] = json!(subs);

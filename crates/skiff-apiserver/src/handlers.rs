@@ -295,6 +295,7 @@ async fn resource(
             }
             Ok(json_response(StatusCode::OK, &objects.present(&rt, &cur.value())))
         }
+        (Method::GET, Some(name), Some("log")) => crate::logs::logs(shared, &rt, ns, name, &q).await,
         (Method::GET, Some(name), Some("scale")) => {
             let cur = objects.get(&rt, ns, name)?;
             Ok(json_response(

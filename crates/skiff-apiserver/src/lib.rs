@@ -14,6 +14,7 @@ mod error;
 mod fields;
 mod handlers;
 mod list;
+mod logs;
 mod namespaces;
 mod objects;
 mod openapi;

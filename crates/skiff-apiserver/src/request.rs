@@ -104,7 +104,7 @@ fn resource_route(group: &str, version: &str, rest: &[&str], types: &Types) -> A
             "status" => rt.status,
             "scale" => rt.scale.is_some(),
             "finalize" => rt.kind == "Namespace" && rt.group.is_empty(),
-            "binding" => rt.kind == "Pod" && rt.group.is_empty(),
+            "binding" | "log" => rt.kind == "Pod" && rt.group.is_empty(),
             _ => false,
         };
         if !ok {

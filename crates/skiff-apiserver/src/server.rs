@@ -74,6 +74,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub shutdown: watch::Receiver<bool>,
     pub token: Option<String>,
+    /// Node agents connected in-process, by node name (for `pods/log` and the like).
+    pub nodes: std::sync::RwLock<std::collections::HashMap<String, Arc<dyn skiff_client::streams::NodeStreams>>>,
 }
 
 /// A running server.
@@ -100,6 +102,16 @@ impl Server {
     /// A transport for API clients in this process (the controllers, the scheduler, simulated
     /// nodes): requests go through the same handlers, authentication and admission as any
     /// other, as `identity`, but skip TLS, TCP and HTTP framing. Give it to
+    /// Connect node `name`'s agent (running in this process): the server sends it the pods'
+    /// streaming requests (`kubectl logs`).
+    pub fn register_node(&self, name: &str, streams: Arc<dyn skiff_client::streams::NodeStreams>) {
+        self.shared
+            .nodes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), streams);
+    }
+
     /// `kube::Client::new`. See ADR 0004.
     pub fn in_process<B>(
         &self,
@@ -315,6 +327,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Server> {
         ready: AtomicBool::new(false),
         shutdown: shutdown_rx.clone(),
         token: config.token.clone(),
+        nodes: Default::default(),
     });
     crate::crds::refresh(&shared);
     crate::namespaces::ensure_system_namespaces(&shared)

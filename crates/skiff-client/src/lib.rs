@@ -8,5 +8,6 @@
 //! depend on the API server, the store or a runtime.
 
 pub mod lean;
+pub mod streams;
 
 pub use lean::{LeanMeta, LeanPod, LeanPodStatus};

@@ -326,6 +326,10 @@ async fn server(args: ServerArgs) -> Result<()> {
                 groups: vec!["system:nodes".into(), "system:masters".into()],
             };
             let client = kube::Client::new(server.in_process::<kube::client::Body>(identity), "default");
+            server.register_node(
+                &cfg.node_name,
+                std::sync::Arc::new(skiff_agent::logs::AgentStreams::new(&cfg)?),
+            );
             tokio::spawn(async move {
                 if let Err(e) = skiff_agent::node::run(client, cfg).await {
                     tracing::error!(error = %format!("{e:#}"), "node agent stopped");

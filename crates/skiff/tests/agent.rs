@@ -221,6 +221,33 @@ fn pods_run_as_containers_on_the_pod_network() {
         "{lines:?}"
     );
 
+    // kubectl logs, through the API server from the node's agent.
+    let logs = old.ok(&["logs", "env"]);
+    assert!(logs.contains("env=ahoy/env/test-node\nfile=ahoy\nhost=env\n"), "{logs}");
+    assert_eq!(new.ok(&["logs", "env", "--tail=1"]).lines().count(), 1);
+    let stamped = new.ok(&["logs", "env", "--timestamps", "--tail=1"]);
+    assert!(stamped.starts_with("20") && stamped.contains("Z "), "{stamped}");
+    let err = new.fails(&["logs", "env", "-c", "nope"]);
+    assert!(err.contains("container nope is not valid for pod env"), "{err}");
+    let err = new.fails(&["get", "--raw", "/api/v1/namespaces/default/pods/env/log?tailLines=-2"]);
+    assert!(err.contains("must be greater than or equal to 0"), "{err}");
+    new.ok(&[
+        "run",
+        "ticker",
+        "--restart=Never",
+        "--image",
+        IMAGE,
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick $i; sleep 1; done",
+    ]);
+    new.ok(&["wait", "--for=condition=Ready", "pod/ticker", "--timeout=60s"]);
+    // --follow streams until the container exits.
+    let followed = new.ok(&["logs", "-f", "ticker"]);
+    assert_eq!(followed, "tick 1\ntick 2\ntick 3\n");
+
     // A container that keeps failing is restarted with back-off, as kubectl shows it.
     new.ok(&[
         "run",
@@ -245,6 +272,7 @@ fn pods_run_as_containers_on_the_pod_network() {
         "{.status.containerStatuses[0].lastState.terminated.exitCode}",
     );
     assert_eq!(last, "3", "the last exit code is reported");
+    assert_eq!(new.ok(&["logs", "crash", "--previous"]), "boom\n");
 
     // An image that is not there and may not be pulled.
     new.ok(&[
@@ -258,6 +286,8 @@ fn pods_run_as_containers_on_the_pod_network() {
         let row = new.ok(&["get", "pod", "missing", "--no-headers"]);
         row.contains("ErrImageNeverPull").then_some(row)
     });
+    let err = new.fails(&["logs", "missing"]);
+    assert!(err.contains("is waiting to start: ErrImageNeverPull"), "{err}");
 
     // The agent goes (kill -9 of the whole server): the container keeps serving, and the
     // restarted agent adopts it without restarting it.
