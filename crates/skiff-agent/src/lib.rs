@@ -11,6 +11,7 @@ pub mod env;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod simulated;
 pub mod volumes;
 

@@ -29,6 +29,7 @@ use skiff_runtime::{
 use tokio::sync::watch;
 
 use crate::node::AgentConfig;
+use crate::probes;
 
 /// What every pod worker shares.
 struct Ctx {
@@ -89,6 +90,22 @@ struct Track {
     not_before: Option<Instant>,
     /// Consecutive failed pulls or restarts, for the back-off.
     failures: u32,
+    /// Probes of the current attempt.
+    startup: probes::ProbeState,
+    liveness: probes::ProbeState,
+    readiness: probes::ProbeState,
+}
+
+impl Track {
+    /// Started as far as the startup probe is concerned.
+    fn started(&self, c: &Container) -> bool {
+        c.startup_probe.is_none() || self.startup.verdict == Some(true)
+    }
+
+    /// Ready as far as the probes are concerned.
+    fn ready(&self, c: &Container) -> bool {
+        self.started(c) && (c.readiness_probe.is_none() || self.readiness.verdict == Some(true))
+    }
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -493,6 +510,9 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
             }
         }
     }
+    if initialized {
+        next = next.min(probe_containers(ctx, pod, &uid, &spec.containers, st).await);
+    }
     let done = report(ctx, pod, st).await?;
     if done {
         ctx.net.teardown_pod(&uid).await?;
@@ -502,6 +522,119 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
     } else {
         SyncResult::Again(next.min(Duration::from_secs(2)))
     })
+}
+
+/// Run the probes that are due on the pod's running containers; a container that fails its
+/// startup or liveness probe is stopped (and restarted per `restartPolicy`). Returns when
+/// the next probe is due.
+async fn probe_containers(
+    ctx: &Arc<Ctx>,
+    pod: &Pod,
+    uid: &str,
+    containers: &[Container],
+    st: &mut PodState,
+) -> Duration {
+    let mut next = Duration::from_secs(30);
+    let pod_ip = st.pod_ip;
+    for c in containers {
+        if c.startup_probe.is_none() && c.liveness_probe.is_none() && c.readiness_probe.is_none() {
+            continue;
+        }
+        let Some(state) = current_state(ctx, uid, &c.name, st).await else {
+            continue;
+        };
+        if state.status != ShimStatus::Running {
+            continue;
+        }
+        next = next.min(Duration::from_secs(1));
+        let Some(attempt) = st.tracks.get(&c.name).and_then(|t| t.attempt) else {
+            continue;
+        };
+        let id = container_id(uid, &c.name, attempt);
+        let running_for = state
+            .started_at
+            .and_then(|s| (chrono::Utc::now() - s).to_std().ok())
+            .unwrap_or_default();
+        let started = st.tracks.get(&c.name).is_some_and(|t| t.started(c));
+        let mut kill: Option<(&str, String, &k8s_openapi::api::core::v1::Probe)> = None;
+        if let (Some(p), false) = (&c.startup_probe, started) {
+            let t = probes::timing(p);
+            if st.tracks.get(&c.name).is_some_and(|tr| tr.startup.due(&t, running_for)) {
+                let r = probes::run(&ctx.containers, &id, c, p, pod_ip).await;
+                let tr = st.tracks.entry(c.name.clone()).or_default();
+                if tr.startup.record(&t, r) == Some(false) {
+                    kill = Some(("Startup", tr.startup.message.clone(), p));
+                }
+            }
+        } else {
+            if let Some(p) = &c.liveness_probe {
+                let t = probes::timing(p);
+                if st
+                    .tracks
+                    .get(&c.name)
+                    .is_some_and(|tr| tr.liveness.due(&t, running_for))
+                {
+                    let r = probes::run(&ctx.containers, &id, c, p, pod_ip).await;
+                    let tr = st.tracks.entry(c.name.clone()).or_default();
+                    if tr.liveness.record(&t, r) == Some(false) {
+                        kill = Some(("Liveness", tr.liveness.message.clone(), p));
+                    }
+                }
+            }
+            if let Some(p) = &c.readiness_probe {
+                let t = probes::timing(p);
+                if st
+                    .tracks
+                    .get(&c.name)
+                    .is_some_and(|tr| tr.readiness.due(&t, running_for))
+                {
+                    let r = probes::run(&ctx.containers, &id, c, p, pod_ip).await;
+                    let tr = st.tracks.entry(c.name.clone()).or_default();
+                    if tr.readiness.record(&t, r) == Some(false) {
+                        let msg = tr.readiness.message.clone();
+                        event(
+                            &ctx.client,
+                            pod,
+                            "Warning",
+                            "Unhealthy",
+                            &format!("Readiness probe failed: {msg}"),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        if let Some((what, msg, p)) = kill {
+            event(
+                &ctx.client,
+                pod,
+                "Warning",
+                "Unhealthy",
+                &format!("{what} probe failed: {msg}"),
+            )
+            .await;
+            event(
+                &ctx.client,
+                pod,
+                "Normal",
+                "Killing",
+                &format!(
+                    "Container {} failed {} probe, will be restarted",
+                    c.name,
+                    what.to_lowercase()
+                ),
+            )
+            .await;
+            let grace = p
+                .termination_grace_period_seconds
+                .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30);
+            let (c2, id2) = (ctx.clone(), id.clone());
+            let _ = blocking(move || c2.containers.stop(&id2, Duration::from_secs(grace.max(0) as u64))).await;
+            next = Duration::from_millis(100);
+        }
+    }
+    next
 }
 
 /// What starting a container needs from its pod.
@@ -682,6 +815,9 @@ async fn start_container(
     match result {
         Ok(_) => {
             track.waiting = None;
+            track.startup = Default::default();
+            track.liveness = Default::default();
+            track.readiness = Default::default();
             // Older attempts than the previous one go (the previous stays for its status).
             if attempt >= 2 {
                 let (c3, old) = (ctx.clone(), container_id(p.uid, &c.name, attempt - 2));
@@ -870,8 +1006,10 @@ async fn container_status(
         }
         _ => (json!({"waiting": {"reason": "ContainerCreating"}}), false, None),
     };
+    let ready = running && track.is_some_and(|t| t.ready(c));
+    let started = running && track.is_some_and(|t| t.started(c));
     let mut status = json!({
-        "name": c.name, "image": c.image, "imageID": image_id, "ready": running, "started": running,
+        "name": c.name, "image": c.image, "imageID": image_id, "ready": ready, "started": started,
         "restartCount": restarts, "state": state_json,
     });
     if state.is_some() {
@@ -939,7 +1077,7 @@ async fn report(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Re
     } else {
         "Running"
     };
-    let all_ready = running == n && n > 0;
+    let all_ready = n > 0 && statuses.iter().all(|s| s["ready"] == true);
     let ts = now();
     let cond = |t: &str, ok: bool, reason: Option<&str>| {
         let mut c = json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": ts});

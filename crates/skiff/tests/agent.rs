@@ -194,6 +194,31 @@ fn pods_run_as_containers_on_the_pod_network() {
     let row = new.ok(&["get", "pod", "web", "--no-headers"]);
     assert!(row.contains("1/1") && row.contains("Running"), "{row}");
 
+    // Probes: readiness over HTTP and TCP, liveness by exec in the container.
+    let probed = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed"},
+      "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+        {"name": "web", "image": "registry.test/busybox:1", "imagePullPolicy": "IfNotPresent",
+         "command": ["httpd", "-f", "-p", "8080", "-h", "/srv"],
+         "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1}},
+        {"name": "closed", "image": "registry.test/busybox:1", "imagePullPolicy": "IfNotPresent",
+         "command": ["sleep", "3600"],
+         "readinessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 1}},
+        {"name": "flaky", "image": "registry.test/busybox:1", "imagePullPolicy": "IfNotPresent",
+         "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600"],
+         "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1}}]}}"#;
+    new.ok_stdin(&["apply", "-f", "-"], probed);
+    wait_for(60, "probes to decide", || {
+        let ready = jsonpath(&new, "probed", "{.status.containerStatuses[*].ready}");
+        let restarts = jsonpath(&new, "probed", "{.status.containerStatuses[2].restartCount}");
+        (ready.starts_with("true false") && restarts.parse::<u32>().is_ok_and(|r| r >= 1)).then_some(ready)
+    });
+    let cond = jsonpath(&new, "probed", "{.status.conditions[?(@.type==\"Ready\")].status}");
+    assert_eq!(cond, "False", "a container that is not ready keeps the pod not ready");
+    let events = new.ok(&["get", "events", "--field-selector", "involvedObject.name=probed"]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    assert!(events.contains("failed liveness probe, will be restarted"), "{events}");
+    new.ok(&["delete", "pod", "probed", "--grace-period=1"]);
+
     // Env from a config map and the downward API, a config map volume, the pod's files.
     new.ok(&["create", "configmap", "greet", "--from-literal=greeting=ahoy"]);
     let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "env", "labels": {"app": "env"}},
