@@ -322,7 +322,11 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
         tracing::warn!(pod = %pod.name_any(), error = %e, "tearing down the pod network");
     }
     let dir = pod_dir(ctx, &uid);
-    let _ = blocking(move || std::fs::remove_dir_all(dir)).await;
+    let _ = blocking(move || {
+        crate::volumes::unmount_volumes(&dir);
+        std::fs::remove_dir_all(dir)
+    })
+    .await;
     st.tracks.clear();
 }
 
@@ -945,9 +949,17 @@ async fn container_status(
     let track = st.tracks.get(&c.name);
     let restarts = track.and_then(|t| t.attempt).unwrap_or(0);
     let state = current_state(ctx, uid, &c.name, st).await;
+    // After an agent restart the image is looked up again in the store.
+    let looked_up = match st.images.get(&c.name) {
+        Some(_) => None,
+        None => ImageRef::parse(c.image.as_deref().unwrap_or_default())
+            .ok()
+            .and_then(|r| ctx.store.get(&r).ok().flatten()),
+    };
     let image_id = st
         .images
         .get(&c.name)
+        .or(looked_up.as_ref())
         .map(|r| {
             format!(
                 "{}@{}",

@@ -1,6 +1,7 @@
-//! A pod's volumes on the node, as host directories the containers bind-mount: emptyDir,
-//! hostPath, configMap, secret, downwardAPI, projected (of those), and persistentVolumeClaim
-//! for the built-in local-path provisioner's volumes.
+//! A pod's volumes on the node, as host directories the containers bind-mount: emptyDir (a
+//! tmpfs for `medium: Memory`), hostPath, configMap, secret (on a tmpfs, never on disk),
+//! downwardAPI, projected (of those), and persistentVolumeClaim for the built-in local-path
+//! provisioner's volumes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -150,6 +151,47 @@ fn write_files(dir: &Path, files: &Files) -> Result<(), String> {
     Ok(())
 }
 
+fn is_tmpfs(path: &Path) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type == 0x0102_1994)
+}
+
+/// A tmpfs at `dir` (memory-backed `emptyDir`, secrets: never written to disk). Mounting
+/// again over one already there is skipped.
+fn ensure_tmpfs(dir: &Path, size: Option<i128>, mode: u32) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if is_tmpfs(dir) {
+        return Ok(());
+    }
+    let mut data = format!("mode={mode:o}");
+    if let Some(bytes) = size.filter(|b| *b > 0) {
+        data.push_str(&format!(",size={bytes}"));
+    }
+    let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
+    rustix::mount::mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| format!("mounting a tmpfs at {}: {e}", dir.display()))
+}
+
+/// Unmount every tmpfs volume of a pod (before its directory is removed).
+pub fn unmount_volumes(pod_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if is_tmpfs(&path) {
+            if let Err(err) = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH) {
+                tracing::warn!(path = %path.display(), error = %err, "unmounting a pod volume");
+            }
+        }
+    }
+}
+
 async fn host_path_for_claim(client: &Client, ns: &str, claim: &str) -> Result<PathBuf, String> {
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .get_opt(claim)
@@ -181,10 +223,18 @@ pub async fn prepare(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<HashM
     let vols: Vec<Volume> = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
     for v in vols {
         let dir = pod_dir.join("volumes").join(&v.name);
-        let path = if v.empty_dir.is_some() {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {}: {e}", v.name))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-                .map_err(|e| format!("emptyDir {}: {e}", v.name))?;
+        let path = if let Some(ed) = &v.empty_dir {
+            if ed.medium.as_deref() == Some("Memory") {
+                let size = ed
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| skiff_runtime::quantity::value(&q.0));
+                ensure_tmpfs(&dir, size, 0o777)?;
+            } else {
+                std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {}: {e}", v.name))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| format!("emptyDir {}: {e}", v.name))?;
+            }
             dir
         } else if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
@@ -226,6 +276,7 @@ pub async fn prepare(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<HashM
                 s.default_mode.map_or(0o644, |m| m as u32),
             )
             .await?;
+            ensure_tmpfs(&dir, None, 0o755)?;
             write_files(&dir, &files)?;
             dir
         } else if let Some(d) = &v.downward_api {

@@ -221,14 +221,17 @@ fn pods_run_as_containers_on_the_pod_network() {
 
     // Env from a config map and the downward API, a config map volume, the pod's files.
     new.ok(&["create", "configmap", "greet", "--from-literal=greeting=ahoy"]);
+    new.ok(&["create", "secret", "generic", "token", "--from-literal=token=s3cret"]);
     let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "env", "labels": {"app": "env"}},
-      "spec": {"restartPolicy": "Never", "volumes": [{"name": "cfg", "configMap": {"name": "greet"}}],
+      "spec": {"restartPolicy": "Never", "volumes": [{"name": "cfg", "configMap": {"name": "greet"}},
+          {"name": "sec", "secret": {"secretName": "token"}}, {"name": "mem", "emptyDir": {"medium": "Memory"}}],
         "containers": [{"name": "main", "image": "registry.test/busybox:1", "imagePullPolicy": "IfNotPresent",
-          "command": ["sh", "-c", "echo env=$GREETING/$POD_NAME/$NODE; echo file=$(cat /cfg/greeting); echo host=$(hostname); cat /etc/resolv.conf"],
+          "command": ["sh", "-c", "echo env=$GREETING/$POD_NAME/$NODE; echo file=$(cat /cfg/greeting); echo host=$(hostname); cat /etc/resolv.conf; echo secret=$(cat /sec/token); grep -E ' /(sec|mem) ' /proc/mounts"],
           "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "greet", "key": "greeting"}}},
                   {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                   {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-          "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}}"#;
+          "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}, {"name": "sec", "mountPath": "/sec", "readOnly": true},
+                           {"name": "mem", "mountPath": "/mem"}]}]}}"#;
     new.ok_stdin(&["apply", "-f", "-"], pod);
     wait_for(60, "the env pod to finish", || {
         let phase = jsonpath(&new, "env", "{.status.phase}");
@@ -240,6 +243,15 @@ fn pods_run_as_containers_on_the_pod_network() {
     assert!(lines.contains(&"env=ahoy/env/test-node".to_string()), "{lines:?}");
     assert!(lines.contains(&"file=ahoy".to_string()), "{lines:?}");
     assert!(lines.contains(&"host=env".to_string()), "{lines:?}");
+    assert!(lines.contains(&"secret=s3cret".to_string()), "{lines:?}");
+    for vol in ["/sec", "/mem"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("tmpfs ") && l.contains(&format!(" {vol} tmpfs "))),
+            "{vol} is a tmpfs: {lines:?}"
+        );
+    }
     assert!(lines.contains(&"nameserver 10.43.0.10".to_string()), "{lines:?}");
     assert!(
         lines.contains(&"search default.svc.cluster.local svc.cluster.local cluster.local".to_string()),
@@ -317,6 +329,8 @@ fn pods_run_as_containers_on_the_pod_network() {
     // The agent goes (kill -9 of the whole server): the container keeps serving, and the
     // restarted agent adopts it without restarting it.
     let started = jsonpath(&new, "web", "{.status.containerStatuses[0].state.running.startedAt}");
+    let image_id = jsonpath(&new, "web", "{.status.containerStatuses[0].imageID}");
+    assert!(image_id.starts_with("registry.test/busybox@sha256:"), "{image_id}");
     let dir = server.kill9();
     let page = http_get(SocketAddr::from((pod_ip, 8080))).expect("the pod serves with the agent down");
     assert!(page.contains("hello from a skiff pod"));
@@ -335,6 +349,10 @@ fn pods_run_as_containers_on_the_pod_network() {
         jsonpath(&new, "web", "{.status.containerStatuses[0].state.running.startedAt}"),
         started,
         "the same container, not a new one"
+    );
+    assert_eq!(
+        jsonpath(&new, "web", "{.status.containerStatuses[0].imageID}"),
+        image_id
     );
 
     // Deleting the pod stops it gracefully and releases its address and namespace.
