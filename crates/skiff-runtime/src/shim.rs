@@ -189,7 +189,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Shi
     }
 }
 
-/// Writes JSON atomically (temp file + rename in the same directory).
+/// Writes JSON atomically (temp file + rename in the same directory), so a reader never sees
+/// half a file. Not fsynced: the state only matters while the machine runs (after a crash of
+/// the machine its containers are gone anyway).
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ShimError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a temp file in", dir))?;
@@ -197,7 +199,6 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ShimError> {
         path: path.to_path_buf(),
         source,
     })?;
-    tmp.as_file().sync_all().map_err(io_err("syncing", path))?;
     tmp.persist(path).map_err(|e| io_err("renaming into", path)(e.error))?;
     Ok(())
 }

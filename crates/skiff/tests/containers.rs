@@ -41,7 +41,7 @@ fn in_private_mount_ns(name: &str) -> bool {
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--"])
         .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(IN_NS, "1")
         .output()
         .expect("unshare (util-linux)");
