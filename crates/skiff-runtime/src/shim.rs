@@ -257,6 +257,20 @@ pub fn adopt(dir: &Path) -> Result<Adoption, ShimError> {
     })
 }
 
+/// Records that the container in `dir` has stopped without its shim (which was killed): exited,
+/// exit status unknown. For the agent, after it stopped an orphaned container.
+pub fn record_lost_exit(dir: &Path) -> Result<ShimState, ShimError> {
+    let mut s = read_state(dir)?;
+    if matches!(s.status, ShimStatus::Exited | ShimStatus::Failed) {
+        return Ok(s);
+    }
+    s.status = ShimStatus::Exited;
+    s.finished_at = Some(Utc::now());
+    s.error = Some("the container's shim was gone; its exit status is unknown".into());
+    write_json(&state_path(dir), &s)?;
+    Ok(s)
+}
+
 /// The launcher's one-line report.
 #[derive(Debug, Serialize, Deserialize)]
 struct Report {
@@ -680,6 +694,10 @@ mod tests {
         s.pid = Some(1 << 23);
         write_json(&state_path(dir.path()), &s).expect("write");
         assert_eq!(adopt(dir.path()).expect("adopt"), Adoption::Orphaned(s.clone()));
+        let lost = record_lost_exit(dir.path()).expect("record");
+        assert_eq!((lost.status, lost.exit_code), (ShimStatus::Exited, None));
+        assert!(lost.error.is_some() && lost.finished_at.is_some());
+        assert_eq!(record_lost_exit(dir.path()).expect("again"), lost, "recorded once");
         s.status = ShimStatus::Exited;
         s.exit_code = Some(0);
         write_json(&state_path(dir.path()), &s).expect("write");

@@ -538,6 +538,24 @@ fn manager_stops_gracefully_and_removes(runtime: &str) {
         "SIGKILL after the grace period: {stubborn:?}"
     );
     println!("{runtime}: stop took {polite:?} (exits on SIGTERM) and {stubborn:?} (ignores it, 2 s grace)");
+    // A container whose shim was killed: stop still ends it and records the lost status.
+    start("orphan", "echo ready; while true; do sleep 1; done").expect("start");
+    ready("orphan");
+    let st = manager.state("orphan").expect("state");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(st.shim_pid).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill the shim");
+    eventually("the shim to go", || !st.shim_alive(&manager.dir("orphan")));
+    assert!(matches!(
+        shim::adopt(&manager.dir("orphan")),
+        Ok(shim::Adoption::Orphaned(_))
+    ));
+    let s = manager.stop("orphan", Duration::from_secs(1)).expect("stop an orphan");
+    assert_eq!((s.status, s.exit_code), (ShimStatus::Exited, None));
+    assert!(!pid_alive(st.pid.expect("pid")));
+    manager.remove("orphan").expect("remove");
     // Stopping again is fine; listing finds both, finished.
     manager.stop("polite", Duration::from_secs(1)).expect("stop again");
     let listed = manager.list().expect("list");
