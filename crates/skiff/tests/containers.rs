@@ -867,8 +867,13 @@ fn helper_agent_process() {
     }
 }
 
+/// Generates, for every runtime, a module with one test per case (`builtin::echo_…`,
+/// `runc::echo_…`), each running the case in its own mount namespace.
 macro_rules! conformance {
-    ($runtime:ident: $($case:ident),* $(,)?) => {
+    (runtimes: [$($runtime:ident),*], cases: $cases:tt) => {
+        $( conformance!(@module $runtime $cases); )*
+    };
+    (@module $runtime:ident [$($case:ident),* $(,)?]) => {
         mod $runtime {
             $(
                 #[test]
@@ -882,30 +887,19 @@ macro_rules! conformance {
     };
 }
 
-conformance!(builtin:
-    echo_exit_code_and_logs,
-    sigterm_and_sigkill_are_recorded,
-    env_args_working_dir_and_user,
-    read_only_root_refuses_writes,
-    copied_root_and_log_rotation,
-    manager_stops_gracefully_and_removes,
-    exec_runs_as_the_container,
-    memory_limit_oom_is_recorded,
-    survives_the_agent_being_killed,
-    bad_bundles_fail_cleanly,
-    pod_containers_share_joined_namespaces,
-);
-
-conformance!(runc:
-    echo_exit_code_and_logs,
-    sigterm_and_sigkill_are_recorded,
-    env_args_working_dir_and_user,
-    read_only_root_refuses_writes,
-    copied_root_and_log_rotation,
-    manager_stops_gracefully_and_removes,
-    exec_runs_as_the_container,
-    memory_limit_oom_is_recorded,
-    survives_the_agent_being_killed,
-    bad_bundles_fail_cleanly,
-    pod_containers_share_joined_namespaces,
+conformance!(
+    runtimes: [builtin, runc],
+    cases: [
+        echo_exit_code_and_logs,
+        sigterm_and_sigkill_are_recorded,
+        env_args_working_dir_and_user,
+        read_only_root_refuses_writes,
+        copied_root_and_log_rotation,
+        manager_stops_gracefully_and_removes,
+        exec_runs_as_the_container,
+        memory_limit_oom_is_recorded,
+        survives_the_agent_being_killed,
+        bad_bundles_fail_cleanly,
+        pod_containers_share_joined_namespaces,
+    ]
 );
