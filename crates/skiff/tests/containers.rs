@@ -653,6 +653,54 @@ fn exec_runs_as_the_container(runtime: &str) {
     );
 }
 
+fn cgroup_limits_are_applied(runtime: &str) {
+    let node = Node::new(runtime);
+    let mut c = sh("limited", "echo ready; while true; do sleep 1; done");
+    c.resources = Some(ResourceRequirements {
+        requests: Some([("cpu".to_string(), Quantity("250m".into()))].into()),
+        limits: Some(
+            [
+                ("cpu".to_string(), Quantity("500m".into())),
+                ("memory".to_string(), Quantity("64Mi".into())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    let mut pod = pod();
+    pod.pids_limit = Some(64);
+    let p = node.prepare("limited", &c, &pod);
+    shim::spawn(Path::new(SKIFF), &p.dir, &p.shim_config()).expect("start");
+    eventually("ready", || p.stdout().contains(&"ready".to_string()));
+    let cg = format!("{}/limited", node.cgroup_parent.trim_start_matches('/'));
+    let read = |rel: String| {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(&rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .trim()
+            .to_string()
+    };
+    if skiff_runtime::oci::cgroup_v2_host() {
+        assert_eq!(read(format!("{cg}/cpu.max")), "50000 100000");
+        assert_eq!(read(format!("{cg}/memory.max")), (64u64 << 20).to_string());
+        assert_eq!(read(format!("{cg}/pids.max")), "64");
+    } else {
+        assert_eq!(read(format!("cpu/{cg}/cpu.shares")), "256");
+        assert_eq!(read(format!("cpu/{cg}/cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(format!("cpu/{cg}/cpu.cfs_period_us")), "100000");
+        assert_eq!(
+            read(format!("memory/{cg}/memory.limit_in_bytes")),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read(format!("pids/{cg}/pids.max")), "64");
+        let procs = read(format!("memory/{cg}/cgroup.procs"));
+        let init = shim::read_state(&p.dir).expect("state").pid.expect("pid");
+        assert!(
+            procs.lines().any(|l| l == init.to_string()),
+            "init in its cgroup: {procs}"
+        );
+    }
+}
+
 fn memory_limit_oom_is_recorded(runtime: &str) {
     let node = Node::new(runtime);
     // The init itself is the memory hog, so the OOM kill ends the container.
@@ -897,6 +945,7 @@ conformance!(
         copied_root_and_log_rotation,
         manager_stops_gracefully_and_removes,
         exec_runs_as_the_container,
+        cgroup_limits_are_applied,
         memory_limit_oom_is_recorded,
         survives_the_agent_being_killed,
         bad_bundles_fail_cleanly,
