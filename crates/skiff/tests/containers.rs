@@ -653,6 +653,43 @@ fn exec_runs_as_the_container(runtime: &str) {
     );
 }
 
+fn capabilities_reach_the_process(runtime: &str) {
+    let node = Node::new(runtime);
+    let status_of = |id: &str, sc: Option<SecurityContext>| {
+        let mut c = sh(id, "cat /proc/self/status");
+        c.security_context = sc;
+        let (p, _, _) = node.run(id, &c);
+        assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
+        let field = |name: &str| {
+            p.stdout()
+                .iter()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no {name} in {:?}", p.log()))
+        };
+        (field("CapEff:"), field("CapBnd:"), field("NoNewPrivs:"))
+    };
+    // Kubernetes' (containerd's) default set: the well-known a80425fb.
+    assert_eq!(
+        status_of("caps-default", None),
+        ("00000000a80425fb".into(), "00000000a80425fb".into(), "0".into())
+    );
+    let narrowed = status_of(
+        "caps-narrow",
+        Some(SecurityContext {
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+                add: Some(vec!["NET_BIND_SERVICE".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        narrowed,
+        ("0000000000000400".into(), "0000000000000400".into(), "1".into())
+    );
+}
+
 fn cgroup_limits_are_applied(runtime: &str) {
     let node = Node::new(runtime);
     let mut c = sh("limited", "echo ready; while true; do sleep 1; done");
@@ -945,6 +982,7 @@ conformance!(
         copied_root_and_log_rotation,
         manager_stops_gracefully_and_removes,
         exec_runs_as_the_container,
+        capabilities_reach_the_process,
         cgroup_limits_are_applied,
         memory_limit_oom_is_recorded,
         survives_the_agent_being_killed,
