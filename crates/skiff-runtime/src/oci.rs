@@ -208,6 +208,15 @@ pub fn cgroup_v2_host() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
+/// The capabilities this process may grant (its bounding set from `/proc/self/status`, a
+/// bit per capability), for [`crate::bundle::PodContext::host_capabilities`]: a runtime
+/// cannot give a container more than it has itself.
+pub fn host_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
 /// An OCI runtime with its state directory (`--root`).
 #[derive(Clone, Debug)]
 pub struct OciRuntime {

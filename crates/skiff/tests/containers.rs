@@ -253,6 +253,7 @@ impl Drop for Prepared<'_> {
 fn pod() -> PodContext {
     PodContext {
         hostname: Some("test-pod".into()),
+        host_capabilities: skiff_runtime::oci::host_capabilities(),
         ..Default::default()
     }
 }
@@ -688,6 +689,20 @@ fn capabilities_reach_the_process(runtime: &str) {
         narrowed,
         ("0000000000000400".into(), "0000000000000400".into(), "1".into())
     );
+    // Privileged: every capability the host has.
+    let host_bounding = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .expect("CapBnd");
+    let privileged = status_of(
+        "caps-privileged",
+        Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        }),
+    );
+    assert_eq!((privileged.0, privileged.1), (host_bounding.clone(), host_bounding));
 }
 
 fn cgroup_limits_are_applied(runtime: &str) {
