@@ -672,6 +672,10 @@ fn all_capabilities(mask: Option<u64>) -> Vec<Capability> {
         .collect()
 }
 
+/// The container's capability set: Kubernetes' default, `drop: [ALL]` empties it,
+/// `add: [ALL]` (or privileged) fills it with every capability the host has (`host`, the
+/// runtime's bounding set as a mask, as containerd's "all current capabilities"), then the
+/// named adds and drops.
 pub fn capabilities(
     container: &str,
     sc: Option<&SecurityContext>,
