@@ -859,28 +859,27 @@ fn bad_bundles_fail_cleanly(runtime: &str) {
 
 fn pod_containers_share_joined_namespaces(runtime: &str) {
     let node = Node::new(runtime);
-    // A sandbox without a pause container: namespaces bind-mounted to files.
-    let ns_dir = node.data.path().join("sandbox");
-    std::fs::create_dir_all(&ns_dir).expect("mkdir");
-    for n in ["net", "ipc", "uts"] {
-        std::fs::write(ns_dir.join(n), b"").expect("ns file");
-    }
-    let status = Command::new("unshare")
-        .arg(format!("--net={}", ns_dir.join("net").display()))
-        .arg(format!("--ipc={}", ns_dir.join("ipc").display()))
-        .arg(format!("--uts={}", ns_dir.join("uts").display()))
-        .args(["hostname", "sandbox-host"])
-        .status()
-        .expect("unshare");
-    assert!(status.success());
-    let pod = PodContext {
-        hostname: Some("ignored".into()),
-        network: NamespaceMode::Join(ns_dir.join("net")),
-        ipc: NamespaceMode::Join(ns_dir.join("ipc")),
-        uts: NamespaceMode::Join(ns_dir.join("uts")),
-        ..Default::default()
-    };
-    let script = "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; cat /proc/sys/kernel/hostname";
+    // A sandbox without a pause container: the pod's namespaces held by bind mounts.
+    let sandbox_dir = node.data.path().join("sandbox");
+    let sandbox = skiff_runtime::PodSandbox::create(
+        &sandbox_dir,
+        &skiff_runtime::SandboxOptions {
+            network: true,
+            ipc: true,
+            hostname: Some("sandbox-host".into()),
+        },
+    )
+    .expect("sandbox");
+    assert!(sandbox.network.is_some() && sandbox.ipc.is_some() && sandbox.uts.is_some());
+    assert_eq!(
+        skiff_runtime::PodSandbox::open(&sandbox_dir),
+        sandbox,
+        "found again after a restart"
+    );
+    let mut pod = pod();
+    sandbox.apply(&mut pod);
+    let script =
+        "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; cat /proc/sys/kernel/hostname; echo $HOSTNAME";
     let mut outputs = Vec::new();
     for id in ["share-a", "share-b"] {
         let p = node.prepare(id, &sh(id, script), &pod);
@@ -888,14 +887,47 @@ fn pod_containers_share_joined_namespaces(runtime: &str) {
         assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
         outputs.push(p.stdout());
     }
-    assert_eq!(outputs[0], outputs[1]);
-    assert_eq!(outputs[0].len(), 3);
-    assert_eq!(outputs[0][2], "sandbox-host");
-    let host_net = std::fs::read_link("/proc/self/ns/net").expect("host netns");
-    assert_ne!(outputs[0][0], host_net.display().to_string());
-    for n in ["net", "ipc", "uts"] {
-        let _ = rustix::mount::unmount(ns_dir.join(n), rustix::mount::UnmountFlags::DETACH);
+    assert_eq!(outputs[0], outputs[1], "both containers in the same namespaces");
+    assert_eq!(outputs[0].len(), 4);
+    assert_eq!(outputs[0][2], "sandbox-host", "the sandbox's hostname");
+    assert_eq!(outputs[0][3], "test-pod", "HOSTNAME from the pod");
+    for (i, kind) in ["net", "ipc"].iter().enumerate() {
+        let host = std::fs::read_link(format!("/proc/self/ns/{kind}")).expect("host ns");
+        assert_ne!(
+            outputs[0][i],
+            host.display().to_string(),
+            "not the host's {kind} namespace"
+        );
     }
+    // The test process itself stayed where it was.
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("hostname")
+            .trim(),
+        "sandbox-host"
+    );
+    skiff_runtime::PodSandbox::remove(&sandbox_dir).expect("remove");
+    assert!(!sandbox_dir.exists());
+    skiff_runtime::PodSandbox::remove(&sandbox_dir).expect("idempotent");
+    // hostNetwork: no network or UTS namespace of the pod's own.
+    let host_net = skiff_runtime::PodSandbox::create(
+        &sandbox_dir,
+        &skiff_runtime::SandboxOptions {
+            network: false,
+            ipc: true,
+            hostname: None,
+        },
+    )
+    .expect("host-network sandbox");
+    assert_eq!(
+        (
+            host_net.network.is_none(),
+            host_net.ipc.is_some(),
+            host_net.uts.is_none()
+        ),
+        (true, true, true)
+    );
+    skiff_runtime::PodSandbox::remove(&sandbox_dir).expect("remove");
 }
 
 /// A measurement, not a test (`--ignored`): container start latency per runtime. For each
