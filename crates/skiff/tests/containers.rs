@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, ResourceRequirements, SecurityContext};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use skiff_runtime::bundle::{self, ContainerInput, NamespaceMode, PodContext};
+use skiff_runtime::bundle::{self, ContainerInput, PodContext};
 use skiff_runtime::oci::{OciRuntime, RuntimeSelector, Status};
 use skiff_runtime::shim::{self, log::parse, ShimConfig, ShimState, ShimStatus};
 use skiff_runtime::testing::{self, layer, Compression, ManifestKind};
