@@ -5,6 +5,10 @@
 //! containers do. Pod networking (`skiff-net`) configures the network namespace through its
 //! path.
 //!
+//! With its own IPC namespace a pod also gets its own `/dev/shm` (a tmpfs in the sandbox
+//! directory), bind-mounted into each container, so POSIX shared memory is shared as System V
+//! IPC is.
+//!
 //! The namespaces are made on a thread of their own, which `unshare`s them (only that thread
 //! moves), sets the pod's hostname, bind-mounts its namespace files and exits. The mounts are
 //! made in the caller's mount namespace: the host's, for the agent.
@@ -56,7 +60,12 @@ pub struct PodSandbox {
     pub ipc: Option<PathBuf>,
     /// The UTS namespace file, if the pod has its own.
     pub uts: Option<PathBuf>,
+    /// The pod's `/dev/shm` (a tmpfs), shared like its IPC namespace, if it has its own.
+    pub shm: Option<PathBuf>,
 }
+
+/// The size of a pod's `/dev/shm` (containerd's default).
+pub const SHM_SIZE: &str = "65536k";
 
 const KINDS: [&str; 3] = ["net", "ipc", "uts"];
 
@@ -111,7 +120,24 @@ impl PodSandbox {
                     source: io::Error::other("the namespace thread panicked"),
                 })
             });
-        if let Err(e) = made {
+        let shm = made.and_then(|()| {
+            if !opts.ipc {
+                return Ok(());
+            }
+            let shm = dir.join("shm");
+            fs::create_dir_all(&shm).map_err(io_err("creating", &shm))?;
+            let data = std::ffi::CString::new(format!("mode=1777,size={SHM_SIZE}")).expect("no NUL in the options");
+            use rustix::mount::MountFlags;
+            rustix::mount::mount(
+                "shm",
+                &shm,
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                data.as_c_str(),
+            )
+            .map_err(|e| io_err("mounting the pod's /dev/shm at", &shm)(e.into()))
+        });
+        if let Err(e) = shm {
             let _ = Self::remove(dir);
             return Err(e);
         }
@@ -129,7 +155,16 @@ impl PodSandbox {
             network: held("net"),
             ipc: held("ipc"),
             uts: held("uts"),
+            shm: held("shm"),
         }
+    }
+
+    /// The mount that gives a container the pod's `/dev/shm` (for
+    /// [`crate::bundle::ContainerInput::mounts`]; it replaces the container's own).
+    pub fn shm_mount(&self) -> Option<oci_spec::runtime::Mount> {
+        self.shm
+            .as_ref()
+            .and_then(|p| crate::bundle::bind_mount(p, "/dev/shm", false).ok())
     }
 
     /// Points `pod`'s namespaces at this sandbox's (the host's where it has none).
@@ -146,7 +181,7 @@ impl PodSandbox {
     /// Unmounts the namespace files (the namespaces end with their last process) and removes
     /// `dir`. Idempotent.
     pub fn remove(dir: &Path) -> Result<(), SandboxError> {
-        for k in KINDS {
+        for k in KINDS.into_iter().chain(["shm"]) {
             let p = dir.join(k);
             if crate::rootfs::is_mount_point(&p) {
                 rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH)
@@ -221,14 +256,22 @@ mod tests {
             network: Some("/s/net".into()),
             ipc: None,
             uts: Some("/s/uts".into()),
+            shm: Some("/s/shm".into()),
         };
         let mut pod = PodContext::default();
         s.apply(&mut pod);
         assert_eq!(pod.network, NamespaceMode::Join("/s/net".into()));
         assert_eq!(pod.ipc, NamespaceMode::Host);
         assert_eq!(pod.uts, NamespaceMode::Join("/s/uts".into()));
+        let shm = s.shm_mount().expect("shm mount");
+        assert_eq!(shm.destination(), Path::new("/dev/shm"));
+        assert_eq!(shm.source().as_deref(), Some(Path::new("/s/shm")));
         let empty = PodSandbox::open(Path::new("/nonexistent"));
-        assert_eq!((empty.network, empty.ipc, empty.uts), (None, None, None));
+        assert!(empty.shm_mount().is_none());
+        assert_eq!(
+            (empty.network, empty.ipc, empty.uts, empty.shm),
+            (None, None, None, None)
+        );
         PodSandbox::remove(Path::new("/nonexistent/sandbox")).expect("idempotent");
     }
 }

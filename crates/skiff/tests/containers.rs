@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, ResourceRequirements, SecurityContext};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use oci_spec::runtime::Mount;
 use skiff_runtime::bundle::{self, ContainerInput, PodContext};
 use skiff_runtime::oci::{OciRuntime, RuntimeSelector, Status};
 use skiff_runtime::shim::{self, log::parse, ShimConfig, ShimState, ShimStatus};
@@ -136,6 +137,21 @@ impl Node {
     }
 
     fn prepare_with(&self, id: &str, c: &Container, pod: &PodContext, mode: rootfs::RootfsMode) -> Prepared<'_> {
+        self.prepare_full(id, c, pod, mode, vec![])
+    }
+
+    fn prepare_mounts(&self, id: &str, c: &Container, pod: &PodContext, mounts: Vec<Mount>) -> Prepared<'_> {
+        self.prepare_full(id, c, pod, rootfs::RootfsMode::Overlay, mounts)
+    }
+
+    fn prepare_full(
+        &self,
+        id: &str,
+        c: &Container,
+        pod: &PodContext,
+        mode: rootfs::RootfsMode,
+        mounts: Vec<Mount>,
+    ) -> Prepared<'_> {
         let dir = self.data.path().join("containers").join(id);
         let root = rootfs::prepare(&self.store, &self.image, &dir, mode).expect("rootfs");
         let want = match mode {
@@ -157,7 +173,7 @@ impl Node {
             pod,
             env,
             rootfs: root.path.clone(),
-            mounts: vec![],
+            mounts,
             cgroups_path: format!("{}/{id}", self.cgroup_parent),
             passwd,
             group,
@@ -878,17 +894,28 @@ fn pod_containers_share_joined_namespaces(runtime: &str) {
     );
     let mut pod = pod();
     sandbox.apply(&mut pod);
+    // The first container leaves a file in /dev/shm; the second sees it.
     let script =
-        "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; cat /proc/sys/kernel/hostname; echo $HOSTNAME";
+        "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; cat /proc/sys/kernel/hostname; echo $HOSTNAME; \
+                  cat /dev/shm/note 2>/dev/null || echo none; echo shared > /dev/shm/note";
     let mut outputs = Vec::new();
     for id in ["share-a", "share-b"] {
-        let p = node.prepare(id, &sh(id, script), &pod);
+        let p = node.prepare_mounts(id, &sh(id, script), &pod, sandbox.shm_mount().into_iter().collect());
         shim::spawn(Path::new(SKIFF), &p.dir, &p.shim_config()).expect("start");
         assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
         outputs.push(p.stdout());
     }
-    assert_eq!(outputs[0], outputs[1], "both containers in the same namespaces");
-    assert_eq!(outputs[0].len(), 4);
+    assert_eq!(
+        outputs[0][..4],
+        outputs[1][..4],
+        "both containers in the same namespaces"
+    );
+    assert_eq!(
+        (outputs[0][4].as_str(), outputs[1][4].as_str()),
+        ("none", "shared"),
+        "one /dev/shm"
+    );
+    assert!(sandbox_dir.join("shm/note").exists());
     assert_eq!(outputs[0][2], "sandbox-host", "the sandbox's hostname");
     assert_eq!(outputs[0][3], "test-pod", "HOSTNAME from the pod");
     for (i, kind) in ["net", "ipc"].iter().enumerate() {
