@@ -200,8 +200,10 @@ impl ContainerManager {
     /// shim is gone is killed and recorded as exited with its status lost.
     pub fn stop(&self, id: &str, grace: Duration) -> Result<ShimState, ContainerError> {
         let dir = self.dir(id);
+        // Not running, or unknown to the runtime (its state is in /run: gone after a reboot):
+        // either way there is nothing left to signal.
         let signal = |sig: i32| match self.runtime.kill(id, sig) {
-            Ok(()) | Err(RuntimeError::NotRunning { .. }) => Ok(()),
+            Ok(()) | Err(RuntimeError::NotRunning { .. } | RuntimeError::NotFound { .. }) => Ok(()),
             Err(e) => Err(ContainerError::from(e)),
         };
         match shim::adopt(&dir)? {

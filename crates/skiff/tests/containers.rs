@@ -573,6 +573,24 @@ fn manager_stops_gracefully_and_removes(runtime: &str) {
     assert_eq!((s.status, s.exit_code), (ShimStatus::Exited, None));
     assert!(!pid_alive(st.pid.expect("pid")));
     manager.remove("orphan").expect("remove");
+    // After a reboot: the state says running, the shim and the runtime's state are gone.
+    start("rebooted", "echo ready; while true; do sleep 1; done").expect("start");
+    ready("rebooted");
+    let st = manager.state("rebooted").expect("state");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(st.shim_pid).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill the shim");
+    manager
+        .runtime()
+        .delete("rebooted", true)
+        .expect("forget the container");
+    let s = manager
+        .stop("rebooted", Duration::from_secs(1))
+        .expect("stop after a reboot");
+    assert_eq!((s.status, s.exit_code), (ShimStatus::Exited, None));
+    manager.remove("rebooted").expect("remove");
     // Stopping again is fine; listing finds both, finished.
     manager.stop("polite", Duration::from_secs(1)).expect("stop again");
     let listed = manager.list().expect("list");
