@@ -589,6 +589,7 @@ fn run_daemon(dir: &Path) -> ExitCode {
     }
 
     let exit = wait_init(pid);
+    let finished = Utc::now();
     // Let the pumps write what the container wrote last.
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     for _ in 0..2 {
@@ -598,7 +599,7 @@ fn run_daemon(dir: &Path) -> ExitCode {
         }
     }
     reap_all();
-    state.finished_at = Some(Utc::now());
+    state.finished_at = Some(finished);
     match exit {
         Ok(Exit::Code(c)) => state.exit_code = Some(c),
         Ok(Exit::Signal(s)) => {
