@@ -324,6 +324,9 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
     let dir = pod_dir(ctx, &uid);
     let _ = blocking(move || {
         crate::volumes::unmount_volumes(&dir);
+        if let Err(e) = skiff_runtime::PodSandbox::remove(&dir.join("sandbox")) {
+            tracing::warn!(error = %e, "removing the pod sandbox");
+        }
         std::fs::remove_dir_all(dir)
     })
     .await;
@@ -419,6 +422,33 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
             &cluster,
         ),
     )?;
+    // IPC and UTS namespaces (and /dev/shm) held for the pod, shared by its containers.
+    let sandbox = {
+        let sb_dir = dir.join("sandbox");
+        let want_ipc = !spec.host_ipc.unwrap_or(false);
+        // The UTS hostname is at most 63 characters, as the kubelet truncates it.
+        let uts_name: String = hostname
+            .chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches(['-', '.'])
+            .to_string();
+        let existing = skiff_runtime::PodSandbox::open(&sb_dir);
+        if (!want_ipc || existing.ipc.is_some()) && (host_network || existing.uts.is_some()) {
+            existing
+        } else {
+            let opts = skiff_runtime::SandboxOptions {
+                network: false,
+                ipc: want_ipc,
+                hostname: (!host_network).then_some(uts_name),
+            };
+            blocking(move || {
+                let _ = skiff_runtime::PodSandbox::remove(&sb_dir);
+                skiff_runtime::PodSandbox::create(&sb_dir, &opts)
+            })
+            .await?
+        }
+    };
     let volumes = crate::volumes::prepare(&ctx.client, pod, &dir).await;
     let volumes = match volumes {
         Ok(v) => v,
@@ -467,6 +497,7 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
                     class,
                     node_memory,
                     volumes: &volumes,
+                    sandbox: &sandbox,
                 };
                 next = next.min(start_container(ctx, &ctx_pod, c, st, state.is_some()).await);
                 break;
@@ -507,6 +538,7 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
                     class,
                     node_memory,
                     volumes: &volumes,
+                    sandbox: &sandbox,
                 };
                 next = next.min(start_container(ctx, &ctx_pod, c, st, state.is_some()).await);
             } else if state.as_ref().is_some_and(|s| s.status == ShimStatus::Creating) {
@@ -651,6 +683,7 @@ struct PodCtx<'a> {
     class: qos::QosClass,
     node_memory: i128,
     volumes: &'a HashMap<String, PathBuf>,
+    sandbox: &'a skiff_runtime::PodSandbox,
 }
 
 async fn current_state(ctx: &Arc<Ctx>, uid: &str, name: &str, st: &PodState) -> Option<ShimState> {
@@ -772,9 +805,11 @@ async fn start_container(
             }
         }
     }
-    let pod_ctx = PodContext {
+    mounts.extend(p.sandbox.shm_mount());
+    let mut pod_ctx = PodContext {
         security: p.pod.spec.as_ref().and_then(|s| s.security_context.clone()),
         hostname: Some(p.hostname.to_string()),
+        host_capabilities: skiff_runtime::oci::host_capabilities(),
         network: match p.netns {
             Some(path) => NamespaceMode::Join(path.clone()),
             None => NamespaceMode::Host,
@@ -790,6 +825,10 @@ async fn start_container(
         pids_limit: None,
         oom_score_adj: Some(qos::oom_score_adj(p.class, c, p.node_memory)),
     };
+    // IPC and UTS from the sandbox; the network namespace is skiff-net's.
+    let network = pod_ctx.network.clone();
+    p.sandbox.apply(&mut pod_ctx);
+    pod_ctx.network = network;
     let log_path = crate::logs::log_path(
         &ctx.cfg.log_dir,
         &p.pod.namespace().unwrap_or_default(),

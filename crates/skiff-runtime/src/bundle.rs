@@ -40,8 +40,8 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "AUDIT_WRITE",
 ];
 
-/// Every capability Linux knows (for `add: [ALL]` and privileged containers); the ones the
-/// spec library does not know are left out.
+/// Every capability Linux knows, in kernel bit order (for `add: [ALL]` and privileged
+/// containers); the ones the spec library does not know are left out.
 const ALL_CAPABILITIES: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
@@ -148,6 +148,10 @@ pub struct PodContext {
     pub pids_limit: Option<i64>,
     /// The OOM score adjustment for the pod's QoS class.
     pub oom_score_adj: Option<i32>,
+    /// The capabilities the host grants (a bounding-set mask, see
+    /// [`crate::oci::host_capabilities`]): what privileged containers and `add: [ALL]` get.
+    /// `None`: every capability Linux knows.
+    pub host_capabilities: Option<u64>,
 }
 
 /// Everything [`container_spec`] needs.
@@ -304,7 +308,7 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<Spec, BundleError> {
     if !user.additional_gids.is_empty() {
         user_b = user_b.additional_gids(user.additional_gids.clone());
     }
-    let caps = capabilities(name, sc, privileged)?;
+    let caps = capabilities(name, sc, privileged, input.pod.host_capabilities)?;
     let cap_set: HashSet<Capability> = caps.into_iter().collect();
     let caps = LinuxCapabilitiesBuilder::default()
         .bounding(cap_set.clone())
@@ -657,22 +661,29 @@ fn parse_capability(container: &str, name: &str) -> Result<Capability, BundleErr
     })
 }
 
-fn all_capabilities() -> Vec<Capability> {
+/// The capabilities in a kernel capability mask (bit N is capability N, as in
+/// `/proc/self/status`); every known one without a mask.
+fn all_capabilities(mask: Option<u64>) -> Vec<Capability> {
     ALL_CAPABILITIES
         .iter()
-        .filter_map(|c| Capability::from_str(c).ok())
+        .enumerate()
+        .filter(|(bit, _)| mask.is_none_or(|m| m & (1u64 << bit) != 0))
+        .filter_map(|(_, c)| Capability::from_str(c).ok())
         .collect()
 }
 
 /// The container's capability set: Kubernetes' default, `drop: [ALL]` empties it,
-/// `add: [ALL]` (or privileged) fills it, then the named adds and drops.
+/// `add: [ALL]` (or privileged) fills it with every capability the host has (`host`, the
+/// runtime's bounding set as a mask, as containerd's "all current capabilities"), then the
+/// named adds and drops.
 pub fn capabilities(
     container: &str,
     sc: Option<&SecurityContext>,
     privileged: bool,
+    host: Option<u64>,
 ) -> Result<Vec<Capability>, BundleError> {
     if privileged {
-        return Ok(all_capabilities());
+        return Ok(all_capabilities(host));
     }
     let add = sc
         .and_then(|s| s.capabilities.as_ref())
@@ -692,7 +703,7 @@ pub fn capabilities(
             .collect::<Result<_, _>>()?
     };
     if add.iter().any(is_all) {
-        caps = all_capabilities();
+        caps = all_capabilities(host);
     }
     for a in add.iter().filter(|a| !is_all(a)) {
         let cap = parse_capability(container, a)?;

@@ -196,17 +196,27 @@ impl ContainerManager {
     }
 
     /// Stops a container the Kubernetes way: SIGTERM, up to `grace` for it to exit, then
-    /// SIGKILL. Returns the recorded exit. A container that already exited is fine.
+    /// SIGKILL. Returns the recorded exit. A container that already exited is fine; one whose
+    /// shim is gone is killed and recorded as exited with its status lost.
     pub fn stop(&self, id: &str, grace: Duration) -> Result<ShimState, ContainerError> {
         let dir = self.dir(id);
-        let done = |s: &ShimState| matches!(s.status, shim::ShimStatus::Exited | shim::ShimStatus::Failed);
-        if done(&shim::read_state(&dir)?) {
-            return Ok(shim::read_state(&dir)?);
-        }
+        // Not running, or unknown to the runtime (its state is in /run: gone after a reboot):
+        // either way there is nothing left to signal.
         let signal = |sig: i32| match self.runtime.kill(id, sig) {
-            Ok(()) | Err(RuntimeError::NotRunning { .. }) => Ok(()),
+            Ok(()) | Err(RuntimeError::NotRunning { .. } | RuntimeError::NotFound { .. }) => Ok(()),
             Err(e) => Err(ContainerError::from(e)),
         };
+        match shim::adopt(&dir)? {
+            Adoption::Finished(s) => return Ok(s),
+            Adoption::Supervised(_) => {}
+            Adoption::Orphaned(_) => {
+                // Nobody will record this container's exit: stop it and record that the
+                // status was lost.
+                signal(9)?;
+                self.wait_stopped(id)?;
+                return Ok(shim::record_lost_exit(&dir)?);
+            }
+        }
         if !grace.is_zero() {
             signal(15)?;
             match shim::wait_for_exit(&dir, grace) {
@@ -216,8 +226,35 @@ impl ContainerManager {
             }
         }
         signal(9)?;
-        // SIGKILL cannot be ignored; the bound only guards against a vanished shim.
-        Ok(shim::wait_for_exit(&dir, Duration::from_secs(10))?)
+        // SIGKILL cannot be ignored; the bound only guards against a shim that died meanwhile.
+        match shim::wait_for_exit(&dir, Duration::from_secs(10)) {
+            Ok(s) => Ok(s),
+            Err(ShimError::Timeout { .. }) if !shim::read_state(&dir)?.shim_alive(&dir) => {
+                self.wait_stopped(id)?;
+                Ok(shim::record_lost_exit(&dir)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits (bounded) until the runtime reports the container stopped or gone.
+    fn wait_stopped(&self, id: &str) -> Result<(), ContainerError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.runtime.state(id) {
+                Ok(s) if s.status == crate::oci::Status::Stopped => return Ok(()),
+                Err(RuntimeError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+                Ok(_) if std::time::Instant::now() >= deadline => {
+                    return Err(ShimError::Timeout {
+                        dir: self.dir(id),
+                        waited: Duration::from_secs(10),
+                    }
+                    .into())
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     /// Removes a container: kills it if it still runs, deletes it from the runtime, unmounts

@@ -4,7 +4,8 @@
 //! OCI-archive tarballs, layer unpacking with OCI whiteouts into per-layer snapshots (overlayfs
 //! lowerdirs) or a copied root filesystem, and image garbage collection. Containers: OCI bundles
 //! from Kubernetes container specs ([`bundle`]), root filesystems over the image's snapshots
-//! ([`rootfs`]), the OCI runtime contract that drives runc, crun, youki or Skiff's built-in
+//! ([`rootfs`]), pod sandboxes that hold a pod's namespaces without a pause container
+//! ([`sandbox`]), the OCI runtime contract that drives runc, crun, youki or Skiff's built-in
 //! runtime through one command line ([`oci`]), and the per-container shim that holds a
 //! container's stdio, writes its CRI log and records its exit so that it outlives the agent
 //! ([`shim`]).
@@ -31,6 +32,7 @@ pub mod quantity;
 pub mod reference;
 pub mod registries;
 pub mod rootfs;
+pub mod sandbox;
 pub mod shim;
 pub mod store;
 pub mod unpack;
@@ -47,6 +49,7 @@ pub use pull::{EndpointError, NoProgress, PullError, PullProgress, Puller};
 pub use reference::{ImageRef, NeverPullError, PullPolicy, ReferenceError};
 pub use registries::{RegistriesConfig, RegistriesError};
 pub use rootfs::{Rootfs, RootfsError, RootfsKind, RootfsMode};
+pub use sandbox::{PodSandbox, SandboxError, SandboxOptions};
 pub use shim::{Adoption, ShimConfig, ShimError, ShimState, ShimStatus};
 pub use store::{ImageRecord, ImageStore, LayerRecord, PruneReport, StoreError};
 pub use unpack::{apply_layer, UnpackError, UnpackOptions, WhiteoutMode};

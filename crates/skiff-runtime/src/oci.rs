@@ -208,6 +208,15 @@ pub fn cgroup_v2_host() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
+/// The capabilities this process may grant (its bounding set from `/proc/self/status`, a
+/// bit per capability), for [`crate::bundle::PodContext::host_capabilities`]: a runtime
+/// cannot give a container more than it has itself.
+pub fn host_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
 /// An OCI runtime with its state directory (`--root`).
 #[derive(Clone, Debug)]
 pub struct OciRuntime {
@@ -251,6 +260,13 @@ impl OciRuntime {
         &self.root
     }
 
+    fn spawn_err(&self) -> impl FnOnce(io::Error) -> RuntimeError + '_ {
+        move |source| RuntimeError::Spawn {
+            program: self.program().to_path_buf(),
+            source,
+        }
+    }
+
     fn name(&self) -> String {
         self.selector.to_string()
     }
@@ -277,10 +293,7 @@ impl OciRuntime {
         validate_id(id)?;
         let mut c = self.command();
         c.arg(command).args(args).arg(id).stdin(Stdio::null());
-        let out = c.output().map_err(|source| RuntimeError::Spawn {
-            program: self.program().to_path_buf(),
-            source,
-        })?;
+        let out = c.output().map_err(self.spawn_err())?;
         if out.status.success() {
             return Ok(out.stdout);
         }
@@ -351,10 +364,7 @@ impl OciRuntime {
             .stdin(stdio.stdin.unwrap_or_else(Stdio::null))
             .stdout(stdio.stdout.unwrap_or_else(Stdio::null))
             .stderr(stdio.stderr.unwrap_or_else(Stdio::null));
-        let status = c.status().map_err(|source| RuntimeError::Spawn {
-            program: self.program().to_path_buf(),
-            source,
-        })?;
+        let status = c.status().map_err(self.spawn_err())?;
         if status.success() {
             return Ok(());
         }
@@ -408,10 +418,7 @@ impl OciRuntime {
             .stdin(stdio.stdin.unwrap_or_else(Stdio::null))
             .stdout(stdio.stdout.unwrap_or_else(Stdio::null))
             .stderr(stdio.stderr.unwrap_or_else(Stdio::null));
-        let status = c.status().map_err(|source| RuntimeError::Spawn {
-            program: self.program().to_path_buf(),
-            source,
-        })?;
+        let status = c.status().map_err(self.spawn_err())?;
         if status.success() {
             return Ok(0);
         }
@@ -445,10 +452,7 @@ impl OciRuntime {
         validate_id(id)?;
         let mut c = self.command();
         c.arg("kill").arg(id).arg(signal.to_string()).stdin(Stdio::null());
-        let out = c.output().map_err(|source| RuntimeError::Spawn {
-            program: self.program().to_path_buf(),
-            source,
-        })?;
+        let out = c.output().map_err(self.spawn_err())?;
         if out.status.success() {
             return Ok(());
         }
@@ -473,10 +477,7 @@ impl OciRuntime {
             .arg("--version")
             .stdin(Stdio::null())
             .output()
-            .map_err(|source| RuntimeError::Spawn {
-                program: self.program().to_path_buf(),
-                source,
-            })?;
+            .map_err(self.spawn_err())?;
         let text = String::from_utf8_lossy(&out.stdout);
         Ok(text.lines().next().unwrap_or_default().trim().to_string())
     }

@@ -171,8 +171,8 @@ pub enum ShimError {
         /// The runtime's or the shim's message.
         message: String,
     },
-    /// The container did not exit in time.
-    #[error("container in {dir} still running after {waited:?}")]
+    /// The container did not start or exit in time.
+    #[error("container in {dir}: no answer after {waited:?}")]
     Timeout {
         /// The container's directory.
         dir: PathBuf,
@@ -189,7 +189,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Shi
     }
 }
 
-/// Writes JSON atomically (temp file + rename in the same directory).
+/// Writes JSON atomically (temp file + rename in the same directory), so a reader never sees
+/// half a file. Not fsynced: the state only matters while the machine runs (after a crash of
+/// the machine its containers are gone anyway).
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ShimError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a temp file in", dir))?;
@@ -197,7 +199,6 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ShimError> {
         path: path.to_path_buf(),
         source,
     })?;
-    tmp.as_file().sync_all().map_err(io_err("syncing", path))?;
     tmp.persist(path).map_err(|e| io_err("renaming into", path)(e.error))?;
     Ok(())
 }
@@ -256,6 +257,20 @@ pub fn adopt(dir: &Path) -> Result<Adoption, ShimError> {
     })
 }
 
+/// Records that the container in `dir` has stopped without its shim (which was killed): exited,
+/// exit status unknown. For the agent, after it stopped an orphaned container.
+pub fn record_lost_exit(dir: &Path) -> Result<ShimState, ShimError> {
+    let mut s = read_state(dir)?;
+    if matches!(s.status, ShimStatus::Exited | ShimStatus::Failed) {
+        return Ok(s);
+    }
+    s.status = ShimStatus::Exited;
+    s.finished_at = Some(Utc::now());
+    s.error = Some("the container's shim was gone; its exit status is unknown".into());
+    write_json(&state_path(dir), &s)?;
+    Ok(s)
+}
+
 /// The launcher's one-line report.
 #[derive(Debug, Serialize, Deserialize)]
 struct Report {
@@ -266,24 +281,55 @@ struct Report {
     error: Option<String>,
 }
 
+/// How long [`spawn`] waits for a container to start (the kubelet's default
+/// `--runtime-request-timeout`).
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Starts a shim for `cfg` with its files in `dir` (created), using the `skiff` binary `exe`
-/// (`/proc/self/exe` in the agent). Returns once the container runs (or failed to start). The
-/// shim is detached: it is not the caller's child by then, and survives the caller.
+/// (`/proc/self/exe` in the agent). Returns once the container runs (or failed to start), at
+/// most after [`START_TIMEOUT`]. The shim is detached: it is not the caller's child by then,
+/// and survives the caller.
 pub fn spawn(exe: &Path, dir: &Path, cfg: &ShimConfig) -> Result<ShimState, ShimError> {
+    spawn_with_timeout(exe, dir, cfg, START_TIMEOUT)
+}
+
+/// [`spawn`] with a bound of its own. On [`ShimError::Timeout`] the shim may still bring the
+/// container up later: the caller should remove it (`delete --force`).
+pub fn spawn_with_timeout(exe: &Path, dir: &Path, cfg: &ShimConfig, timeout: Duration) -> Result<ShimState, ShimError> {
     crate::oci::validate_id(&cfg.id).map_err(|e| ShimError::Start {
         id: cfg.id.clone(),
         message: e.to_string(),
     })?;
     fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
     write_json(&dir.join("shim.json"), cfg)?;
-    let out = Command::new(exe)
+    let child = Command::new(exe)
         .arg("shim")
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .map_err(io_err("running", exe))?;
+    let launcher = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(out) => out.map_err(io_err("running", exe))?,
+        Err(_) => {
+            // The launcher only relays; ending it leaves the daemon (if any) to the caller's
+            // clean-up. Its waiting thread then reaps it.
+            if let Some(pid) = i32::try_from(launcher).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            return Err(ShimError::Timeout {
+                dir: dir.to_path_buf(),
+                waited: timeout,
+            });
+        }
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     match serde_json::from_str::<Report>(text.trim()) {
         Ok(Report {
@@ -543,6 +589,7 @@ fn run_daemon(dir: &Path) -> ExitCode {
     }
 
     let exit = wait_init(pid);
+    let finished = Utc::now();
     // Let the pumps write what the container wrote last.
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     for _ in 0..2 {
@@ -552,7 +599,7 @@ fn run_daemon(dir: &Path) -> ExitCode {
         }
     }
     reap_all();
-    state.finished_at = Some(Utc::now());
+    state.finished_at = Some(finished);
     match exit {
         Ok(Exit::Code(c)) => state.exit_code = Some(c),
         Ok(Exit::Signal(s)) => {
@@ -679,11 +726,43 @@ mod tests {
         s.pid = Some(1 << 23);
         write_json(&state_path(dir.path()), &s).expect("write");
         assert_eq!(adopt(dir.path()).expect("adopt"), Adoption::Orphaned(s.clone()));
+        let lost = record_lost_exit(dir.path()).expect("record");
+        assert_eq!((lost.status, lost.exit_code), (ShimStatus::Exited, None));
+        assert!(lost.error.is_some() && lost.finished_at.is_some());
+        assert_eq!(record_lost_exit(dir.path()).expect("again"), lost, "recorded once");
         s.status = ShimStatus::Exited;
         s.exit_code = Some(0);
         write_json(&state_path(dir.path()), &s).expect("write");
         assert_eq!(adopt(dir.path()).expect("adopt"), Adoption::Finished(s));
         assert!(matches!(adopt(&dir.path().join("none")), Err(ShimError::Io { .. })));
+    }
+
+    #[test]
+    fn a_hanging_start_times_out() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let exe = dir.path().join("hangs");
+        fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").expect("script");
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let cfg = ShimConfig {
+            id: "slow".into(),
+            bundle: dir.path().into(),
+            runtime: RuntimeSelector::default(),
+            runtime_root: dir.path().into(),
+            log_path: dir.path().join("log"),
+            log_max_size: 1,
+            log_max_files: 1,
+        };
+        let t = Instant::now();
+        let r = spawn_with_timeout(&exe, &dir.path().join("c"), &cfg, Duration::from_millis(200));
+        assert!(matches!(r, Err(ShimError::Timeout { .. })), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // A launcher that prints no report is an error with its stderr.
+        fs::write(&exe, "#!/bin/sh\necho broken >&2\nexit 1\n").expect("script");
+        match spawn(&exe, &dir.path().join("c"), &cfg) {
+            Err(ShimError::Start { message, .. }) => assert!(message.contains("broken"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

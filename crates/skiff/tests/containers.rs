@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, ResourceRequirements, SecurityContext};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use skiff_runtime::bundle::{self, ContainerInput, NamespaceMode, PodContext};
+use oci_spec::runtime::Mount;
+use skiff_runtime::bundle::{self, ContainerInput, PodContext};
 use skiff_runtime::oci::{OciRuntime, RuntimeSelector, Status};
 use skiff_runtime::shim::{self, log::parse, ShimConfig, ShimState, ShimStatus};
 use skiff_runtime::testing::{self, layer, Compression, ManifestKind};
@@ -41,7 +42,7 @@ fn in_private_mount_ns(name: &str) -> bool {
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--"])
         .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(IN_NS, "1")
         .output()
         .expect("unshare (util-linux)");
@@ -136,6 +137,21 @@ impl Node {
     }
 
     fn prepare_with(&self, id: &str, c: &Container, pod: &PodContext, mode: rootfs::RootfsMode) -> Prepared<'_> {
+        self.prepare_full(id, c, pod, mode, vec![])
+    }
+
+    fn prepare_mounts(&self, id: &str, c: &Container, pod: &PodContext, mounts: Vec<Mount>) -> Prepared<'_> {
+        self.prepare_full(id, c, pod, rootfs::RootfsMode::Overlay, mounts)
+    }
+
+    fn prepare_full(
+        &self,
+        id: &str,
+        c: &Container,
+        pod: &PodContext,
+        mode: rootfs::RootfsMode,
+        mounts: Vec<Mount>,
+    ) -> Prepared<'_> {
         let dir = self.data.path().join("containers").join(id);
         let root = rootfs::prepare(&self.store, &self.image, &dir, mode).expect("rootfs");
         let want = match mode {
@@ -157,7 +173,7 @@ impl Node {
             pod,
             env,
             rootfs: root.path.clone(),
-            mounts: vec![],
+            mounts,
             cgroups_path: format!("{}/{id}", self.cgroup_parent),
             passwd,
             group,
@@ -253,6 +269,7 @@ impl Drop for Prepared<'_> {
 fn pod() -> PodContext {
     PodContext {
         hostname: Some("test-pod".into()),
+        host_capabilities: skiff_runtime::oci::host_capabilities(),
         ..Default::default()
     }
 }
@@ -538,6 +555,42 @@ fn manager_stops_gracefully_and_removes(runtime: &str) {
         "SIGKILL after the grace period: {stubborn:?}"
     );
     println!("{runtime}: stop took {polite:?} (exits on SIGTERM) and {stubborn:?} (ignores it, 2 s grace)");
+    // A container whose shim was killed: stop still ends it and records the lost status.
+    start("orphan", "echo ready; while true; do sleep 1; done").expect("start");
+    ready("orphan");
+    let st = manager.state("orphan").expect("state");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(st.shim_pid).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill the shim");
+    eventually("the shim to go", || !st.shim_alive(&manager.dir("orphan")));
+    assert!(matches!(
+        shim::adopt(&manager.dir("orphan")),
+        Ok(shim::Adoption::Orphaned(_))
+    ));
+    let s = manager.stop("orphan", Duration::from_secs(1)).expect("stop an orphan");
+    assert_eq!((s.status, s.exit_code), (ShimStatus::Exited, None));
+    assert!(!pid_alive(st.pid.expect("pid")));
+    manager.remove("orphan").expect("remove");
+    // After a reboot: the state says running, the shim and the runtime's state are gone.
+    start("rebooted", "echo ready; while true; do sleep 1; done").expect("start");
+    ready("rebooted");
+    let st = manager.state("rebooted").expect("state");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(st.shim_pid).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill the shim");
+    manager
+        .runtime()
+        .delete("rebooted", true)
+        .expect("forget the container");
+    let s = manager
+        .stop("rebooted", Duration::from_secs(1))
+        .expect("stop after a reboot");
+    assert_eq!((s.status, s.exit_code), (ShimStatus::Exited, None));
+    manager.remove("rebooted").expect("remove");
     // Stopping again is fine; listing finds both, finished.
     manager.stop("polite", Duration::from_secs(1)).expect("stop again");
     let listed = manager.list().expect("list");
@@ -633,6 +686,105 @@ fn exec_runs_as_the_container(runtime: &str) {
         ),
         "exec in a stopped container: {code:?}"
     );
+}
+
+fn capabilities_reach_the_process(runtime: &str) {
+    let node = Node::new(runtime);
+    let status_of = |id: &str, sc: Option<SecurityContext>| {
+        let mut c = sh(id, "cat /proc/self/status");
+        c.security_context = sc;
+        let (p, _, _) = node.run(id, &c);
+        assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
+        let field = |name: &str| {
+            p.stdout()
+                .iter()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no {name} in {:?}", p.log()))
+        };
+        (field("CapEff:"), field("CapBnd:"), field("NoNewPrivs:"))
+    };
+    // Kubernetes' (containerd's) default set: the well-known a80425fb.
+    assert_eq!(
+        status_of("caps-default", None),
+        ("00000000a80425fb".into(), "00000000a80425fb".into(), "0".into())
+    );
+    let narrowed = status_of(
+        "caps-narrow",
+        Some(SecurityContext {
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+                add: Some(vec!["NET_BIND_SERVICE".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        narrowed,
+        ("0000000000000400".into(), "0000000000000400".into(), "1".into())
+    );
+    // Privileged: every capability the host has.
+    let host_bounding = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .expect("CapBnd");
+    let privileged = status_of(
+        "caps-privileged",
+        Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        }),
+    );
+    assert_eq!((privileged.0, privileged.1), (host_bounding.clone(), host_bounding));
+}
+
+fn cgroup_limits_are_applied(runtime: &str) {
+    let node = Node::new(runtime);
+    let mut c = sh("limited", "echo ready; while true; do sleep 1; done");
+    c.resources = Some(ResourceRequirements {
+        requests: Some([("cpu".to_string(), Quantity("250m".into()))].into()),
+        limits: Some(
+            [
+                ("cpu".to_string(), Quantity("500m".into())),
+                ("memory".to_string(), Quantity("64Mi".into())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    let mut pod = pod();
+    pod.pids_limit = Some(64);
+    let p = node.prepare("limited", &c, &pod);
+    shim::spawn(Path::new(SKIFF), &p.dir, &p.shim_config()).expect("start");
+    eventually("ready", || p.stdout().contains(&"ready".to_string()));
+    let cg = format!("{}/limited", node.cgroup_parent.trim_start_matches('/'));
+    let read = |rel: String| {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(&rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .trim()
+            .to_string()
+    };
+    if skiff_runtime::oci::cgroup_v2_host() {
+        assert_eq!(read(format!("{cg}/cpu.max")), "50000 100000");
+        assert_eq!(read(format!("{cg}/memory.max")), (64u64 << 20).to_string());
+        assert_eq!(read(format!("{cg}/pids.max")), "64");
+    } else {
+        assert_eq!(read(format!("cpu/{cg}/cpu.shares")), "256");
+        assert_eq!(read(format!("cpu/{cg}/cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(format!("cpu/{cg}/cpu.cfs_period_us")), "100000");
+        assert_eq!(
+            read(format!("memory/{cg}/memory.limit_in_bytes")),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read(format!("pids/{cg}/pids.max")), "64");
+        let procs = read(format!("memory/{cg}/cgroup.procs"));
+        let init = shim::read_state(&p.dir).expect("state").pid.expect("pid");
+        assert!(
+            procs.lines().any(|l| l == init.to_string()),
+            "init in its cgroup: {procs}"
+        );
+    }
 }
 
 fn memory_limit_oom_is_recorded(runtime: &str) {
@@ -741,43 +893,86 @@ fn bad_bundles_fail_cleanly(runtime: &str) {
 
 fn pod_containers_share_joined_namespaces(runtime: &str) {
     let node = Node::new(runtime);
-    // A sandbox without a pause container: namespaces bind-mounted to files.
-    let ns_dir = node.data.path().join("sandbox");
-    std::fs::create_dir_all(&ns_dir).expect("mkdir");
-    for n in ["net", "ipc", "uts"] {
-        std::fs::write(ns_dir.join(n), b"").expect("ns file");
-    }
-    let status = Command::new("unshare")
-        .arg(format!("--net={}", ns_dir.join("net").display()))
-        .arg(format!("--ipc={}", ns_dir.join("ipc").display()))
-        .arg(format!("--uts={}", ns_dir.join("uts").display()))
-        .args(["hostname", "sandbox-host"])
-        .status()
-        .expect("unshare");
-    assert!(status.success());
-    let pod = PodContext {
-        hostname: Some("ignored".into()),
-        network: NamespaceMode::Join(ns_dir.join("net")),
-        ipc: NamespaceMode::Join(ns_dir.join("ipc")),
-        uts: NamespaceMode::Join(ns_dir.join("uts")),
-        ..Default::default()
-    };
-    let script = "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; cat /proc/sys/kernel/hostname";
+    // A sandbox without a pause container: the pod's namespaces held by bind mounts.
+    let sandbox_dir = node.data.path().join("sandbox");
+    let sandbox = skiff_runtime::PodSandbox::create(
+        &sandbox_dir,
+        &skiff_runtime::SandboxOptions {
+            network: true,
+            ipc: true,
+            hostname: Some("sandbox-host".into()),
+        },
+    )
+    .expect("sandbox");
+    assert!(sandbox.network.is_some() && sandbox.ipc.is_some() && sandbox.uts.is_some());
+    assert_eq!(
+        skiff_runtime::PodSandbox::open(&sandbox_dir),
+        sandbox,
+        "found again after a restart"
+    );
+    let mut pod = pod();
+    sandbox.apply(&mut pod);
+    // The first container leaves a file in /dev/shm; the second sees it.
+    let script =
+        "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; cat /proc/sys/kernel/hostname; echo $HOSTNAME; \
+                  cat /dev/shm/note 2>/dev/null || echo none; echo shared > /dev/shm/note";
     let mut outputs = Vec::new();
     for id in ["share-a", "share-b"] {
-        let p = node.prepare(id, &sh(id, script), &pod);
+        let p = node.prepare_mounts(id, &sh(id, script), &pod, sandbox.shm_mount().into_iter().collect());
         shim::spawn(Path::new(SKIFF), &p.dir, &p.shim_config()).expect("start");
         assert_eq!(p.wait().exit_code, Some(0), "{:?}", p.log());
         outputs.push(p.stdout());
     }
-    assert_eq!(outputs[0], outputs[1]);
-    assert_eq!(outputs[0].len(), 3);
-    assert_eq!(outputs[0][2], "sandbox-host");
-    let host_net = std::fs::read_link("/proc/self/ns/net").expect("host netns");
-    assert_ne!(outputs[0][0], host_net.display().to_string());
-    for n in ["net", "ipc", "uts"] {
-        let _ = rustix::mount::unmount(ns_dir.join(n), rustix::mount::UnmountFlags::DETACH);
+    assert_eq!(
+        outputs[0][..4],
+        outputs[1][..4],
+        "both containers in the same namespaces"
+    );
+    assert_eq!(
+        (outputs[0][4].as_str(), outputs[1][4].as_str()),
+        ("none", "shared"),
+        "one /dev/shm"
+    );
+    assert!(sandbox_dir.join("shm/note").exists());
+    assert_eq!(outputs[0][2], "sandbox-host", "the sandbox's hostname");
+    assert_eq!(outputs[0][3], "test-pod", "HOSTNAME from the pod");
+    for (i, kind) in ["net", "ipc"].iter().enumerate() {
+        let host = std::fs::read_link(format!("/proc/self/ns/{kind}")).expect("host ns");
+        assert_ne!(
+            outputs[0][i],
+            host.display().to_string(),
+            "not the host's {kind} namespace"
+        );
     }
+    // The test process itself stayed where it was.
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("hostname")
+            .trim(),
+        "sandbox-host"
+    );
+    skiff_runtime::PodSandbox::remove(&sandbox_dir).expect("remove");
+    assert!(!sandbox_dir.exists());
+    skiff_runtime::PodSandbox::remove(&sandbox_dir).expect("idempotent");
+    // hostNetwork: no network or UTS namespace of the pod's own.
+    let host_net = skiff_runtime::PodSandbox::create(
+        &sandbox_dir,
+        &skiff_runtime::SandboxOptions {
+            network: false,
+            ipc: true,
+            hostname: None,
+        },
+    )
+    .expect("host-network sandbox");
+    assert_eq!(
+        (
+            host_net.network.is_none(),
+            host_net.ipc.is_some(),
+            host_net.uts.is_none()
+        ),
+        (true, true, true)
+    );
+    skiff_runtime::PodSandbox::remove(&sandbox_dir).expect("remove");
 }
 
 /// A measurement, not a test (`--ignored`): container start latency per runtime. For each
@@ -849,8 +1044,13 @@ fn helper_agent_process() {
     }
 }
 
+/// Generates, for every runtime, a module with one test per case (`builtin::echo_…`,
+/// `runc::echo_…`), each running the case in its own mount namespace.
 macro_rules! conformance {
-    ($runtime:ident: $($case:ident),* $(,)?) => {
+    (runtimes: [$($runtime:ident),*], cases: $cases:tt) => {
+        $( conformance!(@module $runtime $cases); )*
+    };
+    (@module $runtime:ident [$($case:ident),* $(,)?]) => {
         mod $runtime {
             $(
                 #[test]
@@ -864,30 +1064,21 @@ macro_rules! conformance {
     };
 }
 
-conformance!(builtin:
-    echo_exit_code_and_logs,
-    sigterm_and_sigkill_are_recorded,
-    env_args_working_dir_and_user,
-    read_only_root_refuses_writes,
-    copied_root_and_log_rotation,
-    manager_stops_gracefully_and_removes,
-    exec_runs_as_the_container,
-    memory_limit_oom_is_recorded,
-    survives_the_agent_being_killed,
-    bad_bundles_fail_cleanly,
-    pod_containers_share_joined_namespaces,
-);
-
-conformance!(runc:
-    echo_exit_code_and_logs,
-    sigterm_and_sigkill_are_recorded,
-    env_args_working_dir_and_user,
-    read_only_root_refuses_writes,
-    copied_root_and_log_rotation,
-    manager_stops_gracefully_and_removes,
-    exec_runs_as_the_container,
-    memory_limit_oom_is_recorded,
-    survives_the_agent_being_killed,
-    bad_bundles_fail_cleanly,
-    pod_containers_share_joined_namespaces,
+conformance!(
+    runtimes: [builtin, runc],
+    cases: [
+        echo_exit_code_and_logs,
+        sigterm_and_sigkill_are_recorded,
+        env_args_working_dir_and_user,
+        read_only_root_refuses_writes,
+        copied_root_and_log_rotation,
+        manager_stops_gracefully_and_removes,
+        exec_runs_as_the_container,
+        capabilities_reach_the_process,
+        cgroup_limits_are_applied,
+        memory_limit_oom_is_recorded,
+        survives_the_agent_being_killed,
+        bad_bundles_fail_cleanly,
+        pod_containers_share_joined_namespaces,
+    ]
 );

@@ -250,7 +250,7 @@ fn run_as_non_root_refuses_root() {
 
 fn caps(sc: Option<SecurityContext>) -> Result<Vec<String>, BundleError> {
     let privileged = sc.as_ref().and_then(|s| s.privileged).unwrap_or(false);
-    let mut v: Vec<String> = capabilities("c", sc.as_ref(), privileged)?
+    let mut v: Vec<String> = capabilities("c", sc.as_ref(), privileged, None)?
         .into_iter()
         .map(|c| c.to_string())
         .collect();
@@ -298,6 +298,15 @@ fn capabilities_over_the_default_set() {
         caps(with_caps(&[], &[""])),
         Err(BundleError::BadCapability { .. })
     ));
+    // With the host's mask, "all" is what the host has (here: all but SYS_RESOURCE, bit 24).
+    let mask = 0x1ff_feff_ffff_u64;
+    let host_all = capabilities("c", None, true, Some(mask)).expect("privileged");
+    assert_eq!(host_all.len(), 40);
+    assert!(!host_all.contains(&Capability::SysResource));
+    assert!(host_all.contains(&Capability::SysAdmin));
+    let added = capabilities("c", with_caps(&["ALL"], &[]).as_ref(), false, Some(mask)).expect("add all");
+    assert_eq!(added.len(), 40);
+    assert_eq!(capabilities("c", None, true, Some(0)).expect("none").len(), 0);
 }
 
 fn resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Container {

@@ -185,6 +185,65 @@ pub fn parse(text: &str) -> Vec<LogEntry> {
         .collect()
 }
 
+/// What [`read_logs`] returns (the options of `kubectl logs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Only the last N lines (`--tail`).
+    pub tail: Option<usize>,
+    /// Only lines written at or after this time (`--since`, `--since-time`).
+    pub since: Option<DateTime<Utc>>,
+    /// Prefix each line with its time (`--timestamps`).
+    pub timestamps: bool,
+}
+
+/// The container's output as `kubectl logs` shows it: the rotated files oldest first, then the
+/// current one; partial entries joined into their lines; both streams interleaved in order.
+/// A missing file is no error (no output yet, or rotated away).
+pub fn read_logs(path: &Path, max_files: usize, opts: &ReadOptions) -> io::Result<Vec<u8>> {
+    let mut files: Vec<PathBuf> = (1..max_files.max(1))
+        .rev()
+        .map(|n| LogFile::rotated_path(path, n))
+        .collect();
+    files.push(path.to_path_buf());
+    let mut lines: Vec<(String, Vec<u8>)> = Vec::new();
+    // Pieces of a line per stream until its full entry arrives.
+    let mut pending: [Option<(String, Vec<u8>)>; 2] = [None, None];
+    for f in files {
+        let text = match fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in parse(&text) {
+            let slot = usize::from(e.stream == "stderr");
+            let entry = pending[slot].get_or_insert_with(|| (e.time.clone(), Vec::new()));
+            entry.1.extend_from_slice(e.text.as_bytes());
+            if !e.partial {
+                if let Some(done) = pending[slot].take() {
+                    lines.push(done);
+                }
+            }
+        }
+    }
+    if let Some(since) = opts.since {
+        lines.retain(|(t, _)| DateTime::parse_from_rfc3339(t).is_ok_and(|t| t.with_timezone(&Utc) >= since));
+    }
+    if let Some(n) = opts.tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    let mut out = Vec::new();
+    for (time, text) in lines {
+        if opts.timestamps {
+            out.extend_from_slice(time.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&text);
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +287,48 @@ mod tests {
         let parsed = parse("2026-11-27T17:00:00.123456789Z stdout F a b c\ngarbage\n");
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].text, "a b c");
+    }
+
+    #[test]
+    fn reads_logs_as_kubectl_shows_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("0.log");
+        let mut f = LogFile::open(&path, 120, 3).expect("open");
+        let t = |s: u32| {
+            DateTime::parse_from_rfc3339(&format!("2026-11-27T17:00:{s:02}.000000001Z"))
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        f.write_entry(t(1), Stream::Stdout, false, b"one").expect("write");
+        f.write_entry(t(2), Stream::Stdout, true, b"tw").expect("write");
+        f.write_entry(t(3), Stream::Stderr, false, b"err").expect("write");
+        f.write_entry(t(4), Stream::Stdout, false, b"o").expect("write");
+        f.write_entry(t(5), Stream::Stdout, false, b"three").expect("write");
+        assert!(LogFile::rotated_path(&path, 1).exists(), "spread over rotated files");
+        let all = read_logs(&path, 3, &ReadOptions::default()).expect("read");
+        assert_eq!(String::from_utf8_lossy(&all), "one\nerr\ntwo\nthree\n");
+        let tail = read_logs(
+            &path,
+            3,
+            &ReadOptions {
+                tail: Some(2),
+                ..Default::default()
+            },
+        )
+        .expect("tail");
+        assert_eq!(String::from_utf8_lossy(&tail), "two\nthree\n");
+        let since = ReadOptions {
+            since: Some(t(5)),
+            timestamps: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&read_logs(&path, 3, &since).expect("since")),
+            "2026-11-27T17:00:05.000000001Z three\n"
+        );
+        assert!(read_logs(&dir.path().join("none.log"), 3, &ReadOptions::default())
+            .expect("no file")
+            .is_empty());
     }
 
     #[test]
