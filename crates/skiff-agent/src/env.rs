@@ -5,21 +5,14 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 async fn config_map(client: &Client, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("configmap {name:?}: {e}"))
+    crate::volumes::fetch(client, ns, "configmap", name).await
 }
 
 async fn secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>, String> {
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("secret {name:?}: {e}"))
+    crate::volumes::fetch(client, ns, "secret", name).await
 }
 
 fn secret_text(s: &Secret, key: &str) -> Option<String> {

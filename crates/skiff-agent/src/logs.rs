@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use skiff_client::streams::{LogRequest, LogStream, NodeStreams};
-use skiff_runtime::shim::log::{parse, LogEntry};
+use skiff_runtime::shim::log::{join_lines, parse, Pending};
 use skiff_runtime::{ContainerManager, ShimStatus};
 
 /// The streaming side of this node's agent.
@@ -50,22 +50,8 @@ fn rotated(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Whole lines from CRI entries: (time of the line's last piece, text without newline).
-fn lines(entries: &[LogEntry], pending: &mut Option<(String, String)>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for e in entries {
-        let (_, text) = pending.get_or_insert_with(|| (e.time.clone(), String::new()));
-        text.push_str(&e.text);
-        if !e.partial {
-            if let Some((_, text)) = pending.take() {
-                out.push((e.time.clone(), text));
-            }
-        }
-    }
-    out
-}
-
-fn render(time: &str, text: &str, timestamps: bool) -> String {
+fn render(time: &str, text: &[u8], timestamps: bool) -> String {
+    let text = String::from_utf8_lossy(text);
     if timestamps {
         format!("{time} {text}\n")
     } else {
@@ -75,7 +61,7 @@ fn render(time: &str, text: &str, timestamps: bool) -> String {
 
 /// The log as it is now: every line from the rotated files and the current one, filtered;
 /// and where the current file ends (for `--follow`).
-pub fn read_now(path: &Path, req: &LogRequest) -> (String, u64, Option<(String, String)>) {
+pub fn read_now(path: &Path, req: &LogRequest) -> (String, u64, Pending) {
     let since: Option<DateTime<Utc>> = req
         .since_time
         .as_deref()
@@ -83,7 +69,7 @@ pub fn read_now(path: &Path, req: &LogRequest) -> (String, u64, Option<(String, 
         .map(|t| t.with_timezone(&Utc));
     let mut files: Vec<PathBuf> = (1..64).map(|n| rotated(path, n)).take_while(|p| p.exists()).collect();
     files.reverse();
-    let mut pending = None;
+    let mut pending = Pending::default();
     let mut all = Vec::new();
     let mut end = 0;
     for f in files.iter().chain(std::iter::once(&path.to_path_buf())) {
@@ -92,9 +78,9 @@ pub fn read_now(path: &Path, req: &LogRequest) -> (String, u64, Option<(String, 
             // Only complete lines count; a line being written is picked up by --follow.
             let complete = text.rfind('\n').map_or(0, |i| i + 1);
             end = complete as u64;
-            all.extend(lines(&parse(&text[..complete]), &mut pending));
+            all.extend(join_lines(&parse(&text[..complete]), &mut pending));
         } else {
-            all.extend(lines(&parse(&text), &mut pending));
+            all.extend(join_lines(&parse(&text), &mut pending));
         }
     }
     let keep = |t: &str| {
@@ -104,7 +90,7 @@ pub fn read_now(path: &Path, req: &LogRequest) -> (String, u64, Option<(String, 
                 .unwrap_or(true)
         })
     };
-    let mut chosen: Vec<&(String, String)> = all.iter().filter(|(t, _)| keep(t)).collect();
+    let mut chosen: Vec<&(String, Vec<u8>)> = all.iter().filter(|(t, _)| keep(t)).collect();
     if let Some(n) = req.tail_lines {
         let skip = chosen.len().saturating_sub(n);
         chosen.drain(..skip);
@@ -116,7 +102,7 @@ pub fn read_now(path: &Path, req: &LogRequest) -> (String, u64, Option<(String, 
 struct Follow {
     path: PathBuf,
     offset: u64,
-    pending: Option<(String, String)>,
+    pending: Pending,
     req: LogRequest,
     id: String,
     containers: ContainerManager,
@@ -168,7 +154,7 @@ impl Follow {
         }
         let complete = buf.rfind('\n').map_or(0, |i| i + 1);
         self.offset += complete as u64;
-        lines(&parse(&buf[..complete]), &mut self.pending)
+        join_lines(&parse(&buf[..complete]), &mut self.pending)
             .iter()
             .map(|(t, x)| render(t, x, self.req.timestamps))
             .collect()
@@ -270,12 +256,12 @@ mod tests {
                 ..req()
             },
         );
-        assert_eq!(out, "2026-11-27T10:00:03Z three\n2026-11-27T10:00:04Z four\n");
+        assert_eq!(out, "2026-11-27T10:00:02Z three\n2026-11-27T10:00:04Z four\n");
         let since = LogRequest {
-            since_time: Some("2026-11-27T10:00:02Z".into()),
+            since_time: Some("2026-11-27T10:00:01Z".into()),
             ..req()
         };
-        assert_eq!(read_now(&path, &since).0, "three\nfour\n");
+        assert_eq!(read_now(&path, &since).0, "two\nthree\nfour\n");
         assert_eq!(
             read_now(
                 &path,

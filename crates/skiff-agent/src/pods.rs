@@ -471,6 +471,17 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
     let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
     let mut next = Duration::from_secs(5);
 
+    let pod_ctx = PodCtx {
+        pod,
+        uid: &uid,
+        dir: &dir,
+        netns: &netns,
+        hostname: &hostname,
+        class,
+        node_memory,
+        volumes: &volumes,
+        sandbox: &sandbox,
+    };
     // Init containers, one at a time, each to success.
     let mut initialized = true;
     for c in spec.init_containers.iter().flatten() {
@@ -488,18 +499,7 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
             }
             _ => {
                 initialized = false;
-                let ctx_pod = PodCtx {
-                    pod,
-                    uid: &uid,
-                    dir: &dir,
-                    netns: &netns,
-                    hostname: &hostname,
-                    class,
-                    node_memory,
-                    volumes: &volumes,
-                    sandbox: &sandbox,
-                };
-                next = next.min(start_container(ctx, &ctx_pod, c, st, state.is_some()).await);
+                next = next.min(start_container(ctx, &pod_ctx, c, st, state.is_some()).await);
                 break;
             }
         }
@@ -529,18 +529,7 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
                 },
             };
             if restart {
-                let ctx_pod = PodCtx {
-                    pod,
-                    uid: &uid,
-                    dir: &dir,
-                    netns: &netns,
-                    hostname: &hostname,
-                    class,
-                    node_memory,
-                    volumes: &volumes,
-                    sandbox: &sandbox,
-                };
-                next = next.min(start_container(ctx, &ctx_pod, c, st, state.is_some()).await);
+                next = next.min(start_container(ctx, &pod_ctx, c, st, state.is_some()).await);
             } else if state.as_ref().is_some_and(|s| s.status == ShimStatus::Creating) {
                 next = next.min(Duration::from_millis(500));
             }

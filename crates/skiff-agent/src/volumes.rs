@@ -47,6 +47,43 @@ fn pick(
     }
 }
 
+/// `kind` `name` from the API: `Ok(None)` when it does not exist.
+pub(crate) async fn fetch<K>(client: &Client, ns: &str, kind: &str, name: &str) -> Result<Option<K>, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("{kind} {name:?}: {e}"))
+}
+
+/// The files of a config map or secret source (`data` given by `bytes_of`).
+async fn source_files<K>(
+    client: &Client,
+    ns: &str,
+    (kind, name): (&str, &str),
+    items: Option<&Vec<KeyToPath>>,
+    optional: bool,
+    mode: u32,
+    bytes_of: impl FnOnce(K) -> HashMap<String, Vec<u8>>,
+) -> Result<Files, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match fetch::<K>(client, ns, kind, name).await? {
+        Some(obj) => pick(bytes_of(obj), items, mode, &format!("{kind} {name:?}")),
+        None if optional => Ok(Vec::new()),
+        None => Err(format!("{kind} {name:?} not found")),
+    }
+}
+
 async fn config_map_files(
     client: &Client,
     ns: &str,
@@ -55,8 +92,14 @@ async fn config_map_files(
     optional: bool,
     mode: u32,
 ) -> Result<Files, String> {
-    match Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await {
-        Ok(Some(cm)) => {
+    source_files(
+        client,
+        ns,
+        ("configmap", name),
+        items,
+        optional,
+        mode,
+        |cm: ConfigMap| {
             let mut data: HashMap<String, Vec<u8>> = cm
                 .data
                 .unwrap_or_default()
@@ -64,12 +107,10 @@ async fn config_map_files(
                 .map(|(k, v)| (k, v.into_bytes()))
                 .collect();
             data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-            pick(data, items, mode, &format!("configmap {name:?}"))
-        }
-        Ok(None) if optional => Ok(Vec::new()),
-        Ok(None) => Err(format!("configmap {name:?} not found")),
-        Err(e) => Err(format!("configmap {name:?}: {e}")),
-    }
+            data
+        },
+    )
+    .await
 }
 
 async fn secret_files(
@@ -80,16 +121,10 @@ async fn secret_files(
     optional: bool,
     mode: u32,
 ) -> Result<Files, String> {
-    match Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await {
-        Ok(Some(s)) => {
-            let data: HashMap<String, Vec<u8>> =
-                s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-            pick(data, items, mode, &format!("secret {name:?}"))
-        }
-        Ok(None) if optional => Ok(Vec::new()),
-        Ok(None) => Err(format!("secret {name:?} not found")),
-        Err(e) => Err(format!("secret {name:?}: {e}")),
-    }
+    source_files(client, ns, ("secret", name), items, optional, mode, |s: Secret| {
+        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+    })
+    .await
 }
 
 fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: u32) -> Result<Files, String> {

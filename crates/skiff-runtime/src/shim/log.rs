@@ -196,6 +196,27 @@ pub struct ReadOptions {
     pub timestamps: bool,
 }
 
+/// Pieces of a line per stream (stdout, stderr) until the entry that ends it arrives.
+pub type Pending = [Option<(String, Vec<u8>)>; 2];
+
+/// Whole lines from CRI entries, as (time of the line's first piece, text): pieces of long
+/// lines joined per stream. `pending` carries unfinished lines from one call to the next (a
+/// reader following a growing file).
+pub fn join_lines(entries: &[LogEntry], pending: &mut Pending) -> Vec<(String, Vec<u8>)> {
+    let mut lines = Vec::new();
+    for e in entries {
+        let slot = usize::from(e.stream == "stderr");
+        let entry = pending[slot].get_or_insert_with(|| (e.time.clone(), Vec::new()));
+        entry.1.extend_from_slice(e.text.as_bytes());
+        if !e.partial {
+            if let Some(done) = pending[slot].take() {
+                lines.push(done);
+            }
+        }
+    }
+    lines
+}
+
 /// The container's output as `kubectl logs` shows it: the rotated files oldest first, then the
 /// current one; partial entries joined into their lines; both streams interleaved in order.
 /// A missing file is no error (no output yet, or rotated away).
@@ -206,24 +227,14 @@ pub fn read_logs(path: &Path, max_files: usize, opts: &ReadOptions) -> io::Resul
         .collect();
     files.push(path.to_path_buf());
     let mut lines: Vec<(String, Vec<u8>)> = Vec::new();
-    // Pieces of a line per stream until its full entry arrives.
-    let mut pending: [Option<(String, Vec<u8>)>; 2] = [None, None];
+    let mut pending = Pending::default();
     for f in files {
         let text = match fs::read_to_string(&f) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        for e in parse(&text) {
-            let slot = usize::from(e.stream == "stderr");
-            let entry = pending[slot].get_or_insert_with(|| (e.time.clone(), Vec::new()));
-            entry.1.extend_from_slice(e.text.as_bytes());
-            if !e.partial {
-                if let Some(done) = pending[slot].take() {
-                    lines.push(done);
-                }
-            }
-        }
+        lines.extend(join_lines(&parse(&text), &mut pending));
     }
     if let Some(since) = opts.since {
         lines.retain(|(t, _)| DateTime::parse_from_rfc3339(t).is_ok_and(|t| t.with_timezone(&Utc) >= since));
