@@ -56,11 +56,11 @@ fn inside_namespaces(test: &str) -> bool {
 }
 
 /// busybox with the applets the pods use, and a page for httpd.
-fn import_test_image(agent_dir: &Path) {
+fn test_image() -> testing::TestImage {
     let base = layer(|l| {
         l.dir("bin", 0o755).busybox("bin/busybox");
         for a in [
-            "sh", "httpd", "sleep", "cat", "echo", "env", "hostname", "ls", "trap", "true",
+            "sh", "httpd", "sleep", "cat", "echo", "env", "hostname", "ls", "touch", "rm", "grep", "head", "tr", "true",
         ] {
             l.symlink(&format!("bin/{a}"), "busybox");
         }
@@ -71,11 +71,15 @@ fn import_test_image(agent_dir: &Path) {
             .dir("srv", 0o755)
             .file("srv/index.html", b"hello from a skiff pod\n", 0o644);
     });
-    let img = testing::image(
+    testing::image(
         ManifestKind::Oci,
         &Platform::host().architecture,
         &[(base, Compression::Gzip)],
-    );
+    )
+}
+
+fn import_test_image(agent_dir: &Path) {
+    let img = test_image();
     let archive = agent_dir.join("image.tar");
     std::fs::create_dir_all(agent_dir).expect("agent dir");
     testing::write_oci_archive(&archive, &[(IMAGE, &img)]);
@@ -375,4 +379,223 @@ fn pods_run_as_containers_on_the_pod_network() {
         .collect();
     want.sort();
     assert_eq!(netns, want, "a network namespace for each running pod only");
+}
+
+/// The container PIDs of a pod's containers, from the shims' records on disk.
+fn container_pids(agent_dir: &Path, uid: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(agent_dir.join("containers"))
+        .expect("containers dir")
+        .flatten()
+    {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if !id.starts_with(uid) {
+            continue;
+        }
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(e.path().join("state.json")).expect("state")).expect("json");
+        out.push((id, state["pid"].as_i64().expect("pid")));
+    }
+    out.sort();
+    out
+}
+
+/// How long `kubectl delete pod NAME` takes.
+fn timed_delete(k: &Kubectl, pod: &str) -> Duration {
+    let t = Instant::now();
+    k.ok(&["delete", "pod", pod, "--timeout=60s"]);
+    t.elapsed()
+}
+
+#[test]
+fn pulls_through_a_mirror_and_keeps_pods_across_agent_restarts() {
+    if !inside_namespaces("pulls_through_a_mirror_and_keeps_pods_across_agent_restarts") {
+        return;
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip (iproute2)");
+    assert!(up.success());
+    // A registry on loopback serves busybox as docker.io/library/busybox:1.36 through a
+    // registries.yaml mirror; nothing is imported beforehand.
+    let registry = testing::Registry::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_dir = dir.path().join("agent");
+    let img = test_image();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(registry.push("library/busybox", "1.36", &img));
+    let registries = dir.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!(
+            "mirrors:\n  docker.io:\n    endpoint:\n      - http://{}\n",
+            registry.addr
+        ),
+    )
+    .expect("registries.yaml");
+    let run_dir = dir.path().join("run");
+    let flags = [
+        "--node-name",
+        "test-node",
+        "--node-ip",
+        "127.0.0.1",
+        "--run-dir",
+        run_dir.to_str().expect("path"),
+        "--private-registry",
+        registries.to_str().expect("path"),
+    ];
+    let server = SkiffServer::start_with_agent(dir, &flags);
+    let k = Kubectl::new("1.33", &server);
+    wait_for(60, "the node to be Ready", || {
+        let row = k.ok(&["get", "nodes", "--no-headers"]);
+        row.contains(" Ready ").then_some(row)
+    });
+
+    // Pulled through the mirror; the pull secret nobody created is a warning, not a failure.
+    k.ok(&["create", "configmap", "greet", "--from-literal=greeting=v1"]);
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulled"},
+      "spec": {"imagePullSecrets": [{"name": "huoban-harbor"}], "terminationGracePeriodSeconds": 1,
+        "volumes": [{"name": "cfg", "configMap": {"name": "greet"}}],
+        "containers": [{"name": "main", "image": "busybox:1.36",
+          "command": ["sh", "-c", "while true; do cat /cfg/greeting; echo; sleep 0.5; done"],
+          "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}]}}"#;
+    k.ok_stdin(&["apply", "-f", "-"], pod);
+    k.ok(&["wait", "--for=condition=Ready", "pod/pulled", "--timeout=90s"]);
+    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=pulled"]);
+    assert!(events.contains("FailedToRetrieveImagePullSecret"), "{events}");
+    assert!(events.contains("Pulled"), "{events}");
+    let image_id = jsonpath(&k, "pulled", "{.status.containerStatuses[0].imageID}");
+    assert!(image_id.starts_with("docker.io/library/busybox@sha256:"), "{image_id}");
+    // A config map update reaches the running pod's volume.
+    wait_for(30, "v1 in the log", || {
+        k.ok(&["logs", "pulled"]).contains("v1").then_some(String::new())
+    });
+    let cm = k.ok(&[
+        "create",
+        "configmap",
+        "greet",
+        "--from-literal=greeting=v2",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    k.ok_stdin(&["apply", "-f", "-"], &cm);
+    wait_for(30, "the update in the running pod", || {
+        k.ok(&["logs", "pulled", "--tail=2"])
+            .contains("v2")
+            .then_some(String::new())
+    });
+    assert_eq!(
+        jsonpath(&k, "pulled", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+
+    // A container over its memory limit is OOM-killed and says so.
+    let oom = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "oom"},
+      "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox:1.36",
+        "command": ["sh", "-c", "x=$(head -c 268435456 /dev/zero | tr '\\0' a); echo survived"],
+        "resources": {"limits": {"memory": "32Mi"}}}]}}"#;
+    k.ok_stdin(&["apply", "-f", "-"], oom);
+    let reason = wait_for(60, "the OOM kill", || {
+        let r = jsonpath(&k, "oom", "{.status.containerStatuses[0].state.terminated.reason}");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(reason, "OOMKilled");
+    let row = k.ok(&["get", "pod", "oom", "--no-headers"]);
+    assert!(row.contains("OOMKilled"), "{row}");
+
+    // Graceful deletion: a process that ignores SIGTERM holds for the grace period, one that
+    // exits on it goes at once.
+    let stubborn = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stubborn"},
+      "spec": {"terminationGracePeriodSeconds": 5, "containers": [{"name": "main", "image": "busybox:1.36",
+        "command": ["sleep", "3600"]}]}}"#;
+    let polite = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "polite"},
+      "spec": {"terminationGracePeriodSeconds": 5, "containers": [{"name": "main", "image": "busybox:1.36",
+        "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}]}}"#;
+    k.ok_stdin(&["apply", "-f", "-"], stubborn);
+    k.ok_stdin(&["apply", "-f", "-"], polite);
+    k.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/stubborn",
+        "pod/polite",
+        "--timeout=60s",
+    ]);
+    let slow = timed_delete(&k, "stubborn");
+    let fast = timed_delete(&k, "polite");
+    assert!(
+        slow >= Duration::from_millis(4500) && slow < Duration::from_secs(12),
+        "SIGTERM-ignoring pod took {slow:?}"
+    );
+    assert!(fast < Duration::from_millis(2500), "SIGTERM-handling pod took {fast:?}");
+
+    // Ten pods survive a kill -9 of the agent: same containers, same PIDs, none restarted.
+    k.ok(&[
+        "create",
+        "deployment",
+        "many",
+        "--image=busybox:1.36",
+        "--replicas=10",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    k.ok(&["rollout", "status", "deployment/many", "--timeout=120s"]);
+    let uids: Vec<String> = k
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=many",
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(uids.len(), 10);
+    let before: Vec<Vec<(String, i64)>> = uids.iter().map(|u| container_pids(&agent_dir, u)).collect();
+    assert!(before.iter().all(|p| p.len() == 1), "{before:?}");
+    let dir = server.kill9();
+    let server = SkiffServer::start_with_agent(dir, &flags);
+    let k = Kubectl::new("1.33", &server);
+    wait_for(60, "the node Ready again", || {
+        let row = k.ok(&["get", "nodes", "--no-headers"]);
+        row.contains(" Ready ").then_some(row)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let after: Vec<Vec<(String, i64)>> = uids.iter().map(|u| container_pids(&agent_dir, u)).collect();
+    assert_eq!(before, after, "the same containers with the same PIDs");
+    for pids in &after {
+        assert!(
+            Path::new(&format!("/proc/{}", pids[0].1)).exists(),
+            "container process {} alive",
+            pids[0].1
+        );
+    }
+    let restarts = k.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=many",
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[0].restartCount}",
+    ]);
+    assert_eq!(
+        restarts.split_whitespace().filter(|r| *r == "0").count(),
+        10,
+        "{restarts}"
+    );
+    let ready = k.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=many",
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[0].ready}",
+    ]);
+    assert_eq!(ready.split_whitespace().filter(|r| *r == "true").count(), 10, "{ready}");
+    drop(registry);
 }
