@@ -303,6 +303,44 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
         .map(|l| l.id)
         .filter(|id| id.starts_with(&prefix))
         .collect();
+    // preStop hooks of running containers first, all at once, within the grace period; the
+    // rest of it is SIGTERM's.
+    let started = Instant::now();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut hooks = Vec::new();
+    for id in &ids {
+        let Some(c) = spec.containers.iter().find(|c| {
+            id.strip_prefix(&prefix)
+                .and_then(|rest| rest.rsplit_once('-'))
+                .is_some_and(|(name, _)| name == c.name)
+        }) else {
+            continue;
+        };
+        let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+            continue;
+        };
+        let running = ctx.containers.state(id).is_ok_and(|s| s.status == ShimStatus::Running);
+        if !running || grace.is_zero() {
+            continue;
+        }
+        let (ctx, id, c, pod_ip, pod) = (ctx.clone(), id.clone(), c.clone(), st.pod_ip, pod.clone());
+        hooks.push(tokio::spawn(async move {
+            if let Err(e) = probes::run_hook(&ctx.containers, &id, &c, &hook, pod_ip, grace).await {
+                event(
+                    &ctx.client,
+                    &pod,
+                    "Warning",
+                    "FailedPreStopHook",
+                    &format!("PreStopHook failed: {e}"),
+                )
+                .await;
+            }
+        }));
+    }
+    for h in hooks {
+        let _ = h.await;
+    }
+    let grace = grace.saturating_sub(started.elapsed());
     let mut stops = Vec::new();
     for id in ids {
         let c = ctx.clone();
@@ -854,6 +892,25 @@ async fn start_container(
             if attempt >= 2 {
                 let (c3, old) = (ctx.clone(), container_id(p.uid, &c.name, attempt - 2));
                 let _ = blocking(move || c3.containers.remove(&old)).await;
+            }
+            // postStart runs before the container counts as started; if it fails the
+            // container is killed and restarted per restartPolicy.
+            if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+                if let Err(e) =
+                    probes::run_hook(&ctx.containers, &id, c, &hook, st.pod_ip, Duration::from_secs(30)).await
+                {
+                    event(
+                        &ctx.client,
+                        p.pod,
+                        "Warning",
+                        "FailedPostStartHook",
+                        &format!("PostStartHook failed: {e}"),
+                    )
+                    .await;
+                    let (c2, id2) = (ctx.clone(), id.clone());
+                    let _ = blocking(move || c2.containers.stop(&id2, Duration::ZERO)).await;
+                    return Duration::from_millis(100);
+                }
             }
             event(
                 &ctx.client,

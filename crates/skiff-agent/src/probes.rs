@@ -195,6 +195,30 @@ pub async fn run(
     }
 }
 
+/// Run a lifecycle hook (`postStart`, `preStop`) of container `c`, bounded by `limit`: exec,
+/// httpGet and tcpSocket as a probe runs them, `sleep` as a pause.
+pub async fn run_hook(
+    containers: &ContainerManager,
+    id: &str,
+    c: &Container,
+    hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+    pod_ip: Option<IpAddr>,
+    limit: Duration,
+) -> Result<(), String> {
+    if let Some(s) = &hook.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(limit)).await;
+        return Ok(());
+    }
+    let as_probe = Probe {
+        exec: hook.exec.clone(),
+        http_get: hook.http_get.clone(),
+        tcp_socket: hook.tcp_socket.clone(),
+        timeout_seconds: Some(limit.as_secs().clamp(1, i32::MAX as u64) as i32),
+        ..Default::default()
+    };
+    run(containers, id, c, &as_probe, pod_ip).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -531,6 +531,31 @@ fn pulls_through_a_mirror_and_keeps_pods_across_agent_restarts() {
     );
     assert!(fast < Duration::from_millis(2500), "SIGTERM-handling pod took {fast:?}");
 
+    // Lifecycle hooks: postStart runs in the container before it counts as started, preStop
+    // runs before SIGTERM (it writes to a hostPath the test reads).
+    let hooks_dir = tempfile::tempdir().expect("tempdir");
+    let hooks = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "hooks"}},
+      "spec": {{"terminationGracePeriodSeconds": 5,
+        "volumes": [{{"name": "out", "hostPath": {{"path": "{}"}}}}],
+        "containers": [{{"name": "main", "image": "busybox:1.36",
+          "command": ["sh", "-c", "sleep 1; cat /tmp/poststart; trap 'exit 0' TERM; while true; do sleep 0.1; done"],
+          "volumeMounts": [{{"name": "out", "mountPath": "/out"}}],
+          "lifecycle": {{"postStart": {{"exec": {{"command": ["sh", "-c", "echo started-hook > /tmp/poststart"]}}}},
+                        "preStop": {{"exec": {{"command": ["sh", "-c", "echo stopping > /out/prestop"]}}}}}}}}]}}}}"#,
+        hooks_dir.path().display()
+    );
+    k.ok_stdin(&["apply", "-f", "-"], &hooks);
+    k.ok(&["wait", "--for=condition=Ready", "pod/hooks", "--timeout=60s"]);
+    wait_for(30, "the postStart hook's file", || {
+        k.ok(&["logs", "hooks"])
+            .contains("started-hook")
+            .then_some(String::new())
+    });
+    k.ok(&["delete", "pod", "hooks", "--timeout=60s"]);
+    let said = std::fs::read_to_string(hooks_dir.path().join("prestop")).expect("the preStop hook ran");
+    assert_eq!(said, "stopping\n");
+
     // Ten pods survive a kill -9 of the agent: same containers, same PIDs, none restarted.
     k.ok(&[
         "create",
