@@ -17,6 +17,13 @@ pub struct Server {
     _dir: tempfile::TempDir,
 }
 
+impl Server {
+    /// The server's data dir (`token`, `tls/ca.crt`).
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
