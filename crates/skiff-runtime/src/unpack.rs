@@ -4,6 +4,7 @@
 //! symlinks met on the way are followed as if the target were `/` (an absolute link points at
 //! the target's root, never the host's), so no entry can write outside the target.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -363,6 +364,21 @@ fn copy_up(src: &Path, dst: &Path, privileged: bool) -> Result<(), UnpackError> 
     Ok(())
 }
 
+/// The target a link entry names (`what` it is: "symlink", "hard link"; `dst` where it goes);
+/// an archive error when it names none.
+fn link_target<'e, R: Read>(
+    entry: &'e tar::Entry<'_, R>,
+    what: &str,
+    dst: &Path,
+) -> Result<Cow<'e, Path>, UnpackError> {
+    entry
+        .link_name()
+        .map_err(|source| UnpackError::Archive { source })?
+        .ok_or_else(|| UnpackError::Archive {
+            source: io::Error::other(format!("{what} {} has no target", dst.display())),
+        })
+}
+
 /// Removes `p` whatever it is, without following a symlink; absent is fine.
 fn remove_any(p: &Path) -> Result<(), UnpackError> {
     match fs::symlink_metadata(p) {
@@ -436,23 +452,13 @@ impl Applier<'_> {
                 }
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(|source| UnpackError::Archive { source })?
-                    .ok_or_else(|| UnpackError::Archive {
-                        source: io::Error::other(format!("symlink {} has no target", dst.display())),
-                    })?;
+                let target = link_target(entry, "symlink", &dst)?;
                 // Stored verbatim: it is read inside the container, where `/` is the rootfs.
                 symlink(&target, &dst).map_err(IoError::at("creating symlink", &dst))?;
             }
             tar::EntryType::Link => {
                 let raw_target = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
-                let target = entry
-                    .link_name()
-                    .map_err(|source| UnpackError::Archive { source })?
-                    .ok_or_else(|| UnpackError::Archive {
-                        source: io::Error::other(format!("hard link {} has no target", dst.display())),
-                    })?;
+                let target = link_target(entry, "hard link", &dst)?;
                 let tcomps = clean(&target, &raw_target)?;
                 let Some((tname, tparent)) = tcomps.split_last() else {
                     return Err(UnpackError::PathTraversal {
