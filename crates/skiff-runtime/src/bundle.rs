@@ -19,6 +19,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
+use crate::io_error::IoError;
 use crate::quantity;
 
 /// The capabilities a container gets unless its security context says otherwise: Kubernetes'
@@ -241,14 +242,9 @@ pub enum BundleError {
         #[source]
         source: oci_spec::OciSpecError,
     },
-    /// Writing the bundle failed.
-    #[error("writing bundle {path}: {source}")]
-    Io {
-        /// Where.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// Writing the bundle failed (the message reads `writing bundle {path}: {source}`).
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// Builds the OCI runtime spec of one container.
@@ -399,30 +395,25 @@ pub fn exec_process(spec: &Spec, command: Vec<String>, tty: bool) -> Result<oci_
     Ok(p)
 }
 
+/// The operation [`BundleError::Io`] names for reading or writing `config.json` (one wording for
+/// both, as the agent has always shown it).
+const WRITING: &str = "writing bundle";
+
 /// Reads a bundle's `config.json` (for [`exec_process`]).
 pub fn read_config(dir: &Path) -> Result<Spec, BundleError> {
     let path = dir.join("config.json");
-    let bytes = std::fs::read(&path).map_err(|source| BundleError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| BundleError::Io {
-        path,
-        source: io::Error::new(io::ErrorKind::InvalidData, e),
-    })
+    let bytes = std::fs::read(&path).map_err(IoError::at(WRITING, &path))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| IoError::new(WRITING, path, io::Error::new(io::ErrorKind::InvalidData, e)).into())
 }
 
 /// Writes `spec` as `<dir>/config.json` (atomically: a runtime never reads half a file).
 pub fn write_config(dir: &Path, spec: &Spec) -> Result<(), BundleError> {
     let path = dir.join("config.json");
-    let io_err = |source| BundleError::Io {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io_err)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
-    serde_json::to_writer_pretty(tmp.as_file(), spec).map_err(|e| io_err(io::Error::other(e)))?;
-    tmp.persist(&path).map_err(|e| io_err(e.error))?;
+    std::fs::create_dir_all(dir).map_err(IoError::at(WRITING, &path))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(IoError::at(WRITING, &path))?;
+    serde_json::to_writer_pretty(tmp.as_file(), spec).map_err(|e| IoError::new(WRITING, &path, io::Error::other(e)))?;
+    tmp.persist(&path).map_err(IoError::at(WRITING, &path))?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Container;
 use oci_spec::runtime::Mount;
 
 use crate::bundle::{self, BundleError, ContainerInput, PodContext};
+use crate::io_error::IoError;
 use crate::oci::{OciRuntime, RuntimeError, RuntimeSelector};
 use crate::rootfs::{self, RootfsError, RootfsMode};
 use crate::shim::{self, Adoption, ShimConfig, ShimError, ShimState};
@@ -37,15 +38,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     /// A container directory could not be used.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// A container found on disk by [`ContainerManager::list`].
@@ -92,14 +86,6 @@ pub struct ContainerManager {
     pub log_max_files: usize,
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContainerError + 'a {
-    move |source| ContainerError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 impl ContainerManager {
     /// Containers under `<data_dir>/containers`, run by `selector` with its state in
     /// `runtime_root` (e.g. `/run/skiff/runtime`: gone after a reboot, as the containers
@@ -112,7 +98,7 @@ impl ContainerManager {
         exe: &Path,
     ) -> Result<Self, ContainerError> {
         let root = data_dir.join("containers");
-        fs::create_dir_all(&root).map_err(io_err("creating", &root))?;
+        fs::create_dir_all(&root).map_err(IoError::at("creating", &root))?;
         Ok(Self {
             root,
             store,
@@ -274,7 +260,7 @@ impl ContainerManager {
         match fs::remove_dir_all(dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", dir)(e)),
+            Err(e) => Err(IoError::at("removing", dir)(e).into()),
         }
     }
 
@@ -283,8 +269,8 @@ impl ContainerManager {
     /// its shim wrote one) come back as errors to clean up.
     pub fn list(&self) -> Result<Vec<ListedContainer>, ContainerError> {
         let mut out = Vec::new();
-        for e in fs::read_dir(&self.root).map_err(io_err("listing", &self.root))? {
-            let e = e.map_err(io_err("listing", &self.root))?;
+        for e in fs::read_dir(&self.root).map_err(IoError::at("listing", &self.root))? {
+            let e = e.map_err(IoError::at("listing", &self.root))?;
             if !e.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::io_error::IoError;
+
 /// A `sha256:<64 lowercase hex>` digest. Validated, so it is safe to use as a file name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -107,23 +109,8 @@ pub enum ContentError {
         digest: Digest,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContentError + 'a {
-    move |source| ContentError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// The blob store rooted at `<data-dir>/images`.
@@ -137,7 +124,7 @@ impl ContentStore {
     pub fn open(root: &Path) -> Result<Self, ContentError> {
         for d in ["blobs/sha256", "ingest"] {
             let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+            fs::create_dir_all(&p).map_err(IoError::at("creating", &p))?;
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -161,11 +148,7 @@ impl ContentStore {
             if e.kind() == io::ErrorKind::NotFound {
                 ContentError::NotFound { digest: digest.clone() }
             } else {
-                ContentError::Io {
-                    op: "reading",
-                    path: p,
-                    source: e,
-                }
+                ContentError::Io(IoError::new("reading", p, e))
             }
         })
     }
@@ -177,11 +160,7 @@ impl ContentStore {
             if e.kind() == io::ErrorKind::NotFound {
                 ContentError::NotFound { digest: digest.clone() }
             } else {
-                ContentError::Io {
-                    op: "opening",
-                    path: p,
-                    source: e,
-                }
+                ContentError::Io(IoError::new("opening", p, e))
             }
         })
     }
@@ -189,7 +168,7 @@ impl ContentStore {
     /// Stores `bytes`, which must hash to `expected` when it is given; returns the digest.
     pub fn put(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest, ContentError> {
         let mut w = self.writer()?;
-        w.write_all(bytes).map_err(io_err("writing", &self.root))?;
+        w.write_all(bytes).map_err(IoError::at("writing", &self.root))?;
         w.commit(expected, None)
     }
 
@@ -201,14 +180,14 @@ impl ContentStore {
         size: Option<u64>,
     ) -> Result<Digest, ContentError> {
         let mut w = self.writer()?;
-        io::copy(r, &mut w).map_err(io_err("copying into", &self.root))?;
+        io::copy(r, &mut w).map_err(IoError::at("copying into", &self.root))?;
         w.commit(expected, size)
     }
 
     /// A writer into `ingest/`; [`BlobWriter::commit`] verifies and moves it into place.
     pub fn writer(&self) -> Result<BlobWriter, ContentError> {
         let dir = self.root.join("ingest");
-        let file = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("creating a temp file in", &dir))?;
+        let file = tempfile::NamedTempFile::new_in(&dir).map_err(IoError::at("creating a temp file in", &dir))?;
         Ok(BlobWriter {
             file: io::BufWriter::new(file),
             hasher: Sha256::new(),
@@ -221,8 +200,8 @@ impl ContentStore {
     pub fn list(&self) -> Result<Vec<(Digest, u64)>, ContentError> {
         let dir = self.root.join("blobs/sha256");
         let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
-            let e = e.map_err(io_err("listing", &dir))?;
+        for e in fs::read_dir(&dir).map_err(IoError::at("listing", &dir))? {
+            let e = e.map_err(IoError::at("listing", &dir))?;
             let Some(name) = e.file_name().to_str().map(|s| format!("sha256:{s}")) else {
                 continue;
             };
@@ -238,11 +217,7 @@ impl ContentStore {
     pub fn delete(&self, digest: &Digest) -> Result<(), ContentError> {
         let p = self.blob_path(digest);
         match fs::remove_file(&p) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ContentError::Io {
-                op: "removing",
-                path: p,
-                source: e,
-            }),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ContentError::Io(IoError::new("removing", p, e))),
             _ => Ok(()),
         }
     }
@@ -297,17 +272,12 @@ impl BlobWriter {
             }
         }
         let dst = self.store.blob_path(&actual);
-        let tmp = self.file.into_inner().map_err(|e| ContentError::Io {
-            op: "flushing",
-            path: dst.clone(),
-            source: e.into_error(),
-        })?;
-        tmp.as_file().sync_all().map_err(io_err("syncing", &dst))?;
-        tmp.persist(&dst).map_err(|e| ContentError::Io {
-            op: "renaming into",
-            path: dst.clone(),
-            source: e.error,
-        })?;
+        let tmp = self
+            .file
+            .into_inner()
+            .map_err(|e| IoError::new("flushing", &dst, e.into_error()))?;
+        tmp.as_file().sync_all().map_err(IoError::at("syncing", &dst))?;
+        tmp.persist(&dst).map_err(IoError::at("renaming into", &dst))?;
         Ok(actual)
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::content::Digest;
+use crate::io_error::IoError;
 use crate::store::{ImageRecord, ImageStore, PruneReport, StoreError};
 
 /// Thresholds in percent of the filesystem (the kubelet's defaults are 85 and 80).
@@ -134,11 +135,7 @@ pub fn collect_garbage(
     usage: impl Fn(&Path) -> std::io::Result<DiskUsage>,
 ) -> Result<GcReport, StoreError> {
     let root = store.root().to_path_buf();
-    let now = usage(&root).map_err(|source| StoreError::Io {
-        op: "measuring disk usage of",
-        path: root.clone(),
-        source,
-    })?;
+    let now = usage(&root).map_err(IoError::at("measuring disk usage of", &root))?;
     let images = gc_images(&store.list()?, in_use);
     let chosen = select_for_removal(&images, now, policy);
     let mut report = GcReport::default();

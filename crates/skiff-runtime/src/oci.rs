@@ -7,7 +7,7 @@
 //! Calls are synchronous: they spawn the runtime and wait for it. The async agent calls them
 //! from a blocking task; the shim calls them directly.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::io_error::IoError;
 
 /// Which OCI runtime runs containers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,15 +142,8 @@ pub enum RuntimeError {
         source: serde_json::Error,
     },
     /// A file the call needs could not be used.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// A container's status as the runtime reports it.
@@ -342,36 +337,49 @@ impl OciRuntime {
         match std::fs::remove_file(&log) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(RuntimeError::Io {
-                    op: "removing",
-                    path: log,
-                    source,
-                })
-            }
+            Err(source) => return Err(RuntimeError::Io(IoError::new("removing", log, source))),
         }
+        let args = [
+            OsStr::new("--bundle"),
+            bundle.as_os_str(),
+            OsStr::new("--pid-file"),
+            pid_file.as_os_str(),
+        ];
+        let (status, message) = self.run_logged("create", &args, id, stdio, &log)?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(self.failure("create", id, status, message))
+    }
+
+    /// Runs `COMMAND ARGS… ID` with the container's `stdio`, the runtime's own messages going
+    /// to `log` as JSON lines; returns the exit status and, when it failed, the errors the log
+    /// holds (empty if none or unreadable).
+    fn run_logged(
+        &self,
+        command: &'static str,
+        args: &[&OsStr],
+        id: &str,
+        stdio: ContainerStdio,
+        log: &Path,
+    ) -> Result<(ExitStatus, String), RuntimeError> {
         let mut c = self.command();
         c.arg("--log")
-            .arg(&log)
+            .arg(log)
             .arg("--log-format")
             .arg("json")
-            .arg("create")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(pid_file)
+            .arg(command)
+            .args(args)
             .arg(id)
             .stdin(stdio.stdin.unwrap_or_else(Stdio::null))
             .stdout(stdio.stdout.unwrap_or_else(Stdio::null))
             .stderr(stdio.stderr.unwrap_or_else(Stdio::null));
         let status = c.status().map_err(self.spawn_err())?;
         if status.success() {
-            return Ok(());
+            return Ok((status, String::new()));
         }
-        let message = std::fs::read_to_string(&log)
-            .map(|s| log_errors(&s))
-            .unwrap_or_default();
-        Err(self.failure("create", id, status, message))
+        let message = std::fs::read_to_string(log).map(|s| log_errors(&s)).unwrap_or_default();
+        Ok((status, message))
     }
 
     /// `exec --process FILE ID`: runs `process` in the running container with `stdio` and
@@ -388,43 +396,23 @@ impl OciRuntime {
         scratch: &Path,
     ) -> Result<i32, RuntimeError> {
         validate_id(id)?;
-        let io_err = |op: &'static str| {
-            move |source| RuntimeError::Io {
-                op,
-                path: scratch.to_path_buf(),
-                source,
-            }
-        };
         let proc_file = tempfile::Builder::new()
             .prefix(".exec-")
             .suffix(".json")
             .tempfile_in(scratch)
-            .map_err(io_err("creating a temp file in"))?;
-        serde_json::to_writer(proc_file.as_file(), process).map_err(|e| io_err("writing a process to")(e.into()))?;
+            .map_err(IoError::at("creating a temp file in", scratch))?;
+        serde_json::to_writer(proc_file.as_file(), process)
+            .map_err(|e| IoError::new("writing a process to", scratch, e))?;
         let log = tempfile::Builder::new()
             .prefix(".exec-")
             .suffix(".log")
             .tempfile_in(scratch)
-            .map_err(io_err("creating a temp file in"))?;
-        let mut c = self.command();
-        c.arg("--log")
-            .arg(log.path())
-            .arg("--log-format")
-            .arg("json")
-            .arg("exec")
-            .arg("--process")
-            .arg(proc_file.path())
-            .arg(id)
-            .stdin(stdio.stdin.unwrap_or_else(Stdio::null))
-            .stdout(stdio.stdout.unwrap_or_else(Stdio::null))
-            .stderr(stdio.stderr.unwrap_or_else(Stdio::null));
-        let status = c.status().map_err(self.spawn_err())?;
+            .map_err(IoError::at("creating a temp file in", scratch))?;
+        let args = [OsStr::new("--process"), proc_file.path().as_os_str()];
+        let (status, message) = self.run_logged("exec", &args, id, stdio, log.path())?;
         if status.success() {
             return Ok(0);
         }
-        let message = std::fs::read_to_string(log.path())
-            .map(|s| log_errors(&s))
-            .unwrap_or_default();
         match status.code() {
             Some(code) if message.is_empty() => Ok(code),
             _ => Err(self.failure("exec", id, status, message)),

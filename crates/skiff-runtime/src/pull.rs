@@ -12,6 +12,7 @@ use oci_client::secrets::RegistryAuth;
 
 use crate::content::{ContentError, Digest};
 use crate::credentials::{Credential, DockerCredentials};
+use crate::io_error::IoError;
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registries::{Endpoint, RegistriesConfig, Scheme};
@@ -173,11 +174,7 @@ impl Puller {
         let store = self.store.clone();
         let _lock = tokio::task::spawn_blocking(move || store.lock_shared())
             .await
-            .map_err(|e| StoreError::Io {
-                op: "locking",
-                path: self.store.root().to_path_buf(),
-                source: std::io::Error::other(e),
-            })??;
+            .map_err(|e| StoreError::Io(IoError::new("locking", self.store.root(), std::io::Error::other(e))))??;
         let name = reference.to_string();
         let mut attempts = Vec::new();
         for ep in self.registries.endpoints(reference.registry(), reference.repository()) {
@@ -408,11 +405,7 @@ impl Puller {
             })?;
             w.write_all(&chunk).map_err(|e| PullError::Content {
                 reference: name.to_string(),
-                source: ContentError::Io {
-                    op: "writing blob",
-                    path: self.store.content().blob_path(digest),
-                    source: e,
-                },
+                source: ContentError::Io(IoError::new("writing blob", self.store.content().blob_path(digest), e)),
             })?;
             progress.downloaded(digest, chunk.len() as u64);
         }

@@ -8,6 +8,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::io_error::IoError;
 use crate::store::{ImageRecord, ImageStore, StoreError};
 
 /// How a root filesystem was made.
@@ -64,23 +65,8 @@ pub enum RootfsError {
         reason: String,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
-    move |source| RootfsError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// overlayfs' mount data for these lowerdirs (top first), upper and work dir.
@@ -114,7 +100,7 @@ pub fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<
 /// snapshots of layers with whiteouts).
 pub fn prepare(store: &ImageStore, image: &ImageRecord, dir: &Path, mode: RootfsMode) -> Result<Rootfs, RootfsError> {
     let target = dir.join("rootfs");
-    fs::create_dir_all(&target).map_err(io_err("creating", &target))?;
+    fs::create_dir_all(&target).map_err(IoError::at("creating", &target))?;
     if mode != RootfsMode::Copy {
         match mount_overlay(store, image, dir, &target) {
             Ok(()) => {
@@ -141,7 +127,7 @@ fn mount_overlay(store: &ImageStore, image: &ImageRecord, dir: &Path, target: &P
     let upper = dir.join("upper");
     let work = dir.join("work");
     for d in [&upper, &work] {
-        fs::create_dir_all(d).map_err(io_err("creating", d))?;
+        fs::create_dir_all(d).map_err(IoError::at("creating", d))?;
     }
     let data = overlay_options(&lowers, &upper, &work)?;
     let data = std::ffi::CString::new(data).map_err(|e| RootfsError::Options {
@@ -202,18 +188,15 @@ fn unescape_mountinfo(s: &str) -> String {
 pub fn remove(dir: &Path) -> Result<(), RootfsError> {
     let target = dir.join("rootfs");
     if is_mount_point(&target) {
-        rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH).map_err(|e| RootfsError::Io {
-            op: "unmounting",
-            path: target.clone(),
-            source: e.into(),
-        })?;
+        rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH)
+            .map_err(IoError::at("unmounting", &target))?;
     }
     for d in ["rootfs", "upper", "work"] {
         let p = dir.join(d);
         match fs::remove_dir_all(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("removing", &p)(e)),
+            Err(e) => return Err(IoError::at("removing", &p)(e).into()),
         }
     }
     Ok(())

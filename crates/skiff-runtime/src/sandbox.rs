@@ -18,20 +18,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::bundle::{NamespaceMode, PodContext};
+use crate::io_error::IoError;
 
 /// Errors making or removing a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// A step failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The hostname is not one (RFC 1123 label, at most 64 bytes).
     #[error("invalid pod hostname {0:?}")]
     Hostname(String),
@@ -69,14 +63,6 @@ pub const SHM_SIZE: &str = "65536k";
 
 const KINDS: [&str; 3] = ["net", "ipc", "uts"];
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SandboxError + 'a {
-    move |source| SandboxError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 64
@@ -93,7 +79,7 @@ impl PodSandbox {
                 return Err(SandboxError::Hostname(h.clone()));
             }
         }
-        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        fs::create_dir_all(dir).map_err(IoError::at("creating", dir))?;
         let wanted: Vec<&str> = KINDS
             .into_iter()
             .filter(|k| match *k {
@@ -104,7 +90,7 @@ impl PodSandbox {
             .collect();
         for k in &wanted {
             let p = dir.join(k);
-            fs::write(&p, b"").map_err(io_err("creating", &p))?;
+            fs::write(&p, b"").map_err(IoError::at("creating", &p))?;
         }
         let (dir_owned, wanted_owned, hostname) = (
             dir.to_path_buf(),
@@ -114,18 +100,18 @@ impl PodSandbox {
         let made = std::thread::spawn(move || hold_namespaces(&dir_owned, &wanted_owned, hostname.as_deref()))
             .join()
             .unwrap_or_else(|_| {
-                Err(SandboxError::Io {
-                    op: "creating namespaces in",
-                    path: dir.to_path_buf(),
-                    source: io::Error::other("the namespace thread panicked"),
-                })
+                Err(SandboxError::Io(IoError::new(
+                    "creating namespaces in",
+                    dir,
+                    io::Error::other("the namespace thread panicked"),
+                )))
             });
         let shm = made.and_then(|()| {
             if !opts.ipc {
                 return Ok(());
             }
             let shm = dir.join("shm");
-            fs::create_dir_all(&shm).map_err(io_err("creating", &shm))?;
+            fs::create_dir_all(&shm).map_err(IoError::at("creating", &shm))?;
             let data = std::ffi::CString::new(format!("mode=1777,size={SHM_SIZE}")).expect("no NUL in the options");
             use rustix::mount::MountFlags;
             rustix::mount::mount(
@@ -135,7 +121,7 @@ impl PodSandbox {
                 MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
                 data.as_c_str(),
             )
-            .map_err(|e| io_err("mounting the pod's /dev/shm at", &shm)(e.into()))
+            .map_err(|e| IoError::at("mounting the pod's /dev/shm at", &shm)(e).into())
         });
         if let Err(e) = shm {
             let _ = Self::remove(dir);
@@ -185,13 +171,13 @@ impl PodSandbox {
             let p = dir.join(k);
             if crate::rootfs::is_mount_point(&p) {
                 rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH)
-                    .map_err(|e| io_err("unmounting", &p)(e.into()))?;
+                    .map_err(IoError::at("unmounting", &p))?;
             }
         }
         match fs::remove_dir_all(dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", dir)(e)),
+            Err(e) => Err(IoError::at("removing", dir)(e).into()),
         }
     }
 }
@@ -212,14 +198,14 @@ fn hold_namespaces(dir: &Path, kinds: &[String], hostname: Option<&str>) -> Resu
     // NEWUTS are passed: they move this thread alone into new namespaces, and the thread ends
     // right after.
     #[allow(unsafe_code)]
-    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(|e| io_err("unsharing namespaces for", dir)(e.into()))?;
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(IoError::at("unsharing namespaces for", dir))?;
     if let Some(h) = hostname {
-        rustix::system::sethostname(h.as_bytes()).map_err(|e| io_err("setting the hostname of", dir)(e.into()))?;
+        rustix::system::sethostname(h.as_bytes()).map_err(IoError::at("setting the hostname of", dir))?;
     }
     for k in kinds {
         let source = PathBuf::from(format!("/proc/thread-self/ns/{k}"));
         let target = dir.join(k);
-        rustix::mount::mount_bind(&source, &target).map_err(|e| io_err("holding a namespace at", &target)(e.into()))?;
+        rustix::mount::mount_bind(&source, &target).map_err(IoError::at("holding a namespace at", &target))?;
     }
     Ok(())
 }

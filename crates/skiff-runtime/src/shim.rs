@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::io_error::IoError;
 use crate::oci::{ContainerStdio, OciRuntime, RuntimeSelector};
 
 /// Default size at which a container log is rotated (the kubelet's `containerLogMaxSize`).
@@ -146,15 +147,8 @@ impl ShimState {
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
     /// A file of the shim could not be used.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// A state or config file is not what the shim writes.
     #[error("corrupt {path}: {source}")]
     Corrupt {
@@ -181,30 +175,22 @@ pub enum ShimError {
     },
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ShimError + 'a {
-    move |source| ShimError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Writes JSON atomically (temp file + rename in the same directory), so a reader never sees
 /// half a file. Not fsynced: the state only matters while the machine runs (after a crash of
 /// the machine its containers are gone anyway).
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ShimError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("creating a temp file in", dir))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(IoError::at("creating a temp file in", dir))?;
     serde_json::to_writer_pretty(tmp.as_file(), value).map_err(|source| ShimError::Corrupt {
         path: path.to_path_buf(),
         source,
     })?;
-    tmp.persist(path).map_err(|e| io_err("renaming into", path)(e.error))?;
+    tmp.persist(path).map_err(IoError::at("renaming into", path))?;
     Ok(())
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ShimError> {
-    let bytes = fs::read(path).map_err(io_err("reading", path))?;
+    let bytes = fs::read(path).map_err(IoError::at("reading", path))?;
     serde_json::from_slice(&bytes).map_err(|source| ShimError::Corrupt {
         path: path.to_path_buf(),
         source,
@@ -300,7 +286,7 @@ pub fn spawn_with_timeout(exe: &Path, dir: &Path, cfg: &ShimConfig, timeout: Dur
         id: cfg.id.clone(),
         message: e.to_string(),
     })?;
-    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    fs::create_dir_all(dir).map_err(IoError::at("creating", dir))?;
     write_json(&dir.join("shim.json"), cfg)?;
     let child = Command::new(exe)
         .arg("shim")
@@ -310,14 +296,14 @@ pub fn spawn_with_timeout(exe: &Path, dir: &Path, cfg: &ShimConfig, timeout: Dur
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(io_err("running", exe))?;
+        .map_err(IoError::at("running", exe))?;
     let launcher = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
     let out = match rx.recv_timeout(timeout) {
-        Ok(out) => out.map_err(io_err("running", exe))?,
+        Ok(out) => out.map_err(IoError::at("running", exe))?,
         Err(_) => {
             // The launcher only relays; ending it leaves the daemon (if any) to the caller's
             // clean-up. Its waiting thread then reaps it.
@@ -714,7 +700,7 @@ mod tests {
         fs::write(state_path(dir.path()), "{not json").expect("write");
         assert!(matches!(read_state(dir.path()), Err(ShimError::Corrupt { .. })));
         let missing = dir.path().join("nope");
-        assert!(matches!(read_state(&missing), Err(ShimError::Io { .. })));
+        assert!(matches!(read_state(&missing), Err(ShimError::Io(_))));
     }
 
     #[test]
@@ -734,7 +720,20 @@ mod tests {
         s.exit_code = Some(0);
         write_json(&state_path(dir.path()), &s).expect("write");
         assert_eq!(adopt(dir.path()).expect("adopt"), Adoption::Finished(s));
-        assert!(matches!(adopt(&dir.path().join("none")), Err(ShimError::Io { .. })));
+        assert!(matches!(adopt(&dir.path().join("none")), Err(ShimError::Io(_))));
+    }
+
+    /// A config for container `id` with everything in `dir`.
+    fn test_config(id: &str, dir: &Path) -> ShimConfig {
+        ShimConfig {
+            id: id.into(),
+            bundle: dir.into(),
+            runtime: RuntimeSelector::default(),
+            runtime_root: dir.into(),
+            log_path: dir.join("log"),
+            log_max_size: 1,
+            log_max_files: 1,
+        }
     }
 
     #[test]
@@ -744,15 +743,7 @@ mod tests {
         let exe = dir.path().join("hangs");
         fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").expect("script");
         fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).expect("chmod");
-        let cfg = ShimConfig {
-            id: "slow".into(),
-            bundle: dir.path().into(),
-            runtime: RuntimeSelector::default(),
-            runtime_root: dir.path().into(),
-            log_path: dir.path().join("log"),
-            log_max_size: 1,
-            log_max_files: 1,
-        };
+        let cfg = test_config("slow", dir.path());
         let t = Instant::now();
         let r = spawn_with_timeout(&exe, &dir.path().join("c"), &cfg, Duration::from_millis(200));
         assert!(matches!(r, Err(ShimError::Timeout { .. })), "{r:?}");
@@ -782,15 +773,7 @@ mod tests {
     #[test]
     fn spawn_refuses_bad_ids_and_missing_binaries() {
         let dir = tempfile::tempdir().expect("dir");
-        let cfg = ShimConfig {
-            id: "../evil".into(),
-            bundle: dir.path().into(),
-            runtime: RuntimeSelector::default(),
-            runtime_root: dir.path().into(),
-            log_path: dir.path().join("log"),
-            log_max_size: 1,
-            log_max_files: 1,
-        };
+        let cfg = test_config("../evil", dir.path());
         assert!(matches!(
             spawn(Path::new("/nonexistent"), dir.path(), &cfg),
             Err(ShimError::Start { .. })
@@ -798,7 +781,7 @@ mod tests {
         let cfg = ShimConfig { id: "ok".into(), ..cfg };
         assert!(matches!(
             spawn(Path::new("/nonexistent"), dir.path(), &cfg),
-            Err(ShimError::Io { .. })
+            Err(ShimError::Io(_))
         ));
     }
 }

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::content::{ContentError, ContentStore, Digest};
+use crate::io_error::IoError;
 use crate::reference::ImageRef;
 use crate::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
 
@@ -108,23 +109,8 @@ pub enum StoreError {
         source: UnpackError,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// A held store lock (shared or exclusive); released on drop.
@@ -158,7 +144,7 @@ impl ImageStore {
         let content = ContentStore::open(&root)?;
         for d in ["refs", "snapshots"] {
             let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+            fs::create_dir_all(&p).map_err(IoError::at("creating", &p))?;
         }
         Ok(Self { root, content })
     }
@@ -180,13 +166,13 @@ impl ImageStore {
             .truncate(false)
             .write(true)
             .open(&p)
-            .map_err(io_err("opening", &p))?;
+            .map_err(IoError::at("opening", &p))?;
         let op = if exclusive {
             rustix::fs::FlockOperation::LockExclusive
         } else {
             rustix::fs::FlockOperation::LockShared
         };
-        rustix::fs::flock(&f, op).map_err(|e| io_err("locking", &p)(e.into()))?;
+        rustix::fs::flock(&f, op).map_err(IoError::at("locking", &p))?;
         Ok(StoreLock { _file: f })
     }
 
@@ -205,13 +191,13 @@ impl ImageStore {
     pub fn put_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
         let p = self.record_path(&record.name);
         let dir = self.root.join("refs");
-        let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("creating a temp file in", &dir))?;
+        let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(IoError::at("creating a temp file in", &dir))?;
         serde_json::to_writer_pretty(tmp.as_file(), record).map_err(|source| StoreError::Corrupt {
             what: "image record",
             path: p.clone(),
             source,
         })?;
-        tmp.persist(&p).map_err(|e| io_err("renaming into", &p)(e.error))?;
+        tmp.persist(&p).map_err(IoError::at("renaming into", &p))?;
         Ok(())
     }
 
@@ -231,7 +217,7 @@ impl ImageStore {
                     source,
                 }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("reading", &p)(e)),
+            Err(e) => Err(IoError::at("reading", &p)(e).into()),
         }
     }
 
@@ -269,8 +255,8 @@ impl ImageStore {
     pub fn list(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let dir = self.root.join("refs");
         let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
-            let e = e.map_err(io_err("listing", &dir))?;
+        for e in fs::read_dir(&dir).map_err(IoError::at("listing", &dir))? {
+            let e = e.map_err(IoError::at("listing", &dir))?;
             let p = e.path();
             if p.extension().is_none_or(|x| x != "json") {
                 continue;
@@ -281,7 +267,7 @@ impl ImageStore {
                     Err(err) => tracing::warn!(path = %p.display(), error = %err, "skipping corrupt image record"),
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("reading", &p)(e)),
+                Err(e) => return Err(IoError::at("reading", &p)(e).into()),
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -294,7 +280,7 @@ impl ImageStore {
             .get_name(name)?
             .ok_or_else(|| StoreError::NotFound { name: name.to_string() })?;
         let p = self.record_path(name);
-        fs::remove_file(&p).map_err(io_err("removing", &p))?;
+        fs::remove_file(&p).map_err(IoError::at("removing", &p))?;
         Ok(rec)
     }
 
@@ -358,8 +344,8 @@ impl ImageStore {
             }
         }
         let snaps = self.root.join("snapshots");
-        for e in fs::read_dir(&snaps).map_err(io_err("listing", &snaps))? {
-            let e = e.map_err(io_err("listing", &snaps))?;
+        for e in fs::read_dir(&snaps).map_err(IoError::at("listing", &snaps))? {
+            let e = e.map_err(IoError::at("listing", &snaps))?;
             let name = e.file_name().to_string_lossy().into_owned();
             if !keep_snaps.contains(&name) {
                 // Also leftovers of interrupted unpacks (`.tmp-*`): nobody holds the lock.
@@ -375,7 +361,7 @@ impl ImageStore {
                 let res = if p.is_dir() {
                     remove_tree(&p)
                 } else {
-                    fs::remove_file(&p).map_err(io_err("removing", &p))
+                    fs::remove_file(&p).map_err(|e| IoError::at("removing", &p)(e).into())
                 };
                 if let Err(err) = res {
                     tracing::warn!(error = %err, "could not remove an ingest leftover");
@@ -435,12 +421,12 @@ impl ImageStore {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&snaps)
-            .map_err(io_err("creating a temp dir in", &snaps))?;
+            .map_err(IoError::at("creating a temp dir in", &snaps))?;
         // The container's `/` unless the layer says otherwise (temp dirs start as 0700).
         {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
-                .map_err(io_err("changing mode of", tmp.path()))?;
+                .map_err(IoError::at("changing mode of", tmp.path()))?;
         }
         let blob = self.content.open_blob(&layer.digest)?;
         let opts = UnpackOptions::for_current_user(WhiteoutMode::Overlay);
@@ -458,7 +444,7 @@ impl ImageStore {
             Err(_) if dst.is_dir() => remove_tree(&tmp_path)?,
             Err(e) => {
                 let _ = remove_tree(&tmp_path);
-                return Err(io_err("renaming into", &dst)(e));
+                return Err(IoError::at("renaming into", &dst)(e).into());
             }
         }
         tracing::debug!(layer = %layer.diff_id, chain = %chain_id, path = %dst.display(), "snapshot ready");
@@ -468,7 +454,7 @@ impl ImageStore {
     /// The copy fallback: materialises the image's root filesystem in `target` (created if
     /// missing, normally empty) by applying the layers in order, whiteouts deleting.
     pub fn materialize_rootfs(&self, record: &ImageRecord, target: &Path) -> Result<(), StoreError> {
-        fs::create_dir_all(target).map_err(io_err("creating", target))?;
+        fs::create_dir_all(target).map_err(IoError::at("creating", target))?;
         let opts = UnpackOptions::for_current_user(WhiteoutMode::Apply);
         for l in &record.layers {
             let blob = self.content.open_blob(&l.digest)?;
@@ -491,7 +477,7 @@ fn remove_tree(p: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(_) => {
             make_writable(p);
-            fs::remove_dir_all(p).map_err(io_err("removing", p))
+            fs::remove_dir_all(p).map_err(|e| IoError::at("removing", p)(e).into())
         }
     }
 }

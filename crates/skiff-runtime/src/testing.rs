@@ -88,8 +88,8 @@ impl Registry {
         (client, auth)
     }
 
-    /// Pushes `image`'s blobs and manifest as `repo:tag`.
-    pub async fn push(&self, repo: &str, tag: &str, image: &TestImage) {
+    /// A client that may push to `repo`, and the reference `repo:tag`.
+    async fn pusher(&self, repo: &str, tag: &str) -> (oci_client::Client, oci_client::Reference) {
         let (client, auth) = self.client();
         let r = oci_client::Reference::with_tag(self.addr.clone(), repo.to_string(), tag.to_string());
         client.store_auth_if_needed(&self.addr, &auth).await;
@@ -97,44 +97,35 @@ impl Registry {
             .auth(&r, &auth, oci_client::RegistryOperation::Push)
             .await
             .expect("registry auth");
+        (client, r)
+    }
+
+    /// Pushes `image`'s blobs and then its manifest as `r`.
+    async fn push_image(client: &oci_client::Client, r: &oci_client::Reference, image: &TestImage) {
         for (digest, data) in &image.blobs {
             client
-                .push_blob(&r, data.clone(), digest.as_str())
+                .push_blob(r, data.clone(), digest.as_str())
                 .await
                 .expect("push blob");
         }
         let ct = http::HeaderValue::from_static(image.media_type);
         client
-            .push_manifest_raw(&r, image.manifest.clone(), ct)
+            .push_manifest_raw(r, image.manifest.clone(), ct)
             .await
             .expect("push manifest");
     }
 
+    /// Pushes `image`'s blobs and manifest as `repo:tag`.
+    pub async fn push(&self, repo: &str, tag: &str, image: &TestImage) {
+        let (client, r) = self.pusher(repo, tag).await;
+        Self::push_image(&client, &r, image).await;
+    }
+
     /// Pushes every image of `index` by digest and then the index as `repo:tag`.
     pub async fn push_index(&self, repo: &str, tag: &str, index: &TestIndex) {
-        let (client, auth) = self.client();
-        let r = oci_client::Reference::with_tag(self.addr.clone(), repo.to_string(), tag.to_string());
-        client.store_auth_if_needed(&self.addr, &auth).await;
-        client
-            .auth(&r, &auth, oci_client::RegistryOperation::Push)
-            .await
-            .expect("registry auth");
+        let (client, r) = self.pusher(repo, tag).await;
         for img in &index.images {
-            for (digest, data) in &img.blobs {
-                client
-                    .push_blob(&r, data.clone(), digest.as_str())
-                    .await
-                    .expect("push blob");
-            }
-            let by_digest = r.clone_with_digest(img.digest.to_string());
-            client
-                .push_manifest_raw(
-                    &by_digest,
-                    img.manifest.clone(),
-                    http::HeaderValue::from_static(img.media_type),
-                )
-                .await
-                .expect("push child manifest");
+            Self::push_image(&client, &r.clone_with_digest(img.digest.to_string()), img).await;
         }
         client
             .push_manifest_raw(

@@ -4,6 +4,7 @@
 //! symlinks met on the way are followed as if the target were `/` (an absolute link points at
 //! the target's root, never the host's), so no entry can write outside the target.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest as _, Sha256};
 
 use crate::content::Digest;
+use crate::io_error::IoError;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
@@ -73,23 +75,8 @@ pub enum UnpackError {
         source: io::Error,
     },
     /// A filesystem operation on an entry failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The path in the target.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UnpackError + 'a {
-    move |source| UnpackError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// A reader that hashes what passes through it.
@@ -275,11 +262,11 @@ fn resolve_dir(root: &Path, lowers: &[PathBuf], rel: &[OsString], privileged: bo
     let mut follow = |p: &Path, target: PathBuf, cur: &mut Vec<OsString>, todo: &mut Vec<OsString>| {
         hops += 1;
         if hops > 40 {
-            return Err(UnpackError::Io {
-                op: "resolving",
-                path: p.to_path_buf(),
-                source: io::Error::other("too many levels of symbolic links"),
-            });
+            return Err(UnpackError::Io(IoError::new(
+                "resolving",
+                p,
+                io::Error::other("too many levels of symbolic links"),
+            )));
         }
         if target.is_absolute() {
             cur.clear();
@@ -307,16 +294,16 @@ fn resolve_dir(root: &Path, lowers: &[PathBuf], rel: &[OsString], privileged: bo
         p.push(&c);
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                let target = fs::read_link(&p).map_err(io_err("reading link", &p))?;
+                let target = fs::read_link(&p).map_err(IoError::at("reading link", &p))?;
                 follow(&p, target, &mut cur, &mut todo)?;
             }
             Ok(m) if m.is_dir() => cur.push(c),
             Ok(_) => {
-                return Err(UnpackError::Io {
-                    op: "entering",
-                    path: p,
-                    source: io::Error::other("not a directory"),
-                })
+                return Err(UnpackError::Io(IoError::new(
+                    "entering",
+                    p,
+                    io::Error::other("not a directory"),
+                )))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut rel_c = cur.clone();
@@ -324,33 +311,33 @@ fn resolve_dir(root: &Path, lowers: &[PathBuf], rel: &[OsString], privileged: bo
                 match lookup_lower(root, lowers, &rel_c) {
                     Some(LowerEntry::Symlink(target)) => follow(&p, target, &mut cur, &mut todo)?,
                     Some(LowerEntry::File(_)) => {
-                        return Err(UnpackError::Io {
-                            op: "entering",
-                            path: p,
-                            source: io::Error::other("not a directory (in a lower layer)"),
-                        })
+                        return Err(UnpackError::Io(IoError::new(
+                            "entering",
+                            p,
+                            io::Error::other("not a directory (in a lower layer)"),
+                        )))
                     }
                     Some(LowerEntry::Dir(m)) => {
                         // Copy the directory up with its metadata: in overlayfs the top
                         // directory's mode and owner are the ones seen.
-                        fs::create_dir(&p).map_err(io_err("creating directory", &p))?;
+                        fs::create_dir(&p).map_err(IoError::at("creating directory", &p))?;
                         if privileged {
                             std::os::unix::fs::lchown(&p, Some(m.uid()), Some(m.gid()))
-                                .map_err(io_err("changing owner of", &p))?;
+                                .map_err(IoError::at("changing owner of", &p))?;
                         }
                         let mode = m.permissions().mode() & 0o7777;
                         let mode = if privileged { mode } else { mode | 0o700 };
                         fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                            .map_err(io_err("changing mode of", &p))?;
+                            .map_err(IoError::at("changing mode of", &p))?;
                         cur.push(c);
                     }
                     None => {
-                        fs::create_dir(&p).map_err(io_err("creating directory", &p))?;
+                        fs::create_dir(&p).map_err(IoError::at("creating directory", &p))?;
                         cur.push(c);
                     }
                 }
             }
-            Err(e) => return Err(io_err("inspecting", &p)(e)),
+            Err(e) => return Err(IoError::at("inspecting", &p)(e).into()),
         }
     }
     let mut p = root.to_path_buf();
@@ -360,30 +347,45 @@ fn resolve_dir(root: &Path, lowers: &[PathBuf], rel: &[OsString], privileged: bo
 
 /// Copies a lower layer's regular file to `dst` with its mode and (privileged) owner.
 fn copy_up(src: &Path, dst: &Path, privileged: bool) -> Result<(), UnpackError> {
-    let m = fs::symlink_metadata(src).map_err(io_err("inspecting", src))?;
+    let m = fs::symlink_metadata(src).map_err(IoError::at("inspecting", src))?;
     if !m.is_file() {
-        return Err(UnpackError::Io {
-            op: "copying up",
-            path: src.to_path_buf(),
-            source: io::Error::other("hard link target is not a regular file"),
-        });
+        return Err(UnpackError::Io(IoError::new(
+            "copying up",
+            src,
+            io::Error::other("hard link target is not a regular file"),
+        )));
     }
-    fs::copy(src, dst).map_err(io_err("copying up", dst))?;
+    fs::copy(src, dst).map_err(IoError::at("copying up", dst))?;
     if privileged {
-        std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).map_err(io_err("changing owner of", dst))?;
+        std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).map_err(IoError::at("changing owner of", dst))?;
     }
     fs::set_permissions(dst, fs::Permissions::from_mode(m.permissions().mode() & 0o7777))
-        .map_err(io_err("changing mode of", dst))?;
+        .map_err(IoError::at("changing mode of", dst))?;
     Ok(())
+}
+
+/// The target a link entry names (`what` it is: "symlink", "hard link"; `dst` where it goes);
+/// an archive error when it names none.
+fn link_target<'e, R: Read>(
+    entry: &'e tar::Entry<'_, R>,
+    what: &str,
+    dst: &Path,
+) -> Result<Cow<'e, Path>, UnpackError> {
+    entry
+        .link_name()
+        .map_err(|source| UnpackError::Archive { source })?
+        .ok_or_else(|| UnpackError::Archive {
+            source: io::Error::other(format!("{what} {} has no target", dst.display())),
+        })
 }
 
 /// Removes `p` whatever it is, without following a symlink; absent is fine.
 fn remove_any(p: &Path) -> Result<(), UnpackError> {
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p).map_err(io_err("removing", p)),
-        Ok(_) => fs::remove_file(p).map_err(io_err("removing", p)),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p).map_err(|e| IoError::at("removing", p)(e).into()),
+        Ok(_) => fs::remove_file(p).map_err(|e| IoError::at("removing", p)(e).into()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("inspecting", p)(e)),
+        Err(e) => Err(IoError::at("inspecting", p)(e).into()),
     }
 }
 
@@ -446,27 +448,17 @@ impl Applier<'_> {
         match kind {
             tar::EntryType::Directory => {
                 if existing.as_ref().is_none_or(|m| !m.is_dir()) {
-                    fs::create_dir(&dst).map_err(io_err("creating directory", &dst))?;
+                    fs::create_dir(&dst).map_err(IoError::at("creating directory", &dst))?;
                 }
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(|source| UnpackError::Archive { source })?
-                    .ok_or_else(|| UnpackError::Archive {
-                        source: io::Error::other(format!("symlink {} has no target", dst.display())),
-                    })?;
+                let target = link_target(entry, "symlink", &dst)?;
                 // Stored verbatim: it is read inside the container, where `/` is the rootfs.
-                symlink(&target, &dst).map_err(io_err("creating symlink", &dst))?;
+                symlink(&target, &dst).map_err(IoError::at("creating symlink", &dst))?;
             }
             tar::EntryType::Link => {
                 let raw_target = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
-                let target = entry
-                    .link_name()
-                    .map_err(|source| UnpackError::Archive { source })?
-                    .ok_or_else(|| UnpackError::Archive {
-                        source: io::Error::other(format!("hard link {} has no target", dst.display())),
-                    })?;
+                let target = link_target(entry, "hard link", &dst)?;
                 let tcomps = clean(&target, &raw_target)?;
                 let Some((tname, tparent)) = tcomps.split_last() else {
                     return Err(UnpackError::PathTraversal {
@@ -485,7 +477,7 @@ impl Applier<'_> {
                         self.mark(&src);
                     }
                 }
-                fs::hard_link(&src, &dst).map_err(io_err("creating hard link", &dst))?;
+                fs::hard_link(&src, &dst).map_err(IoError::at("creating hard link", &dst))?;
                 // A hard link shares the target's inode and so its metadata.
                 return Ok(());
             }
@@ -504,7 +496,7 @@ impl Applier<'_> {
                     header.device_minor().ok().flatten().unwrap_or(0),
                 );
                 rustix::fs::mknodat(rustix::fs::CWD, &dst, ft, rustix::fs::Mode::from_raw_mode(mode), dev)
-                    .map_err(|e| io_err("creating device node", &dst)(e.into()))?;
+                    .map_err(IoError::at("creating device node", &dst))?;
             }
             _ => {
                 // Regular files (and, as POSIX asks, unknown types).
@@ -512,7 +504,7 @@ impl Applier<'_> {
                     .write(true)
                     .create_new(true)
                     .open(&dst)
-                    .map_err(io_err("creating file", &dst))?;
+                    .map_err(IoError::at("creating file", &dst))?;
                 io::copy(entry, &mut f).map_err(|source| UnpackError::Archive { source })?;
                 if let Ok(mtime) = header.mtime() {
                     let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime));
@@ -533,7 +525,7 @@ impl Applier<'_> {
         if self.opts.privileged {
             let uid = header.uid().unwrap_or(0) as u32;
             let gid = header.gid().unwrap_or(0) as u32;
-            std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(io_err("changing owner of", dst))?;
+            std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(IoError::at("changing owner of", dst))?;
         }
         if kind != tar::EntryType::Symlink {
             // Unprivileged, keep directories writable for the rest of the layer.
@@ -542,7 +534,7 @@ impl Applier<'_> {
             } else {
                 mode
             };
-            fs::set_permissions(dst, fs::Permissions::from_mode(mode)).map_err(io_err("changing mode of", dst))?;
+            fs::set_permissions(dst, fs::Permissions::from_mode(mode)).map_err(IoError::at("changing mode of", dst))?;
         }
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
@@ -552,7 +544,7 @@ impl Applier<'_> {
                 };
                 if let Err(e) = rustix::fs::lsetxattr(dst, name, ext.value_bytes(), rustix::fs::XattrFlags::empty()) {
                     if self.opts.privileged {
-                        return Err(io_err("setting xattr on", dst)(e.into()));
+                        return Err(IoError::at("setting xattr on", dst)(e).into());
                     }
                     tracing::debug!(path = %dst.display(), xattr = name, error = %e, "xattr not set (not root)");
                 }
@@ -589,7 +581,7 @@ impl Applier<'_> {
                     rustix::fs::Mode::empty(),
                     rustix::fs::makedev(0, 0),
                 )
-                .map_err(|e| io_err("creating overlay whiteout (needs root)", hidden)(e.into()))?;
+                .map_err(IoError::at("creating overlay whiteout (needs root)", hidden))?;
                 self.mark(hidden);
                 Ok(())
             }
@@ -602,15 +594,15 @@ impl Applier<'_> {
             WhiteoutMode::Apply => self.remove_lower(dir),
             WhiteoutMode::Overlay => {
                 rustix::fs::lsetxattr(dir, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
-                    .map_err(|e| io_err("marking overlay-opaque (needs root)", dir)(e.into()))
+                    .map_err(|e| IoError::at("marking overlay-opaque (needs root)", dir)(e).into())
             }
         }
     }
 
     /// Removes everything under `dir` that this layer did not write.
     fn remove_lower(&self, dir: &Path) -> Result<(), UnpackError> {
-        for e in fs::read_dir(dir).map_err(io_err("listing", dir))? {
-            let e = e.map_err(io_err("listing", dir))?;
+        for e in fs::read_dir(dir).map_err(IoError::at("listing", dir))? {
+            let e = e.map_err(IoError::at("listing", dir))?;
             let p = e.path();
             if !self.this_layer.contains(&p) {
                 remove_any(&p)?;

@@ -444,19 +444,17 @@ fn destinations(s: &Spec) -> Vec<String> {
 
 #[test]
 fn default_mounts_and_replacements() {
+    let defaults = [
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/dev/mqueue",
+        "/sys",
+        "/sys/fs/cgroup",
+        "/dev/shm",
+    ];
     let s = Case::new(container("c")).spec();
-    assert_eq!(
-        destinations(&s),
-        [
-            "/proc",
-            "/dev",
-            "/dev/pts",
-            "/dev/mqueue",
-            "/sys",
-            "/sys/fs/cgroup",
-            "/dev/shm"
-        ]
-    );
+    assert_eq!(destinations(&s), defaults);
     let linux = s.linux().as_ref().expect("linux");
     assert!(linux
         .masked_paths()
@@ -473,19 +471,8 @@ fn default_mounts_and_replacements() {
         bind_mount(Path::new("/run/skiff/pods/p1/hosts"), "/etc/hosts", true).expect("hosts"),
     ];
     let s = case.spec();
-    assert_eq!(
-        destinations(&s),
-        [
-            "/proc",
-            "/dev",
-            "/dev/pts",
-            "/dev/mqueue",
-            "/sys",
-            "/sys/fs/cgroup",
-            "/dev/shm",
-            "/etc/hosts"
-        ]
-    );
+    // /dev/shm is replaced where it stands; /etc/hosts comes after the defaults.
+    assert_eq!(destinations(&s), [&defaults[..], &["/etc/hosts"]].concat());
     let shm = &s.mounts().as_ref().expect("mounts")[6];
     assert_eq!(shm.typ().as_deref(), Some("bind"));
     let hosts = &s.mounts().as_ref().expect("mounts")[7];
@@ -604,8 +591,12 @@ fn exec_processes_keep_the_containers_identity() {
     let dir = tempfile::tempdir().expect("dir");
     write_config(dir.path(), &s).expect("write");
     assert_eq!(read_config(dir.path()).expect("read"), s);
-    assert!(matches!(
-        read_config(&dir.path().join("none")),
-        Err(BundleError::Io { .. })
-    ));
+    let missing = dir.path().join("none");
+    let err = read_config(&missing).expect_err("no config");
+    assert!(matches!(err, BundleError::Io(_)));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("writing bundle {}/config.json: ", missing.display())),
+        "{err}"
+    );
 }
