@@ -89,11 +89,20 @@ fn image() -> testing::TestImage {
         }
         l.dir("etc", 0o755).dir("tmp", 0o1777);
     });
-    testing::image(ManifestKind::Oci, &Platform::host().architecture, &[(base, Compression::Gzip)])
+    testing::image(
+        ManifestKind::Oci,
+        &Platform::host().architecture,
+        &[(base, Compression::Gzip)],
+    )
 }
 
 /// `runc run --detach` of the image's root filesystem, `runs` times; the durations.
-fn runc_baseline(store: &ImageStore, record: &skiff_runtime::ImageRecord, dir: &Path, runs: usize) -> Result<Vec<Duration>> {
+fn runc_baseline(
+    store: &ImageStore,
+    record: &skiff_runtime::ImageRecord,
+    dir: &Path,
+    runs: usize,
+) -> Result<Vec<Duration>> {
     let bundle = dir.join("runc-bundle");
     std::fs::create_dir_all(&bundle)?;
     store.materialize_rootfs(record, &bundle.join("rootfs"))?;
@@ -166,7 +175,14 @@ async fn inner(a: Args) -> Result<()> {
         .arg(&agent_data)
         .arg("--run-dir")
         .arg(work.path().join("run"))
-        .args(["--node-name", "bench-node", "--node-ip", "127.0.0.1", "--private-registry", "/nonexistent"])
+        .args([
+            "--node-name",
+            "bench-node",
+            "--node-ip",
+            "127.0.0.1",
+            "--private-registry",
+            "/nonexistent",
+        ])
         .env("SKIFF_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -190,11 +206,18 @@ async fn inner(a: Args) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("agent joined and its node Ready in {:.2} s", t_node.elapsed().as_secs_f64());
+    println!(
+        "agent joined and its node Ready in {:.2} s",
+        t_node.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss = proc_status_kib(agent_pid, "VmRSS:");
     let idle_pss = pss_kib(agent_pid);
-    println!("agent idle: RSS {:.1} MiB (PSS {:.1} MiB)", idle_rss as f64 / 1024.0, idle_pss as f64 / 1024.0);
+    println!(
+        "agent idle: RSS {:.1} MiB (PSS {:.1} MiB)",
+        idle_rss as f64 / 1024.0,
+        idle_pss as f64 / 1024.0
+    );
 
     // Watch first, then create.
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
@@ -207,9 +230,13 @@ async fn inner(a: Args) -> Result<()> {
             while let Some(ev) = stream.next().await {
                 if let Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev {
                     let name = p.metadata.name.clone().unwrap_or_default();
-                    let running = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
-                        !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
-                    });
+                    let running = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .is_some_and(|cs| {
+                            !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                        });
                     if running && !done.contains_key(&name) {
                         if let Some(t) = sent.lock().map_err(|_| anyhow::anyhow!("lock"))?.get(&name) {
                             done.insert(name, t.elapsed());
@@ -242,7 +269,9 @@ async fn inner(a: Args) -> Result<()> {
                              "containers": [{"name": "main", "image": IMAGE, "imagePullPolicy": "Never",
                                              "command": ["sleep", "3600"]}]}
                 }))?;
-                sent.lock().map_err(|_| anyhow::anyhow!("lock"))?.insert(name, Instant::now());
+                sent.lock()
+                    .map_err(|_| anyhow::anyhow!("lock"))?
+                    .insert(name, Instant::now());
                 pods.create(&PostParams::default(), &pod).await?;
             }
         }));
@@ -272,7 +301,9 @@ async fn inner(a: Args) -> Result<()> {
     let mut shim_rss = 0u64;
     let mut shims = 0;
     for e in std::fs::read_dir(store_dir.join("containers"))?.flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) else {
+            continue;
+        };
         let v: serde_json::Value = serde_json::from_str(&text)?;
         if let Some(pid) = v["shim_pid"].as_u64() {
             shim_pss += pss_kib(pid as u32);
@@ -318,7 +349,16 @@ fn main() -> Result<()> {
         }
         let exe = std::env::current_exe()?;
         let status = Command::new("unshare")
-            .args(["--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private", "--"])
+            .args([
+                "--net",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                "--",
+            ])
             .arg(exe)
             .args(std::env::args().skip(1))
             .env(INNER, "1")
