@@ -84,47 +84,21 @@ where
     }
 }
 
-async fn config_map_files(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: bool,
-    mode: u32,
-) -> Result<Files, String> {
-    source_files(
-        client,
-        ns,
-        ("configmap", name),
-        items,
-        optional,
-        mode,
-        |cm: ConfigMap| {
-            let mut data: HashMap<String, Vec<u8>> = cm
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-            data
-        },
-    )
-    .await
+/// A config map's keys and bytes (`data` and `binaryData`).
+fn config_map_data(cm: ConfigMap) -> HashMap<String, Vec<u8>> {
+    let mut data: HashMap<String, Vec<u8>> = cm
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+    data
 }
 
-async fn secret_files(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: bool,
-    mode: u32,
-) -> Result<Files, String> {
-    source_files(client, ns, ("secret", name), items, optional, mode, |s: Secret| {
-        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
-    })
-    .await
+/// A secret's keys and bytes.
+fn secret_data(s: Secret) -> HashMap<String, Vec<u8>> {
+    s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
 }
 
 fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: u32) -> Result<Files, String> {
@@ -289,26 +263,32 @@ pub async fn prepare(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<HashM
             }
             p
         } else if let Some(c) = &v.config_map {
-            let files = config_map_files(
+            let mode = c.default_mode.map_or(0o644, |m| m as u32);
+            let optional = c.optional == Some(true);
+            let files = source_files(
                 client,
                 &ns,
-                &c.name,
+                ("configmap", &c.name),
                 c.items.as_ref(),
-                c.optional == Some(true),
-                c.default_mode.map_or(0o644, |m| m as u32),
+                optional,
+                mode,
+                config_map_data,
             )
             .await?;
             write_files(&dir, &files)?;
             dir
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
-            let files = secret_files(
+            let mode = s.default_mode.map_or(0o644, |m| m as u32);
+            let optional = s.optional == Some(true);
+            let files = source_files(
                 client,
                 &ns,
-                &name,
+                ("secret", &name),
                 s.items.as_ref(),
-                s.optional == Some(true),
-                s.default_mode.map_or(0o644, |m| m as u32),
+                optional,
+                mode,
+                secret_data,
             )
             .await?;
             ensure_tmpfs(&dir, None, 0o755)?;
@@ -328,12 +308,29 @@ pub async fn prepare(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<HashM
             for src in p.sources.iter().flatten() {
                 if let Some(c) = &src.config_map {
                     files.extend(
-                        config_map_files(client, &ns, &c.name, c.items.as_ref(), c.optional == Some(true), mode)
-                            .await?,
+                        source_files(
+                            client,
+                            &ns,
+                            ("configmap", &c.name),
+                            c.items.as_ref(),
+                            c.optional == Some(true),
+                            mode,
+                            config_map_data,
+                        )
+                        .await?,
                     );
                 } else if let Some(s) = &src.secret {
                     files.extend(
-                        secret_files(client, &ns, &s.name, s.items.as_ref(), s.optional == Some(true), mode).await?,
+                        source_files(
+                            client,
+                            &ns,
+                            ("secret", &s.name),
+                            s.items.as_ref(),
+                            s.optional == Some(true),
+                            mode,
+                            secret_data,
+                        )
+                        .await?,
                     );
                 } else if let Some(d) = &src.downward_api {
                     files.extend(downward_files(pod, d.items.as_deref().unwrap_or_default(), mode)?);

@@ -129,22 +129,18 @@ fn log_lines(agent_dir: &Path, pod: &str, container: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn pods_run_as_containers_on_the_pod_network() {
-    if !inside_namespaces("pods_run_as_containers_on_the_pod_network") {
-        return;
-    }
+/// A fresh network namespace has its loopback down; the API server listens on it.
+fn bring_up_loopback() {
     let up = Command::new("ip")
         .args(["link", "set", "lo", "up"])
         .status()
         .expect("ip (iproute2)");
     assert!(up.success(), "bring up loopback in the test's namespace");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent_dir = dir.path().join("agent");
-    import_test_image(&agent_dir);
-    let data = dir.path().to_path_buf();
-    let run_dir = data.join("run");
-    let flags = [
+}
+
+/// The embedded agent's flags: node `test-node` at 127.0.0.1.
+fn agent_flags(run_dir: &Path, registries: &Path) -> Vec<String> {
+    [
         "--node-name",
         "test-node",
         "--node-ip",
@@ -152,8 +148,25 @@ fn pods_run_as_containers_on_the_pod_network() {
         "--run-dir",
         run_dir.to_str().expect("path"),
         "--private-registry",
-        "/nonexistent/registries.yaml",
-    ];
+        registries.to_str().expect("path"),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+#[test]
+fn pods_run_as_containers_on_the_pod_network() {
+    if !inside_namespaces("pods_run_as_containers_on_the_pod_network") {
+        return;
+    }
+    bring_up_loopback();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_dir = dir.path().join("agent");
+    import_test_image(&agent_dir);
+    let data = dir.path().to_path_buf();
+    let run_dir = data.join("run");
+    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let server = SkiffServer::start_with_agent(dir, &flags);
     let new = Kubectl::new("1.33", &server);
     let old = Kubectl::new("1.27", &server);
@@ -412,11 +425,7 @@ fn pulls_through_a_mirror_and_keeps_pods_across_agent_restarts() {
     if !inside_namespaces("pulls_through_a_mirror_and_keeps_pods_across_agent_restarts") {
         return;
     }
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("ip (iproute2)");
-    assert!(up.success());
+    bring_up_loopback();
     // A registry on loopback serves busybox as docker.io/library/busybox:1.36 through a
     // registries.yaml mirror; nothing is imported beforehand.
     let registry = testing::Registry::start(None);
@@ -436,16 +445,8 @@ fn pulls_through_a_mirror_and_keeps_pods_across_agent_restarts() {
     )
     .expect("registries.yaml");
     let run_dir = dir.path().join("run");
-    let flags = [
-        "--node-name",
-        "test-node",
-        "--node-ip",
-        "127.0.0.1",
-        "--run-dir",
-        run_dir.to_str().expect("path"),
-        "--private-registry",
-        registries.to_str().expect("path"),
-    ];
+    let flags = agent_flags(&run_dir, &registries);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let server = SkiffServer::start_with_agent(dir, &flags);
     let k = Kubectl::new("1.33", &server);
     wait_for(60, "the node to be Ready", || {
