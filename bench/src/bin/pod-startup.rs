@@ -183,7 +183,10 @@ async fn inner(a: Args) -> Result<()> {
             "--private-registry",
             "/nonexistent",
         ])
-        .env("SKIFF_LOG", "warn")
+        .env(
+            "SKIFF_LOG",
+            std::env::var("SKIFF_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -372,6 +372,7 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
 }
 
 async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Result<SyncResult> {
+    let t0 = Instant::now();
     let uid = pod.uid().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     if pod.metadata.deletion_timestamp.is_some() {
@@ -408,6 +409,7 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
         None
     } else {
         let pn = ctx.net.setup_pod(&uid).await?;
+        tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: network");
         st.pod_ip = Some(IpAddr::V4(pn.ip));
         Some(pn.netns)
     };
@@ -487,7 +489,9 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
             .await?
         }
     };
+    tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: sandbox");
     let volumes = crate::volumes::prepare(&ctx.client, pod, &dir).await;
+    tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: volumes");
     let volumes = match volumes {
         Ok(v) => v,
         Err(msg) => {
@@ -576,7 +580,9 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
     if initialized {
         next = next.min(probe_containers(ctx, pod, &uid, &spec.containers, st).await);
     }
+    tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: containers");
     let done = report(ctx, pod, st).await?;
+    tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: reported");
     if done {
         ctx.net.teardown_pod(&uid).await?;
     }
