@@ -625,3 +625,69 @@ fn pulls_through_a_mirror_and_keeps_pods_across_agent_restarts() {
     assert_eq!(ready.split_whitespace().filter(|r| *r == "true").count(), 10, "{ready}");
     drop(registry);
 }
+
+#[test]
+fn a_separately_joined_agent_runs_pods() {
+    if !inside_namespaces("a_separately_joined_agent_runs_pods") {
+        return;
+    }
+    bring_up_loopback();
+    let server = SkiffServer::start_with(tempfile::tempdir().expect("tempdir"), 0, &[]);
+    let agent_data = tempfile::tempdir().expect("tempdir");
+    import_test_image(&agent_data.path().join("agent"));
+    let token = std::fs::read_to_string(server.dir.path().join("token")).expect("token");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "agent",
+            "--server",
+            &format!("https://127.0.0.1:{}", server.port),
+            "--token",
+            token.trim(),
+        ])
+        .arg("--ca-file")
+        .arg(server.dir.path().join("tls/ca.crt"))
+        .arg("--data-dir")
+        .arg(agent_data.path())
+        .arg("--run-dir")
+        .arg(agent_data.path().join("run"))
+        .args([
+            "--node-name",
+            "joined",
+            "--node-ip",
+            "127.0.0.1",
+            "--private-registry",
+            "/nonexistent",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("skiff agent");
+    let k = Kubectl::new("1.33", &server);
+    wait_for(60, "the joined node Ready", || {
+        let row = k.ok(&["get", "node", "joined", "--no-headers"]);
+        row.contains(" Ready ").then_some(row)
+    });
+    k.ok(&[
+        "run",
+        "web",
+        "--image",
+        IMAGE,
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/srv",
+    ]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let ip: std::net::Ipv4Addr = jsonpath(&k, "web", "{.status.podIP}").parse().expect("pod IP");
+    let page = http_get(SocketAddr::from((ip, 8080))).expect("reach the pod");
+    assert!(page.contains("hello from a skiff pod"), "{page}");
+    assert_eq!(jsonpath(&k, "web", "{.spec.nodeName}"), "joined");
+    // Logs of a separately joined agent are not proxied yet: a clear 503, not a hang.
+    let err = k.fails(&["logs", "web"]);
+    assert!(err.contains("is not connected to this server"), "{err}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
