@@ -685,6 +685,17 @@ fn a_separately_joined_agent_runs_pods() {
     let page = http_get(SocketAddr::from((ip, 8080))).expect("reach the pod");
     assert!(page.contains("hello from a skiff pod"), "{page}");
     assert_eq!(jsonpath(&k, "web", "{.spec.nodeName}"), "joined");
+    // A hostNetwork pod serves on the node's own address.
+    let host = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hostnet"},
+      "spec": {"hostNetwork": true, "containers": [{"name": "main", "image": "registry.test/busybox:1",
+        "imagePullPolicy": "IfNotPresent", "command": ["httpd", "-f", "-p", "18081", "-h", "/srv"]}]}}"#;
+    k.ok_stdin(&["apply", "-f", "-"], host);
+    k.ok(&["wait", "--for=condition=Ready", "pod/hostnet", "--timeout=60s"]);
+    assert_eq!(jsonpath(&k, "hostnet", "{.status.podIP}"), "127.0.0.1");
+    let page = wait_for(10, "the hostNetwork pod to serve", || {
+        http_get(SocketAddr::from(([127, 0, 0, 1], 18081))).ok()
+    });
+    assert!(page.contains("hello from a skiff pod"), "{page}");
     // Logs of a separately joined agent are not proxied yet: a clear 503, not a hang.
     let err = k.fails(&["logs", "web"]);
     assert!(err.contains("is not connected to this server"), "{err}");
