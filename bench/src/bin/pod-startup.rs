@@ -347,22 +347,11 @@ async fn inner(a: Args) -> Result<()> {
 fn main() -> Result<()> {
     let a = parse_args()?;
     if std::env::var_os(INNER).is_none() {
-        if !rustix_root() {
+        if !testing::is_root() {
             bail!("pod-startup needs root: it runs containers and makes namespaces, a bridge and mounts");
         }
         let exe = std::env::current_exe()?;
-        let status = Command::new("unshare")
-            .args([
-                "--net",
-                "--mount",
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--propagation",
-                "private",
-                "--",
-            ])
-            .arg(exe)
+        let status = testing::in_node_namespaces(&exe)
             .args(std::env::args().skip(1))
             .env(INNER, "1")
             .status()
@@ -374,8 +363,4 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?
         .block_on(inner(a))
-}
-
-fn rustix_root() -> bool {
-    skiff_runtime::testing::is_root()
 }

@@ -40,6 +40,8 @@ struct Ctx {
     store: ImageStore,
     puller: Puller,
     containers: ContainerManager,
+    /// The node's memory in bytes (for OOM score adjustments).
+    node_memory: i128,
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -108,6 +110,9 @@ impl Track {
     }
 }
 
+/// How often a running pod's config map, secret and downward API volumes are rewritten.
+const VOLUME_REFRESH: Duration = Duration::from_secs(10);
+
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs((10u64 << failures.saturating_sub(1).min(5)).min(300))
 }
@@ -120,6 +125,10 @@ fn container_id(uid: &str, name: &str, attempt: u32) -> String {
 #[derive(Default)]
 struct PodState {
     tracks: HashMap<String, Track>,
+    /// The pod's sandbox, made (or found) by the first sync of this worker.
+    sandbox: Option<Sandbox>,
+    /// The volumes' host paths and when they were last refreshed.
+    volumes: Option<(Instant, HashMap<String, PathBuf>)>,
     pod_ip: Option<IpAddr>,
     last_status: Option<Value>,
     started: Option<String>,
@@ -144,6 +153,11 @@ pub async fn run(client: Client, cfg: Arc<AgentConfig>, net: Arc<NodeNetwork>, n
         node_ip,
         store,
         containers,
+        node_memory: std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| t.lines().next()?.split_whitespace().nth(1)?.parse::<i128>().ok())
+            .unwrap_or(0)
+            * 1024,
     });
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", cfg.node_name);
@@ -207,14 +221,14 @@ pub async fn run(client: Client, cfg: Arc<AgentConfig>, net: Arc<NodeNetwork>, n
 async fn remove_orphans(ctx: &Arc<Ctx>, known: &HashSet<String>) {
     let owned = |id: &str| known.iter().any(|uid| id.starts_with(&format!("{uid}-")));
     let c = ctx.clone();
-    let listed = blocking(move || c.containers.list()).await;
-    for l in listed.unwrap_or_default() {
-        if !owned(&l.id) {
-            tracing::info!(container = %l.id, "removing a container whose pod is gone");
+    let listed = blocking(move || c.containers.ids()).await;
+    for id in listed.unwrap_or_default() {
+        if !owned(&id) {
+            tracing::info!(container = %id, "removing a container whose pod is gone");
             let c = ctx.clone();
             let _ = blocking(move || {
-                let _ = c.containers.stop(&l.id, Duration::ZERO);
-                c.containers.remove(&l.id)
+                let _ = c.containers.stop(&id, Duration::ZERO);
+                c.containers.remove(&id)
             })
             .await;
         }
@@ -232,9 +246,9 @@ async fn worker(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Option<Arc<P
     {
         let c = ctx.clone();
         let prefix = format!("{uid}-");
-        if let Ok(list) = blocking(move || c.containers.list()).await {
-            for l in list.into_iter().filter(|l| l.id.starts_with(&prefix)) {
-                if let Some((name, n)) = l.id[prefix.len()..].rsplit_once('-') {
+        if let Ok(ids) = blocking(move || c.containers.ids()).await {
+            for id in ids.into_iter().filter(|id| id.starts_with(&prefix)) {
+                if let Some((name, n)) = id[prefix.len()..].rsplit_once('-') {
                     if let Ok(n) = n.parse::<u32>() {
                         let t = st.tracks.entry(name.to_string()).or_default();
                         t.attempt = Some(t.attempt.map_or(n, |a| a.max(n)));
@@ -296,11 +310,10 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
     let uid = pod.uid().unwrap_or_default();
     let prefix = format!("{uid}-");
     let c = ctx.clone();
-    let ids: Vec<String> = blocking(move || c.containers.list())
+    let ids: Vec<String> = blocking(move || c.containers.ids())
         .await
         .unwrap_or_default()
         .into_iter()
-        .map(|l| l.id)
         .filter(|id| id.starts_with(&prefix))
         .collect();
     // preStop hooks of running containers first, all at once, within the grace period; the
@@ -369,6 +382,8 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
     })
     .await;
     st.tracks.clear();
+    st.sandbox = None;
+    st.volumes = None;
 }
 
 async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Result<SyncResult> {
@@ -400,100 +415,39 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
         ctx.net.teardown_pod(&uid).await?;
         return Ok(SyncResult::Again(Duration::from_secs(30)));
     }
-    // The sandbox: network, the pod's files, volumes.
     let dir = pod_dir(ctx, &uid);
-    std::fs::create_dir_all(&dir)?;
-    let host_network = spec.host_network.unwrap_or(false);
-    let netns = if host_network {
-        st.pod_ip = Some(ctx.node_ip);
-        None
-    } else {
-        let pn = ctx.net.setup_pod(&uid).await?;
-        tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: network");
-        st.pod_ip = Some(IpAddr::V4(pn.ip));
-        Some(pn.netns)
-    };
-    let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
-    let fqdn = spec.subdomain.as_ref().map(|sd| {
-        format!(
-            "{hostname}.{sd}.{}.svc.{}",
-            pod.namespace().unwrap_or_default(),
-            ctx.cfg.cluster_domain
-        )
-    });
-    let aliases: Vec<skiff_net::HostAlias> = spec
-        .host_aliases
-        .iter()
-        .flatten()
-        .map(|a| skiff_net::HostAlias {
-            ip: a.ip.clone(),
-            hostnames: a.hostnames.clone().unwrap_or_default(),
-        })
-        .collect();
-    std::fs::write(
-        dir.join("hosts"),
-        skiff_net::hosts_file(st.pod_ip, &hostname, fqdn.as_deref(), &aliases),
-    )?;
-    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-    let policy = skiff_net::DnsPolicy::parse(spec.dns_policy.as_deref().unwrap_or(""))
-        .unwrap_or(skiff_net::DnsPolicy::ClusterFirst);
-    let dns_config = spec.dns_config.as_ref().map(|c| skiff_net::DnsConfig {
-        nameservers: c.nameservers.clone().unwrap_or_default(),
-        searches: c.searches.clone().unwrap_or_default(),
-        options: c
-            .options
-            .iter()
-            .flatten()
-            .filter_map(|o| Some((o.name.clone()?, o.value.clone())))
-            .collect(),
-    });
-    let cluster = skiff_net::ClusterDns {
-        servers: ctx.cfg.cluster_dns.clone(),
-        domain: ctx.cfg.cluster_domain.clone(),
-        host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    };
-    std::fs::write(
-        dir.join("resolv.conf"),
-        skiff_net::resolv_conf(
-            policy,
-            dns_config.as_ref(),
-            &pod.namespace().unwrap_or_default(),
-            host_network,
-            &cluster,
-        ),
-    )?;
-    // IPC and UTS namespaces (and /dev/shm) held for the pod, shared by its containers.
-    let sandbox = {
-        let sb_dir = dir.join("sandbox");
-        let want_ipc = !spec.host_ipc.unwrap_or(false);
-        // The UTS hostname is at most 63 characters, as the kubelet truncates it.
-        let uts_name: String = hostname
-            .chars()
-            .take(63)
-            .collect::<String>()
-            .trim_end_matches(['-', '.'])
-            .to_string();
-        let existing = skiff_runtime::PodSandbox::open(&sb_dir);
-        if (!want_ipc || existing.ipc.is_some()) && (host_network || existing.uts.is_some()) {
-            existing
-        } else {
-            let opts = skiff_runtime::SandboxOptions {
-                network: false,
-                ipc: want_ipc,
-                hostname: (!host_network).then_some(uts_name),
-            };
-            blocking(move || {
-                let _ = skiff_runtime::PodSandbox::remove(&sb_dir);
-                skiff_runtime::PodSandbox::create(&sb_dir, &opts)
-            })
-            .await?
+    let Sandbox {
+        netns,
+        hostname,
+        held: sandbox,
+    } = match &st.sandbox {
+        Some(made) => made.clone(),
+        None => {
+            let made = make_sandbox(ctx, pod, &dir, st).await?;
+            st.sandbox = Some(made.clone());
+            made
         }
     };
     tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: sandbox");
-    let volumes = crate::volumes::prepare(&ctx.client, pod, &dir).await;
+    // Volumes are made on the first sync and refreshed (config map and secret updates reach
+    // running pods) at most every VOLUME_REFRESH, not on every sync.
+    let fresh = st
+        .volumes
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < VOLUME_REFRESH)
+        .map(|(_, v)| v.clone());
+    let volumes = match fresh {
+        Some(v) => Ok(v),
+        None => crate::volumes::prepare(&ctx.client, pod, &dir).await,
+    };
     tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: volumes");
     let volumes = match volumes {
-        Ok(v) => v,
+        Ok(v) => {
+            if st.volumes.as_ref().is_none_or(|(at, _)| at.elapsed() >= VOLUME_REFRESH) {
+                st.volumes = Some((Instant::now(), v.clone()));
+            }
+            v
+        }
         Err(msg) => {
             for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
                 st.tracks.entry(c.name.clone()).or_default().waiting =
@@ -505,11 +459,7 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
     };
     st.started.get_or_insert_with(now);
     let class = qos::qos_class(&spec);
-    let node_memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| t.lines().next()?.split_whitespace().nth(1)?.parse::<i128>().ok())
-        .unwrap_or(0)
-        * 1024;
+    let node_memory = ctx.node_memory;
     let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
     let mut next = Duration::from_secs(5);
 
@@ -593,6 +543,24 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
     })
 }
 
+/// Run probe `p` if it is due; the verdict when it changed.
+async fn probe_due(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    c: &Container,
+    p: &k8s_openapi::api::core::v1::Probe,
+    pod_ip: Option<IpAddr>,
+    running_for: Duration,
+    state: &mut probes::ProbeState,
+) -> Option<bool> {
+    let t = probes::timing(p);
+    if !state.due(&t, running_for) {
+        return None;
+    }
+    let outcome = probes::run(&ctx.containers, id, c, p, pod_ip).await;
+    state.record(&t, outcome)
+}
+
 /// Run the probes that are due on the pod's running containers; a container that fails its
 /// startup or liveness probe is stopped (and restarted per `restartPolicy`). Returns when
 /// the next probe is due.
@@ -625,51 +593,22 @@ async fn probe_containers(
             .and_then(|s| (chrono::Utc::now() - s).to_std().ok())
             .unwrap_or_default();
         let started = st.tracks.get(&c.name).is_some_and(|t| t.started(c));
+        let tr = st.tracks.entry(c.name.clone()).or_default();
         let mut kill: Option<(&str, String, &k8s_openapi::api::core::v1::Probe)> = None;
         if let (Some(p), false) = (&c.startup_probe, started) {
-            let t = probes::timing(p);
-            if st.tracks.get(&c.name).is_some_and(|tr| tr.startup.due(&t, running_for)) {
-                let r = probes::run(&ctx.containers, &id, c, p, pod_ip).await;
-                let tr = st.tracks.entry(c.name.clone()).or_default();
-                if tr.startup.record(&t, r) == Some(false) {
-                    kill = Some(("Startup", tr.startup.message.clone(), p));
-                }
+            if probe_due(ctx, &id, c, p, pod_ip, running_for, &mut tr.startup).await == Some(false) {
+                kill = Some(("Startup", tr.startup.message.clone(), p));
             }
         } else {
             if let Some(p) = &c.liveness_probe {
-                let t = probes::timing(p);
-                if st
-                    .tracks
-                    .get(&c.name)
-                    .is_some_and(|tr| tr.liveness.due(&t, running_for))
-                {
-                    let r = probes::run(&ctx.containers, &id, c, p, pod_ip).await;
-                    let tr = st.tracks.entry(c.name.clone()).or_default();
-                    if tr.liveness.record(&t, r) == Some(false) {
-                        kill = Some(("Liveness", tr.liveness.message.clone(), p));
-                    }
+                if probe_due(ctx, &id, c, p, pod_ip, running_for, &mut tr.liveness).await == Some(false) {
+                    kill = Some(("Liveness", tr.liveness.message.clone(), p));
                 }
             }
             if let Some(p) = &c.readiness_probe {
-                let t = probes::timing(p);
-                if st
-                    .tracks
-                    .get(&c.name)
-                    .is_some_and(|tr| tr.readiness.due(&t, running_for))
-                {
-                    let r = probes::run(&ctx.containers, &id, c, p, pod_ip).await;
-                    let tr = st.tracks.entry(c.name.clone()).or_default();
-                    if tr.readiness.record(&t, r) == Some(false) {
-                        let msg = tr.readiness.message.clone();
-                        event(
-                            &ctx.client,
-                            pod,
-                            "Warning",
-                            "Unhealthy",
-                            &format!("Readiness probe failed: {msg}"),
-                        )
-                        .await;
-                    }
+                if probe_due(ctx, &id, c, p, pod_ip, running_for, &mut tr.readiness).await == Some(false) {
+                    let msg = format!("Readiness probe failed: {}", tr.readiness.message);
+                    event(&ctx.client, pod, "Warning", "Unhealthy", &msg).await;
                 }
             }
         }
@@ -704,6 +643,110 @@ async fn probe_containers(
         }
     }
     next
+}
+
+/// What the first sync of a pod makes once: its network (or the node's for `hostNetwork`),
+/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, and the IPC/UTS namespaces and
+/// `/dev/shm` its containers share. Idempotent, so a restarted agent finds what is there.
+async fn make_sandbox(ctx: &Arc<Ctx>, pod: &Pod, dir: &Path, st: &mut PodState) -> anyhow::Result<Sandbox> {
+    let uid = pod.uid().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    std::fs::create_dir_all(dir)?;
+    let host_network = spec.host_network.unwrap_or(false);
+    let netns = if host_network {
+        st.pod_ip = Some(ctx.node_ip);
+        None
+    } else {
+        let pn = ctx.net.setup_pod(&uid).await?;
+        st.pod_ip = Some(IpAddr::V4(pn.ip));
+        Some(pn.netns)
+    };
+    let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
+    let fqdn = spec.subdomain.as_ref().map(|sd| {
+        format!(
+            "{hostname}.{sd}.{}.svc.{}",
+            pod.namespace().unwrap_or_default(),
+            ctx.cfg.cluster_domain
+        )
+    });
+    let aliases: Vec<skiff_net::HostAlias> = spec
+        .host_aliases
+        .iter()
+        .flatten()
+        .map(|a| skiff_net::HostAlias {
+            ip: a.ip.clone(),
+            hostnames: a.hostnames.clone().unwrap_or_default(),
+        })
+        .collect();
+    std::fs::write(
+        dir.join("hosts"),
+        skiff_net::hosts_file(st.pod_ip, &hostname, fqdn.as_deref(), &aliases),
+    )?;
+    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+    let policy = skiff_net::DnsPolicy::parse(spec.dns_policy.as_deref().unwrap_or(""))
+        .unwrap_or(skiff_net::DnsPolicy::ClusterFirst);
+    let dns_config = spec.dns_config.as_ref().map(|c| skiff_net::DnsConfig {
+        nameservers: c.nameservers.clone().unwrap_or_default(),
+        searches: c.searches.clone().unwrap_or_default(),
+        options: c
+            .options
+            .iter()
+            .flatten()
+            .filter_map(|o| Some((o.name.clone()?, o.value.clone())))
+            .collect(),
+    });
+    let cluster = skiff_net::ClusterDns {
+        servers: ctx.cfg.cluster_dns.clone(),
+        domain: ctx.cfg.cluster_domain.clone(),
+        host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    };
+    std::fs::write(
+        dir.join("resolv.conf"),
+        skiff_net::resolv_conf(
+            policy,
+            dns_config.as_ref(),
+            &pod.namespace().unwrap_or_default(),
+            host_network,
+            &cluster,
+        ),
+    )?;
+    // IPC and UTS namespaces (and /dev/shm) held for the pod, shared by its containers.
+    let held = {
+        let sb_dir = dir.join("sandbox");
+        let want_ipc = !spec.host_ipc.unwrap_or(false);
+        // The UTS hostname is at most 63 characters, as the kubelet truncates it.
+        let uts_name: String = hostname
+            .chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches(['-', '.'])
+            .to_string();
+        let existing = skiff_runtime::PodSandbox::open(&sb_dir);
+        if (!want_ipc || existing.ipc.is_some()) && (host_network || existing.uts.is_some()) {
+            existing
+        } else {
+            let opts = skiff_runtime::SandboxOptions {
+                network: false,
+                ipc: want_ipc,
+                hostname: (!host_network).then_some(uts_name),
+            };
+            blocking(move || {
+                let _ = skiff_runtime::PodSandbox::remove(&sb_dir);
+                skiff_runtime::PodSandbox::create(&sb_dir, &opts)
+            })
+            .await?
+        }
+    };
+    Ok(Sandbox { netns, hostname, held })
+}
+
+/// A pod's sandbox as its worker keeps it.
+#[derive(Clone)]
+struct Sandbox {
+    /// The pod's network namespace (`None`: the node's).
+    netns: Option<PathBuf>,
+    hostname: String,
+    held: skiff_runtime::PodSandbox,
 }
 
 /// What starting a container needs from its pod.

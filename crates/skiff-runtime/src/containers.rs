@@ -268,19 +268,26 @@ impl ContainerManager {
     /// [`shim::adopt`]); directories without a readable state (a start interrupted before
     /// its shim wrote one) come back as errors to clean up.
     pub fn list(&self) -> Result<Vec<ListedContainer>, ContainerError> {
+        Ok(self
+            .ids()?
+            .into_iter()
+            .map(|id| ListedContainer {
+                adoption: shim::adopt(&self.dir(&id)),
+                id,
+            })
+            .collect())
+    }
+
+    /// The IDs of every container directory, sorted; nothing else is read.
+    pub fn ids(&self) -> Result<Vec<String>, ContainerError> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.root).map_err(IoError::at("listing", &self.root))? {
             let e = e.map_err(IoError::at("listing", &self.root))?;
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.file_name().to_string_lossy().into_owned());
             }
-            let id = e.file_name().to_string_lossy().into_owned();
-            out.push(ListedContainer {
-                adoption: shim::adopt(&e.path()),
-                id,
-            });
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.sort();
         Ok(out)
     }
 }

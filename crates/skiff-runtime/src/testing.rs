@@ -472,6 +472,25 @@ fn add(t: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
     t.append_data(&mut h, name, data).expect("append");
 }
 
+/// `exe` run again inside fresh network, mount and PID namespaces that play a node (`unshare`
+/// from util-linux): interfaces and mounts it makes stay there, and every process it starts
+/// dies with it. Used by the agent's tests and benchmarks.
+pub fn in_node_namespaces(exe: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        "--",
+    ])
+    .arg(exe);
+    c
+}
+
 /// Whether this process may chroot, mknod and set trusted xattrs.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

@@ -31,18 +31,7 @@ fn inside_namespaces(test: &str) -> bool {
         "{test} needs root: it runs containers and makes network namespaces, a bridge and mounts"
     );
     let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new("unshare")
-        .args([
-            "--net",
-            "--mount",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--propagation",
-            "private",
-            "--",
-        ])
-        .arg(exe)
+    let out = testing::in_node_namespaces(&exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INNER, "1")
         .output()
@@ -129,6 +118,24 @@ fn log_lines(agent_dir: &Path, pod: &str, container: &str) -> Vec<String> {
     out
 }
 
+/// `kubectl run web` with busybox httpd serving the image's page on port 8080.
+fn run_web(k: &Kubectl) {
+    k.ok(&[
+        "run",
+        "web",
+        "--image",
+        IMAGE,
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/srv",
+    ]);
+}
+
 /// A fresh network namespace has its loopback down; the API server listens on it.
 fn bring_up_loopback() {
     let up = Command::new("ip")
@@ -187,20 +194,7 @@ fn pods_run_as_containers_on_the_pod_network() {
     );
 
     // A web server pod, created with the oldest kubectl, serves on its pod IP.
-    old.ok(&[
-        "run",
-        "web",
-        "--image",
-        IMAGE,
-        "--image-pull-policy=IfNotPresent",
-        "--",
-        "httpd",
-        "-f",
-        "-p",
-        "8080",
-        "-h",
-        "/srv",
-    ]);
+    run_web(&old);
     new.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
     let ip = jsonpath(&new, "web", "{.status.podIP}");
     let net: ipnet::Ipv4Net = cidr.parse().expect("cidr");
@@ -666,20 +660,7 @@ fn a_separately_joined_agent_runs_pods() {
         let row = k.ok(&["get", "node", "joined", "--no-headers"]);
         row.contains(" Ready ").then_some(row)
     });
-    k.ok(&[
-        "run",
-        "web",
-        "--image",
-        IMAGE,
-        "--image-pull-policy=IfNotPresent",
-        "--",
-        "httpd",
-        "-f",
-        "-p",
-        "8080",
-        "-h",
-        "/srv",
-    ]);
+    run_web(&k);
     k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
     let ip: std::net::Ipv4Addr = jsonpath(&k, "web", "{.status.podIP}").parse().expect("pod IP");
     let page = http_get(SocketAddr::from((ip, 8080))).expect("reach the pod");
