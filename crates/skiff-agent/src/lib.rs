@@ -8,6 +8,7 @@
 //!   is measured with them.
 
 pub mod env;
+pub mod exec;
 pub mod logs;
 pub mod node;
 pub mod pods;

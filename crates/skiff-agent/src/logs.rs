@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use skiff_client::streams::{LogRequest, LogStream, NodeStreams};
+use futures::future::BoxFuture;
+use skiff_client::streams::{
+    ExecRequest, ExecSession, LogRequest, LogStream, NodeStreams, PortConnection, PortForwardRequest,
+};
 use skiff_runtime::shim::log::{join_lines, parse, Pending};
 use skiff_runtime::{ContainerManager, ShimStatus};
 
@@ -16,6 +19,8 @@ use skiff_runtime::{ContainerManager, ShimStatus};
 pub struct AgentStreams {
     pub log_dir: PathBuf,
     pub containers: ContainerManager,
+    /// Where pod network namespaces are bound (for port forwarding).
+    pub netns_dir: PathBuf,
 }
 
 impl AgentStreams {
@@ -32,6 +37,7 @@ impl AgentStreams {
         Ok(AgentStreams {
             log_dir: cfg.log_dir.clone(),
             containers,
+            netns_dir: skiff_net::node::netns_dir(&cfg.run_dir),
         })
     }
 }
@@ -162,6 +168,14 @@ impl Follow {
 }
 
 impl NodeStreams for AgentStreams {
+    fn exec(&self, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, String>> {
+        crate::exec::exec(self.containers.clone(), req)
+    }
+
+    fn port_forward(&self, req: PortForwardRequest) -> BoxFuture<'static, Result<PortConnection, String>> {
+        crate::exec::port_forward(self.netns_dir.clone(), req)
+    }
+
     fn logs(&self, req: LogRequest) -> Result<LogStream, String> {
         let path = log_path(
             &self.log_dir,

@@ -99,6 +99,13 @@ pub fn resource_list(types: &[std::sync::Arc<ResourceType>], group: &str, versio
             resources.push(
                 json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}),
             );
+            for (sub, kind) in [
+                ("attach", "PodAttachOptions"),
+                ("exec", "PodExecOptions"),
+                ("portforward", "PodPortForwardOptions"),
+            ] {
+                resources.push(json!({"name": format!("pods/{sub}"), "singularName": "", "namespaced": true, "kind": kind, "verbs": ["create", "get"]}));
+            }
         }
         if t.group.is_empty() && t.kind == "Namespace" {
             resources.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": "Namespace", "verbs": ["update"]}));
@@ -139,6 +146,13 @@ fn aggregated_resource(t: &ResourceType) -> Value {
     }
     if t.group.is_empty() && t.kind == "Pod" {
         subs.push(json!({"subresource": "log", "responseKind": {"group": "", "version": "v1", "kind": "Pod"}, "verbs": ["get"]}));
+        for (sub, kind) in [
+            ("attach", "PodAttachOptions"),
+            ("exec", "PodExecOptions"),
+            ("portforward", "PodPortForwardOptions"),
+        ] {
+            subs.push(json!({"subresource": sub, "responseKind": {"group": "", "version": "v1", "kind": kind}, "verbs": ["create", "get"]}));
+        }
     }
     if !subs.is_empty() {
         r["subresources"] = json!(subs);

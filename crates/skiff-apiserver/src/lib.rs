@@ -20,6 +20,7 @@ mod objects;
 mod openapi;
 mod patch;
 mod pki;
+mod remote;
 mod request;
 mod review;
 mod scale;

@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::request::Query;
 use crate::server::Shared;
 
-fn strings<'a>(v: &'a Value, ptr: &str) -> Vec<&'a str> {
+pub(crate) fn strings<'a>(v: &'a Value, ptr: &str) -> Vec<&'a str> {
     v.pointer(ptr)
         .and_then(Value::as_array)
         .into_iter()
@@ -42,6 +42,35 @@ fn positive(q: &Query, k: &str) -> ApiResult<Option<usize>> {
         Some(n) if n >= 0 => Ok(Some(n as usize)),
         Some(n) => Err(invalid(k, &n.to_string(), "must be greater than or equal to 0")),
     }
+}
+
+/// The streaming side of the agent of the node pod `name` runs on (for `what`: "logs",
+/// "exec", …).
+pub(crate) fn node_agent(
+    shared: &Shared,
+    pod: &Value,
+    name: &str,
+    what: &str,
+) -> ApiResult<Arc<dyn skiff_client::streams::NodeStreams>> {
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    shared
+        .nodes
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(node)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("the agent of node {node} is not connected to this server ({what} of separately joined agents are not served yet)"),
+            )
+        })
 }
 
 pub async fn logs(
@@ -126,25 +155,7 @@ pub async fn logs(
         }
         restarts
     };
-    let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
-    if node.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    }
-    let agent = shared
-        .nodes
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(node)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!("the agent of node {node} is not connected to this server (logs of separately joined agents are not served yet)"),
-            )
-        })?;
+    let agent = node_agent(shared, &pod, name, "logs")?;
     let req = LogRequest {
         namespace: ns.to_string(),
         pod: name.to_string(),

@@ -104,7 +104,7 @@ fn resource_route(group: &str, version: &str, rest: &[&str], types: &Types) -> A
             "status" => rt.status,
             "scale" => rt.scale.is_some(),
             "finalize" => rt.kind == "Namespace" && rt.group.is_empty(),
-            "binding" | "log" => rt.kind == "Pod" && rt.group.is_empty(),
+            "binding" | "log" | "exec" | "attach" | "portforward" => rt.kind == "Pod" && rt.group.is_empty(),
             _ => false,
         };
         if !ok {
@@ -139,6 +139,11 @@ impl Query {
 
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    /// Every value of a repeated key, in order (`command=sh&command=-c`).
+    pub fn all(&self, k: &str) -> &[String] {
+        self.0.get(k).map_or(&[], Vec::as_slice)
     }
 
     pub fn flag(&self, k: &str) -> bool {

@@ -210,6 +210,9 @@ async fn entry(State(shared): State<Arc<Shared>>, mut req: Request) -> Response 
     if req.extensions().get::<Identity>().is_none() && !public_path(req.uri().path()) {
         return ApiError::unauthorized().into_response();
     }
+    if crate::remote::is_stream_path(req.uri().path()) {
+        return crate::remote::serve(shared, req).await;
+    }
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body).await {
         Ok(b) => b,

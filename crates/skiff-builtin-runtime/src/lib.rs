@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod console;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::signal::Signal;
@@ -86,6 +88,10 @@ enum Op {
         /// Write the process's PID here.
         #[arg(long)]
         pid_file: Option<PathBuf>,
+        /// A unix socket to send the terminal master to (a detached terminal process). In
+        /// the foreground this process holds the terminal and copies it to its own stdio.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
         /// The container ID.
         id: String,
         /// The command, when no `--process` is given.
@@ -153,6 +159,14 @@ pub enum BuiltinRuntimeError {
         id: String,
         #[source]
         source: Box<libcontainer::error::LibcontainerError>,
+    },
+    /// The terminal of an exec'd process could not be set up or relayed.
+    #[error("the terminal of a process in {id}: {source}")]
+    Terminal {
+        /// The container.
+        id: String,
+        #[source]
+        source: std::io::Error,
     },
     /// Waiting for an exec'd process failed.
     #[error("waiting for the process in {id}: {source}")]
@@ -281,6 +295,14 @@ fn check_bundle(bundle: &Path) -> Result<(), BuiltinRuntimeError> {
     Ok(())
 }
 
+/// Whether the OCI process JSON at `path` asks for a terminal.
+fn wants_terminal(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["terminal"] == true)
+}
+
 fn run(cli: &Cli) -> Result<ExitCode, BuiltinRuntimeError> {
     let root = &cli.root;
     match &cli.command {
@@ -319,6 +341,7 @@ fn run(cli: &Cli) -> Result<ExitCode, BuiltinRuntimeError> {
             process,
             detach,
             pid_file,
+            console_socket,
             id,
             command,
         } => {
@@ -326,16 +349,31 @@ fn run(cli: &Cli) -> Result<ExitCode, BuiltinRuntimeError> {
             if c.status() != libcontainer::container::ContainerStatus::Running {
                 return Err(BuiltinRuntimeError::NotRunning { id: id.clone() });
             }
+            let terminal = process.as_ref().is_some_and(|p| wants_terminal(p));
+            let console = match (terminal && !*detach, console_socket) {
+                (true, _) => Some(
+                    console::ConsoleSocket::listen(root)
+                        .map_err(|source| BuiltinRuntimeError::Terminal { id: id.clone(), source })?,
+                ),
+                _ => None,
+            };
+            let socket = console
+                .as_ref()
+                .map(|c| c.path().to_path_buf())
+                .or_else(|| console_socket.clone());
             let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_executor(libcontainer::workload::default::DefaultExecutor {})
                 .with_root_path(root)
                 .map_err(lc("exec in", id))?
                 .with_pid_file(pid_file.as_ref())
                 .map_err(lc("exec in", id))?
+                .with_console_socket(socket.as_ref())
                 .validate_id()
                 .map_err(lc("exec in", id))?
                 .as_tenant()
-                .with_detach(*detach)
+                // libcontainer takes a console socket only from a detached caller; its
+                // `detach` means nothing else, and the process is waited for below either way.
+                .with_detach(*detach || console.is_some())
                 .with_process(process.as_ref())
                 .with_container_args(command.clone())
                 .build()
@@ -346,13 +384,23 @@ fn run(cli: &Cli) -> Result<ExitCode, BuiltinRuntimeError> {
             // The process is this one's child (libcontainer clones it as a sibling of its
             // intermediate process): wait for it and exit as it did.
             let raw = pid.as_raw();
-            let status = rustix::process::Pid::from_raw(raw)
-                .map(|p| rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()))
-                .ok_or(BuiltinRuntimeError::NotRunning { id: id.clone() })?
-                .map_err(|e| BuiltinRuntimeError::Wait {
-                    id: id.clone(),
-                    source: e.into(),
-                })?;
+            let wait = || {
+                rustix::process::Pid::from_raw(raw)
+                    .map(|p| rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()))
+                    .ok_or(BuiltinRuntimeError::NotRunning { id: id.clone() })?
+                    .map_err(|e| BuiltinRuntimeError::Wait {
+                        id: id.clone(),
+                        source: e.into(),
+                    })
+            };
+            let status = match console {
+                Some(console) => {
+                    let terminal_err = |source| BuiltinRuntimeError::Terminal { id: id.clone(), source };
+                    let master = console.receive().map_err(terminal_err)?;
+                    console::relay(master, wait).map_err(terminal_err)??
+                }
+                None => wait()?,
+            };
             let code = match status.map(|(_, s)| (s.exit_status(), s.terminating_signal())) {
                 Some((Some(c), _)) => c,
                 Some((_, Some(sig))) => 128 + sig,

@@ -34,7 +34,7 @@ impl NodeNetworkConfig {
         NodeNetworkConfig {
             pod_cidr,
             bridge: "skiff0".into(),
-            netns_dir: run_dir.join("netns"),
+            netns_dir: netns_dir(run_dir),
             ipam_dir: data_dir.join("net").join("ipam"),
             mtu: 1500,
         }
@@ -142,6 +142,17 @@ pub fn host_veth_name(pod_key: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("veth{:08x}", h as u32)
+}
+
+/// Where pod network namespaces are bound under the agent's run directory.
+pub fn netns_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("netns")
+}
+
+/// Where the network namespace of pod `pod_key` is bound, under `netns_dir`
+/// ([`NodeNetworkConfig::netns_dir`]).
+pub fn pod_netns_path(netns_dir: &Path, pod_key: &str) -> PathBuf {
+    netns_dir.join(netns_name(pod_key))
 }
 
 fn netns_name(pod_key: &str) -> String {

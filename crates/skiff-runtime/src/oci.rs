@@ -194,6 +194,10 @@ pub struct ContainerStdio {
     pub stdout: Option<Stdio>,
     /// The container's stderr (default: `/dev/null`).
     pub stderr: Option<Stdio>,
+    /// The runtime runs in a session of its own with its stdin (a terminal) as the
+    /// controlling terminal: how `exec` of a `terminal` process gets its host console (runc
+    /// copies that terminal's size to the container's on `SIGWINCH`).
+    pub controlling_terminal: bool,
 }
 
 /// Whether the host runs cgroup v2 only (the unified hierarchy at `/sys/fs/cgroup`): then
@@ -374,6 +378,19 @@ impl OciRuntime {
             .stdin(stdio.stdin.unwrap_or_else(Stdio::null))
             .stdout(stdio.stdout.unwrap_or_else(Stdio::null))
             .stderr(stdio.stderr.unwrap_or_else(Stdio::null));
+        if stdio.controlling_terminal {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and only makes two
+            // system calls (setsid, ioctl), which are async-signal-safe; it allocates nothing.
+            #[allow(unsafe_code)]
+            unsafe {
+                c.pre_exec(|| {
+                    rustix::process::setsid()?;
+                    rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+                    Ok(())
+                });
+            }
+        }
         let status = c.status().map_err(self.spawn_err())?;
         if status.success() {
             return Ok((status, String::new()));

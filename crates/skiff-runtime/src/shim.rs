@@ -528,6 +528,7 @@ fn run_daemon(dir: &Path) -> ExitCode {
         stdin: None,
         stdout: Some(Stdio::from(out_w)),
         stderr: Some(Stdio::from(err_w)),
+        controlling_terminal: false,
     };
     // The write ends go to the runtime and are closed here when `create` returns, so the
     // pumps see EOF once the container's processes are gone.

@@ -49,7 +49,8 @@ fn test_image() -> testing::TestImage {
     let base = layer(|l| {
         l.dir("bin", 0o755).busybox("bin/busybox");
         for a in [
-            "sh", "httpd", "sleep", "cat", "echo", "env", "hostname", "ls", "touch", "rm", "grep", "head", "tr", "true",
+            "sh", "httpd", "sleep", "cat", "echo", "env", "hostname", "ls", "touch", "rm", "grep", "head", "tr",
+            "true", "tty", "stty",
         ] {
             l.symlink(&format!("bin/{a}"), "busybox");
         }
@@ -682,4 +683,240 @@ fn a_separately_joined_agent_runs_pods() {
     assert!(err.contains("is not connected to this server"), "{err}");
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+/// `kubectl port-forward pod/NAME :PORT` running; returns it and the local port it chose.
+fn port_forward(k: &Kubectl, target: &str, port: u16) -> (std::process::Child, u16) {
+    let mut child = k
+        .cmd(&["port-forward", target, &format!(":{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            // "Forwarding from 127.0.0.1:40211 -> 8080"
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                let local = rest.split(' ').next().and_then(|p| p.parse::<u16>().ok());
+                let _ = tx.send(local);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Some(local)) => (child, local),
+        other => {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("kubectl");
+            panic!(
+                "kubectl port-forward did not start ({other:?}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Runs `kubectl ARGS` on a terminal (`script` gives it one), typing `input`; returns what
+/// the terminal showed and kubectl's exit code.
+fn on_terminal(k: &Kubectl, args: &[&str], input: &str) -> (String, Option<i32>) {
+    let mut line = vec![k.bin.to_string_lossy().into_owned()];
+    line.extend(["--kubeconfig".into(), k.kubeconfig.to_string_lossy().into_owned()]);
+    line.extend(["--cache-dir".into(), k.cache.path().to_string_lossy().into_owned()]);
+    line.extend(args.iter().map(|a| a.to_string()));
+    let quoted: Vec<String> = line.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+    let mut child = Command::new("script")
+        .args(["-qefc", &quoted.join(" "), "/dev/null"])
+        .env("TERM", "dumb")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_string();
+    std::thread::spawn(move || {
+        // Typed slowly, as a person would: the shell must be up to read it.
+        std::thread::sleep(Duration::from_secs(2));
+        for line in input.split_inclusive('\n') {
+            let _ = stdin.write_all(line.as_bytes());
+            let _ = stdin.flush();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kubectl {args:?} on a terminal did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    let _ = child.stdout.take().expect("stdout").read_to_string(&mut out);
+    (out, status.code())
+}
+
+#[test]
+fn exec_and_port_forward_with_both_kubectls() {
+    if !inside_namespaces("exec_and_port_forward_with_both_kubectls") {
+        return;
+    }
+    bring_up_loopback();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_dir = dir.path().join("agent");
+    import_test_image(&agent_dir);
+    let run_dir = dir.path().join("run");
+    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = SkiffServer::start_with_agent(dir, &flags);
+    let new = Kubectl::new("1.33", &server);
+    let old = Kubectl::new("1.27", &server);
+    wait_for(60, "the node to be Ready", || {
+        let row = new.ok(&["get", "nodes", "--no-headers"]);
+        row.contains(" Ready ").then_some(row)
+    });
+    // Two containers: one serves on the pod IP, the other only on the pod's loopback (so
+    // port-forward must connect inside the pod's network namespace).
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+      "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+        {"name": "web", "image": "registry.test/busybox:1", "imagePullPolicy": "IfNotPresent",
+         "command": ["httpd", "-f", "-p", "8080", "-h", "/srv"]},
+        {"name": "local", "image": "registry.test/busybox:1", "imagePullPolicy": "IfNotPresent",
+         "command": ["httpd", "-f", "-p", "127.0.0.1:9090", "-h", "/srv"]}]}}"#;
+    new.ok_stdin(&["apply", "-f", "-"], pod);
+    new.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+
+    for (name, k) in [("1.27 (SPDY)", &old), ("1.33 (WebSocket)", &new)] {
+        // Output on both streams, and the exit code, come back.
+        let out = k.run(&[
+            "exec",
+            "web",
+            "-c",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo out-$((40+2)); echo err >&2; exit 3",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "out-42\n", "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{name}: the exit code is kubectl's: {stderr}"
+        );
+        assert!(stderr.starts_with("err\n"), "{name}: {stderr}");
+        // stdin reaches the process and its end ends it.
+        let echoed = k.ok_stdin(
+            &[
+                "exec",
+                "-i",
+                "web",
+                "-c",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "tr a-z A-Z; echo done",
+            ],
+            "hello\nskiff\n",
+        );
+        assert_eq!(echoed, "HELLO\nSKIFF\ndone\n", "{name}");
+        // The process runs in the container: its files, hostname and environment.
+        let seen = k.ok(&[
+            "exec",
+            "web",
+            "-c",
+            "local",
+            "--",
+            "sh",
+            "-c",
+            "cat /srv/index.html; hostname",
+        ]);
+        assert_eq!(seen, "hello from a skiff pod\nweb\n", "{name}");
+        // Mistakes are named.
+        let err = k.fails(&["exec", "web", "-c", "nope", "--", "true"]);
+        assert!(err.contains("container nope is not valid for pod web"), "{name}: {err}");
+        let err = k.fails(&["exec", "missing", "--", "true"]);
+        assert!(err.contains("pods \"missing\" not found"), "{name}: {err}");
+        let err = k.fails(&["exec", "web", "-c", "web", "--", "no-such-command"]);
+        assert!(err.contains("no-such-command"), "{name}: {err}");
+
+        // A terminal: the process has one, with the size kubectl's terminal has, and what
+        // is typed reaches an interactive shell; its exit code comes back.
+        let (screen, code) = on_terminal(
+            k,
+            &["exec", "-it", "web", "-c", "web", "--", "sh"],
+            "tty; stty size; echo typed-$((6*7))\nexit 7\n",
+        );
+        assert!(screen.contains("/dev/pts/"), "{name}: {screen}");
+        assert!(screen.contains("typed-42"), "{name}: {screen}");
+        assert_eq!(code, Some(7), "{name}: {screen}");
+
+        // Port forwarding: two connections in turn, one to a port that only listens on the
+        // pod's loopback.
+        for (port, what) in [(8080u16, "the pod IP port"), (9090, "the pod's loopback port")] {
+            let (mut pf, local) = port_forward(k, "pod/web", port);
+            for _ in 0..2 {
+                let page = http_get(SocketAddr::from(([127, 0, 0, 1], local)));
+                if !page.as_ref().is_ok_and(|p| p.contains("hello from a skiff pod")) {
+                    let _ = pf.kill();
+                    let out = pf.wait_with_output().expect("kubectl");
+                    panic!(
+                        "{name} {what}: {page:?}; kubectl: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            let _ = pf.kill();
+            let _ = pf.wait();
+        }
+        // A port nothing listens on: the connection is closed, kubectl says why.
+        let (mut pf, local) = port_forward(k, "pod/web", 7777);
+        let got = http_get(SocketAddr::from(([127, 0, 0, 1], local)));
+        assert!(!got.as_ref().is_ok_and(|p| p.contains("200")), "{name}: {got:?}");
+        let _ = pf.kill();
+        let out = pf.wait_with_output().expect("kubectl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("7777"), "{name}: kubectl tells the port: {stderr}");
+    }
+    // kubectl 1.33 used WebSocket (not its SPDY fallback): for exec, and for port-forward
+    // as the SPDY tunnel.
+    let out = new.run(&["exec", "-v=7", "web", "-c", "web", "--", "true"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && log.contains("The subprotocol is v5.channel.k8s.io"),
+        "{log}"
+    );
+    let mut pf = new
+        .cmd(&["port-forward", "-v=7", "pod/web", ":8080"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = pf.kill();
+    let log = String::from_utf8_lossy(&pf.wait_with_output().expect("kubectl").stderr).into_owned();
+    assert!(
+        log.contains("SPDY/3.1+portforward.k8s.io") && log.contains("101 Switching Protocols"),
+        "{log}"
+    );
+    // Exec into a pod that has finished is refused with the pod's phase.
+    let done = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "done"},
+      "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "registry.test/busybox:1",
+        "imagePullPolicy": "IfNotPresent", "command": ["true"]}]}}"#;
+    new.ok_stdin(&["apply", "-f", "-"], done);
+    wait_for(60, "the pod to finish", || {
+        (jsonpath(&new, "done", "{.status.phase}") == "Succeeded")
+            .then_some(())
+            .map(|()| String::new())
+    });
+    let err = new.fails(&["exec", "done", "--", "true"]);
+    assert!(err.contains("completed pod"), "{err}");
 }

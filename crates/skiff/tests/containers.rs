@@ -11,6 +11,7 @@
 //! containers get network namespaces of their own (no interfaces but loopback). Drop guards
 //! delete containers, unmount roots and remove the test's cgroups.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -57,7 +58,7 @@ fn in_private_mount_ns(name: &str) -> bool {
 
 /// The busybox applets the tests use, linked in `/bin`.
 const APPLETS: &[&str] = &[
-    "sh", "id", "sleep", "cat", "touch", "tail", "echo", "pwd", "ls", "readlink", "head", "tr", "seq",
+    "sh", "id", "sleep", "cat", "touch", "tail", "echo", "pwd", "ls", "readlink", "head", "tr", "seq", "tty", "stty",
 ];
 
 /// A test image: busybox with applets, `/etc/passwd` with an `app` user, `/tmp`.
@@ -688,6 +689,89 @@ fn exec_runs_as_the_container(runtime: &str) {
     );
 }
 
+/// A terminal pair: the master (the agent's side) and the slave (the runtime's stdio).
+fn terminal() -> (std::fs::File, std::fs::File) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().expect("name"))
+        .expect("open the slave");
+    (std::fs::File::from(master), slave)
+}
+
+fn set_size(master: &std::fs::File, rows: u16, cols: u16) {
+    let ws = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(master, ws).expect("set the terminal size");
+}
+
+/// `exec` of a terminal process, as `kubectl exec -it` asks for it: the runtime, with a
+/// terminal as its stdio and controlling terminal, gives the process a terminal of the
+/// container's, copies between the two, and follows the outer terminal's size.
+fn exec_on_a_terminal(runtime: &str) {
+    let node = Node::new(runtime);
+    let c = sh("termd", "echo ready; while true; do sleep 1; done");
+    let (p, _, _) = node.run("termd", &c);
+    eventually("ready", || p.stdout().contains(&"ready".to_string()));
+    let spec = bundle::read_config(&p.dir).expect("config");
+    let script = "tty; stty size; read x; stty size; echo got-$x; exit 4";
+    let process = bundle::exec_process(&spec, vec!["sh".into(), "-c".into(), script.into()], true).expect("process");
+    let (master, slave) = terminal();
+    set_size(&master, 33, 101);
+    let stdio = skiff_runtime::ContainerStdio {
+        stdin: Some(slave.try_clone().expect("dup").into()),
+        stdout: Some(slave.try_clone().expect("dup").into()),
+        stderr: Some(slave.into()),
+        controlling_terminal: true,
+    };
+    let rt = node.runtime().clone();
+    let dir = p.dir.clone();
+    let run = std::thread::spawn(move || rt.exec("termd", &process, stdio, &dir));
+    let mut reader = master.try_clone().expect("dup");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut screen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Until EIO: nobody holds the terminal's other side any more.
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            screen.extend_from_slice(&buf[..n]);
+            let _ = tx.send(String::from_utf8_lossy(&screen).into_owned());
+        }
+    });
+    let mut screen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !screen.contains("33 101") {
+        assert!(std::time::Instant::now() < deadline, "no terminal output: {screen:?}");
+        if run.is_finished() {
+            panic!("exec ended early: {:?}; screen: {screen:?}", run.join());
+        }
+        if let Ok(s) = rx.recv_timeout(Duration::from_millis(200)) {
+            screen = s;
+        }
+    }
+    // Resized while it runs, then typed at.
+    set_size(&master, 40, 120);
+    std::thread::sleep(Duration::from_millis(800));
+    (&master).write_all(b"abc\n").expect("type");
+    let code = run.join().expect("exec thread").expect("exec");
+    while let Ok(s) = rx.recv_timeout(Duration::from_secs(2)) {
+        screen = s;
+    }
+    assert_eq!(code, 4, "{screen:?}");
+    assert!(screen.contains("/dev/pts/"), "the process has a terminal: {screen:?}");
+    assert!(screen.contains("40 120"), "the resize reached it: {screen:?}");
+    assert!(screen.contains("got-abc"), "what was typed reached it: {screen:?}");
+}
+
 fn capabilities_reach_the_process(runtime: &str) {
     let node = Node::new(runtime);
     let status_of = |id: &str, sc: Option<SecurityContext>| {
@@ -1074,6 +1158,7 @@ conformance!(
         copied_root_and_log_rotation,
         manager_stops_gracefully_and_removes,
         exec_runs_as_the_container,
+        exec_on_a_terminal,
         capabilities_reach_the_process,
         cgroup_limits_are_applied,
         memory_limit_oom_is_recorded,

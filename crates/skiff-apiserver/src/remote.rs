@@ -1,0 +1,748 @@
+//! `pods/{name}/exec`, `pods/{name}/attach` and `pods/{name}/portforward`: the upgraded
+//! streaming subresources, checked against the pod as the API server and kubelet check them,
+//! then relayed to the pod's node agent.
+//!
+//! Two transports, as kubectl speaks them (`../shared/reference/kubectl-wire.md` §8.3–8.4):
+//! - WebSocket (kubectl 1.30+ for exec/attach, `v5.channel.k8s.io` or `v4.channel.k8s.io`:
+//!   one binary message per chunk, its first byte the channel), and for port-forward 1.31+
+//!   the `SPDY/3.1+portforward.k8s.io` tunnel: SPDY carried in binary messages;
+//! - SPDY/3.1 on the upgraded connection (kubectl up to 1.29, and the fallback of all).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use skiff_client::streams::{ExecExit, ExecRequest, ExecSession, NodeStreams, PortForwardRequest, TerminalSize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::error::{ApiError, ApiResult};
+use crate::logs::{node_agent, strings};
+use crate::request::{route, Query, Route};
+use crate::server::Shared;
+
+/// Which streaming subresource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Exec,
+    Attach,
+    PortForward,
+}
+
+/// Whether `path` names a streaming subresource of a pod (the server hands those requests
+/// here before reading a body, as they are upgraded).
+pub fn is_stream_path(path: &str) -> bool {
+    path.starts_with("/api/v1/namespaces/")
+        && (path.ends_with("/exec") || path.ends_with("/attach") || path.ends_with("/portforward"))
+}
+
+const WS_EXEC_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+const SPDY_EXEC_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
+const WS_TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// How long the client has to open the streams of an exec session over SPDY (the kubelet's
+/// stream creation timeout).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a finished exec session waits for the client to close the connection.
+const CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one request for a streaming subresource; every failure before the upgrade is a
+/// `Status`.
+pub async fn serve(shared: Arc<Shared>, req: Request) -> Response {
+    match prepare(&shared, &req) {
+        Ok(plan) => upgrade(plan, req),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What a checked request will do once upgraded.
+struct Plan {
+    kind: Kind,
+    agent: Arc<dyn NodeStreams>,
+    exec: ExecRequest,
+    forward: PortForwardRequest,
+    transport: Transport,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Transport {
+    /// A WebSocket with this subprotocol.
+    WebSocket { protocol: &'static str, key: String },
+    /// SPDY/3.1 with this `X-Stream-Protocol-Version`.
+    Spdy { protocol: &'static str },
+}
+
+fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Picks the transport and protocol from the upgrade request (the first of `ours` the client
+/// offers).
+fn negotiate(kind: Kind, headers: &HeaderMap) -> ApiResult<Transport> {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if upgrade.contains("websocket") {
+        let offered: Vec<&str> = header_values(headers, "sec-websocket-protocol").collect();
+        let ours: &[&'static str] = match kind {
+            Kind::PortForward => &[WS_TUNNEL_PROTOCOL],
+            _ => &WS_EXEC_PROTOCOLS,
+        };
+        let key = headers
+            .get("sec-websocket-key")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+        // Answering anything but 101 makes kubectl fall back to SPDY.
+        let protocol = ours.iter().find(|p| offered.contains(p)).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to upgrade: none of the offered WebSocket subprotocols [{}] is supported; supported: [{}]",
+                offered.join(", "),
+                ours.join(", ")
+            ))
+        })?;
+        return Ok(Transport::WebSocket {
+            protocol,
+            key: key.to_string(),
+        });
+    }
+    if upgrade.contains("spdy/3.1") {
+        let offered: Vec<&str> = header_values(headers, "x-stream-protocol-version").collect();
+        let ours: &[&'static str] = match kind {
+            Kind::PortForward => &[PORT_FORWARD_PROTOCOL],
+            _ => &SPDY_EXEC_PROTOCOLS,
+        };
+        let protocol = ours.iter().find(|p| offered.contains(p)).ok_or_else(|| {
+            ApiError::forbidden(format!(
+                "unable to upgrade: none of the offered stream protocols [{}] is supported; supported: [{}]",
+                offered.join(", "),
+                ours.join(", ")
+            ))
+        })?;
+        return Ok(Transport::Spdy { protocol });
+    }
+    Err(ApiError::bad_request(
+        "Upgrade request required: this subresource is served over WebSocket or SPDY/3.1",
+    ))
+}
+
+fn prepare(shared: &Shared, req: &Request) -> ApiResult<Plan> {
+    let path = req.uri().path();
+    let Route::Resource(rr) = route(path, &shared.types)? else {
+        return Err(ApiError::no_route());
+    };
+    let kind = match rr.sub.as_deref() {
+        Some("exec") => Kind::Exec,
+        Some("attach") => Kind::Attach,
+        Some("portforward") => Kind::PortForward,
+        _ => return Err(ApiError::no_route()),
+    };
+    if rr.rt.kind != "Pod" || !rr.rt.group.is_empty() {
+        return Err(ApiError::no_route());
+    }
+    if !matches!(*req.method(), Method::GET | Method::POST) {
+        return Err(ApiError::method_not_allowed(format!(
+            "pods/{} only supports get and create (an upgraded connection)",
+            rr.sub.as_deref().unwrap_or("")
+        )));
+    }
+    let ns = rr.namespace.as_deref().unwrap_or("default");
+    let name = rr.name.as_deref().unwrap_or("");
+    let q = Query::parse(req.uri().query());
+    let pod = shared.objects.get(&rr.rt, Some(ns), name)?.value();
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+    let mut exec = ExecRequest {
+        namespace: ns.to_string(),
+        pod: name.to_string(),
+        uid: uid.clone(),
+        ..Default::default()
+    };
+    let forward = PortForwardRequest {
+        namespace: ns.to_string(),
+        pod: name.to_string(),
+        uid,
+        port: 0,
+        host_network: pod["spec"]["hostNetwork"].as_bool().unwrap_or(false),
+    };
+    if kind == Kind::PortForward {
+        if phase != "Running" {
+            return Err(ApiError::bad_request(format!(
+                "unable to forward ports of pod {name}: pod is not running (phase {phase:?})"
+            )));
+        }
+    } else {
+        if matches!(phase, "Succeeded" | "Failed") {
+            return Err(ApiError::bad_request(format!(
+                "cannot {} a container in a completed pod; current phase is {phase}",
+                if kind == Kind::Exec { "exec into" } else { "attach to" }
+            )));
+        }
+        let containers = strings(&pod, "/spec/containers");
+        let init = strings(&pod, "/spec/initContainers");
+        exec.container = match q.get("container").filter(|c| !c.is_empty()) {
+            Some(c) if containers.contains(&c) || init.contains(&c) => c.to_string(),
+            Some(c) => {
+                return Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )))
+            }
+            None if containers.len() == 1 => containers[0].to_string(),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                )))
+            }
+        };
+        exec.command = q.all("command").to_vec();
+        exec.stdin = q.flag("stdin");
+        exec.stdout = q.flag("stdout");
+        exec.stderr = q.flag("stderr");
+        exec.tty = q.flag("tty");
+        if kind == Kind::Exec && exec.command.is_empty() {
+            return Err(ApiError::bad_request(
+                "you must specify at least one command for the container",
+            ));
+        }
+        if !(exec.stdin || exec.stdout || exec.stderr) {
+            return Err(ApiError::bad_request(
+                "you must specify at least 1 of stdin, stdout, stderr",
+            ));
+        }
+        if exec.tty && exec.stderr {
+            // kubectl never asks for both: a terminal has one output stream.
+            exec.stderr = false;
+        }
+    }
+    let agent = node_agent(
+        shared,
+        &pod,
+        name,
+        match kind {
+            Kind::Exec => "exec",
+            Kind::Attach => "attach",
+            Kind::PortForward => "port forwarding",
+        },
+    )?;
+    let transport = negotiate(kind, req.headers())?;
+    Ok(Plan {
+        kind,
+        agent,
+        exec,
+        forward,
+        transport,
+    })
+}
+
+/// Answers `101 Switching Protocols` and serves the upgraded connection in the background.
+fn upgrade(plan: Plan, mut req: Request) -> Response {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let mut res = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    match &plan.transport {
+        Transport::WebSocket { protocol, key } => {
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            res = res
+                .header(header::CONNECTION, "Upgrade")
+                .header(header::UPGRADE, "websocket")
+                .header("Sec-WebSocket-Accept", accept)
+                .header("Sec-WebSocket-Protocol", *protocol);
+        }
+        Transport::Spdy { protocol } => {
+            res = res
+                .header(header::CONNECTION, "Upgrade")
+                .header(header::UPGRADE, "SPDY/3.1")
+                .header("X-Stream-Protocol-Version", HeaderValue::from_static(protocol));
+        }
+    }
+    tokio::spawn(async move {
+        let io = match on_upgrade.await {
+            Ok(u) => TokioIo::new(u),
+            Err(e) => {
+                tracing::debug!(error = %e, "streaming upgrade failed");
+                return;
+            }
+        };
+        match (plan.kind, plan.transport) {
+            (Kind::PortForward, Transport::WebSocket { .. }) => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                port_forward_spdy(plan.agent, plan.forward, ws_tunnel(ws)).await;
+            }
+            (Kind::PortForward, Transport::Spdy { .. }) => port_forward_spdy(plan.agent, plan.forward, io).await,
+            (kind, Transport::WebSocket { protocol, .. }) => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                let command = plan.exec.command.clone();
+                let session = start(kind, &plan.agent, plan.exec);
+                exec_ws(session, command, ws, protocol == "v5.channel.k8s.io").await;
+            }
+            (kind, Transport::Spdy { .. }) => exec_spdy(kind, plan.agent, plan.exec, io).await,
+        }
+    });
+    res.body(Body::empty()).unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+fn start(
+    kind: Kind,
+    agent: &Arc<dyn NodeStreams>,
+    req: ExecRequest,
+) -> futures::future::BoxFuture<'static, Result<ExecSession, String>> {
+    match kind {
+        Kind::Attach => agent.attach(req),
+        _ => agent.exec(req),
+    }
+}
+
+/// The `metav1.Status` that ends a session on the error channel (v4 and v5): kubectl turns a
+/// `NonZeroExitCode` into its own exit code.
+fn exit_status(exit: &ExecExit, command: &[String]) -> Value {
+    match exit {
+        ExecExit::Code(0) => json!({"metadata": {}, "status": "Success"}),
+        ExecExit::Code(code) => json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        }),
+        ExecExit::Error(message) => json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("Internal error occurred: {message}"),
+            "reason": "InternalError",
+            "code": 500,
+            "details": {"causes": [{"message": message}]},
+        }),
+    }
+}
+
+/// Copies `from` into `to` chunk by chunk as `(channel, bytes)` until EOF.
+async fn pump(mut from: impl AsyncRead + Unpin, channel: u8, to: mpsc::Sender<(u8, Bytes)>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.send((channel, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs an exec/attach session over a WebSocket (`v4`/`v5.channel.k8s.io`).
+async fn exec_ws<S>(
+    session: futures::future::BoxFuture<'static, Result<ExecSession, String>>,
+    command: Vec<String>,
+    ws: WebSocketStream<S>,
+    v5: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut incoming) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
+    let session = session.await;
+    let status = match session {
+        Err(message) => Some(ExecExit::Error(message)),
+        Ok(s) => run_ws_session(s, &mut incoming, out_tx, &mut out_rx, &mut sink, v5).await,
+    };
+    if let Some(exit) = status {
+        let body = serde_json::to_vec(&exit_status(&exit, &command)).unwrap_or_default();
+        let mut frame = Vec::with_capacity(body.len() + 1);
+        frame.push(3u8);
+        frame.extend_from_slice(&body);
+        let _ = sink.send(Message::Binary(frame.into())).await;
+    }
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    let _ = sink.close().await;
+}
+
+/// Relays one session; returns how it ended (`None`: the client went away).
+async fn run_ws_session<S>(
+    s: ExecSession,
+    incoming: &mut futures::stream::SplitStream<WebSocketStream<S>>,
+    out_tx: mpsc::Sender<(u8, Bytes)>,
+    out_rx: &mut mpsc::Receiver<(u8, Bytes)>,
+    sink: &mut futures::stream::SplitSink<WebSocketStream<S>, Message>,
+    v5: bool,
+) -> Option<ExecExit>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ExecSession {
+        mut stdin,
+        stdout,
+        stderr,
+        resize,
+        exit,
+    } = s;
+    if let Some(r) = stdout {
+        tokio::spawn(pump(r, 1, out_tx.clone()));
+    }
+    if let Some(r) = stderr {
+        tokio::spawn(pump(r, 2, out_tx.clone()));
+    }
+    drop(out_tx);
+    let mut exit = Box::pin(exit);
+    let mut outputs_done = false;
+    let mut code = None;
+    loop {
+        if outputs_done {
+            if let Some(c) = code.take() {
+                return Some(c);
+            }
+        }
+        tokio::select! {
+            out = out_rx.recv(), if !outputs_done => match out {
+                Some((ch, data)) => {
+                    let mut frame = Vec::with_capacity(data.len() + 1);
+                    frame.push(ch);
+                    frame.extend_from_slice(&data);
+                    if sink.send(Message::Binary(frame.into())).await.is_err() {
+                        return None;
+                    }
+                }
+                None => outputs_done = true,
+            },
+            c = &mut exit, if code.is_none() => {
+                code = Some(c);
+                // The outputs end when the process's last holder of them is gone; give them a
+                // moment to drain rather than wait for a descendant that keeps them open.
+                let drained = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some((ch, data)) = out_rx.recv().await {
+                        let mut frame = Vec::with_capacity(data.len() + 1);
+                        frame.push(ch);
+                        frame.extend_from_slice(&data);
+                        if sink.send(Message::Binary(frame.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let _ = drained.await;
+                outputs_done = true;
+            }
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
+                    0 => {
+                        if let Some(w) = stdin.as_mut() {
+                            if w.write_all(&b[1..]).await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    4 => {
+                        if let (Some(tx), Ok(size)) = (&resize, serde_json::from_slice::<TerminalSize>(&b[1..])) {
+                            let _ = tx.try_send(size);
+                        }
+                    }
+                    255 if v5 && b.get(1) == Some(&0) => {
+                        if let Some(mut w) = stdin.take() {
+                            let _ = w.shutdown().await;
+                        }
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // The client is gone: the process sees its stdin end, as with the kubelet.
+                    drop(stdin.take());
+                    return None;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// A WebSocket carrying a byte stream in binary messages (the port-forward tunnel), as one
+/// end of an in-memory pipe.
+fn ws_tunnel<S>(ws: WebSocketStream<S>) -> tokio::io::DuplexStream
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (mut sink, mut incoming) = ws.split();
+        let (mut rd, mut wr) = tokio::io::split(theirs);
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            tokio::select! {
+                msg = incoming.next() => match msg {
+                    Some(Ok(Message::Binary(b))) => {
+                        if wr.write_all(&b).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+                n = rd.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        let _ = sink.close().await;
+    });
+    ours
+}
+
+/// Runs an exec/attach session over SPDY: the client opens one stream per channel (`error`,
+/// then `stdin`, `stdout`, `stderr`, `resize` as asked), the session relays them.
+async fn exec_spdy<IO>(kind: Kind, agent: Arc<dyn NodeStreams>, req: ExecRequest, io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut incoming = skiff_spdy::serve(io);
+    let wanted = 1 + usize::from(req.stdin) + usize::from(req.stdout) + usize::from(req.stderr) + usize::from(req.tty);
+    let mut streams = std::collections::HashMap::new();
+    let collected = tokio::time::timeout(STREAM_CREATION_TIMEOUT, async {
+        while streams.len() < wanted {
+            let Some(s) = incoming.next().await else { return false };
+            let ty = s.header("streamtype").unwrap_or("").to_string();
+            streams.insert(ty, s);
+        }
+        true
+    })
+    .await;
+    if !matches!(collected, Ok(true)) {
+        tracing::debug!("exec: the client did not open its streams");
+        incoming.goaway();
+        return;
+    }
+    let Some((_, mut error)) = streams.remove("error").map(|s| s.split()) else {
+        incoming.goaway();
+        return;
+    };
+    let command = req.command.clone();
+    let exit = match start(kind, &agent, req).await {
+        Err(message) => ExecExit::Error(message),
+        Ok(session) => {
+            let mut tasks = Vec::new();
+            if let (Some(mut w), Some(s)) = (session.stdin, streams.remove("stdin")) {
+                let (mut r, _) = s.split();
+                tasks.push(tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                }));
+            }
+            for (name, out) in [("stdout", session.stdout), ("stderr", session.stderr)] {
+                if let (Some(mut r), Some(s)) = (out, streams.remove(name)) {
+                    let (_, mut w) = s.split();
+                    tasks.push(tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = w.shutdown().await;
+                    }));
+                }
+            }
+            if let (Some(tx), Some(s)) = (session.resize, streams.remove("resize")) {
+                let (r, _) = s.split();
+                tokio::spawn(async move {
+                    // Consecutive JSON objects, as Go's json.Encoder writes them.
+                    let mut lines = tokio::io::BufReader::new(r);
+                    let mut buf = Vec::new();
+                    loop {
+                        buf.clear();
+                        match tokio::io::AsyncBufReadExt::read_until(&mut lines, b'\n', &mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {
+                                if let Ok(size) = serde_json::from_slice::<TerminalSize>(&buf) {
+                                    let _ = tx.try_send(size);
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            let exit = session.exit.await;
+            // Let the output copies drain (they end when the process's outputs close).
+            for t in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+            }
+            exit
+        }
+    };
+    let body = serde_json::to_vec(&exit_status(&exit, &command)).unwrap_or_default();
+    let _ = error.write_all(&body).await;
+    let _ = error.shutdown().await;
+    drop(streams);
+    // The client closes the connection once it has read the status (RST_STREAM, GOAWAY, then
+    // TCP close). Closing first can make it lose the status: spdystream may handle the
+    // connection's end before the stream's last data.
+    let _ = tokio::time::timeout(CLIENT_CLOSE_TIMEOUT, async { while incoming.next().await.is_some() {} }).await;
+}
+
+/// Serves `kubectl port-forward` over SPDY: each local connection is a pair of streams
+/// (`error` and `data`, with the same `requestid` and the pod `port`), relayed to a new
+/// connection to that port in the pod.
+async fn port_forward_spdy<IO>(agent: Arc<dyn NodeStreams>, req: PortForwardRequest, io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut incoming = skiff_spdy::serve(io);
+    let mut pending: std::collections::HashMap<String, skiff_spdy::SpdyStream> = std::collections::HashMap::new();
+    while let Some(s) = incoming.next().await {
+        let id = s.header("requestid").unwrap_or("").to_string();
+        let Some(other) = pending.remove(&id) else {
+            pending.insert(id, s);
+            continue;
+        };
+        let (error, data) = if s.header("streamtype") == Some("error") {
+            (s, other)
+        } else {
+            (other, s)
+        };
+        let agent = agent.clone();
+        let mut req = req.clone();
+        tokio::spawn(async move {
+            let (_, mut error_w) = error.split();
+            let port = data.header("port").unwrap_or("").to_string();
+            let (mut data_r, mut data_w) = data.split();
+            let Ok(p) = port.parse::<u16>() else {
+                let _ = error_w
+                    .write_all(format!("invalid port {port:?}: must be a number from 1 to 65535").as_bytes())
+                    .await;
+                let _ = error_w.shutdown().await;
+                let _ = data_w.shutdown().await;
+                return;
+            };
+            req.port = p;
+            match agent.port_forward(req).await {
+                Err(message) => {
+                    let _ = error_w
+                        .write_all(format!("an error occurred forwarding {p} -> {p}: {message}").as_bytes())
+                        .await;
+                }
+                Ok(conn) => {
+                    let (mut pod_r, mut pod_w) = (conn.read, conn.write);
+                    let up = async {
+                        let _ = tokio::io::copy(&mut data_r, &mut pod_w).await;
+                        let _ = pod_w.shutdown().await;
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut pod_r, &mut data_w).await;
+                        // The pod closed its side: so does the client's connection. kubectl
+                        // closes it once the error stream has ended too.
+                        let _ = data_w.shutdown().await;
+                        let _ = error_w.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                }
+            }
+            let _ = error_w.shutdown().await;
+            let _ = data_w.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn negotiates_what_each_kubectl_offers() {
+        // 1.33 exec: WebSocket, v5 only.
+        let h = headers(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "v5.channel.k8s.io"),
+        ]);
+        assert!(matches!(
+            negotiate(Kind::Exec, &h),
+            Ok(Transport::WebSocket {
+                protocol: "v5.channel.k8s.io",
+                ..
+            })
+        ));
+        // 1.27 exec: SPDY, one header line per protocol.
+        let h = headers(&[
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", "v4.channel.k8s.io"),
+            ("x-stream-protocol-version", "v3.channel.k8s.io"),
+            ("x-stream-protocol-version", "channel.k8s.io"),
+        ]);
+        assert_eq!(
+            negotiate(Kind::Exec, &h).expect("spdy"),
+            Transport::Spdy {
+                protocol: "v4.channel.k8s.io"
+            }
+        );
+        // 1.33 port-forward: the SPDY tunnel over WebSocket.
+        let h = headers(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+            ("sec-websocket-protocol", "SPDY/3.1+portforward.k8s.io"),
+        ]);
+        assert!(matches!(
+            negotiate(Kind::PortForward, &h),
+            Ok(Transport::WebSocket {
+                protocol: WS_TUNNEL_PROTOCOL,
+                ..
+            })
+        ));
+        // Only old protocols over WebSocket: not 101, so kubectl falls back to SPDY.
+        let h = headers(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+            ("sec-websocket-protocol", "channel.k8s.io, base64.channel.k8s.io"),
+        ]);
+        let e = negotiate(Kind::Exec, &h).expect_err("no protocol");
+        assert_eq!(e.status()["code"], 400);
+        // No upgrade at all.
+        let e = negotiate(Kind::Exec, &HeaderMap::new()).expect_err("no upgrade");
+        assert!(e.status()["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Upgrade request required"));
+    }
+
+    #[test]
+    fn exit_statuses_are_what_kubectl_decodes() {
+        assert_eq!(exit_status(&ExecExit::Code(0), &[])["status"], "Success");
+        let s = exit_status(&ExecExit::Code(3), &["sh".into()]);
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "3");
+        let s = exit_status(&ExecExit::Error("container not found (\"x\")".into()), &[]);
+        assert_eq!(s["status"], "Failure");
+        assert!(s["message"].as_str().unwrap_or("").contains("container not found"));
+    }
+}
