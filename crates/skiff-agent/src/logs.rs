@@ -172,6 +172,10 @@ impl NodeStreams for AgentStreams {
         crate::exec::exec(self.containers.clone(), req)
     }
 
+    fn attach(&self, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, String>> {
+        crate::exec::attach(self.containers.clone(), req)
+    }
+
     fn port_forward(&self, req: PortForwardRequest) -> BoxFuture<'static, Result<PortConnection, String>> {
         crate::exec::port_forward(self.netns_dir.clone(), req)
     }

@@ -172,6 +172,9 @@ impl ContainerManager {
             log_path: req.log_path.clone(),
             log_max_size: self.log_max_size,
             log_max_files: self.log_max_files,
+            stdin: req.container.stdin.unwrap_or(false),
+            stdin_once: req.container.stdin_once.unwrap_or(false),
+            tty: req.container.tty.unwrap_or(false),
         };
         Ok(shim::spawn(&self.exe, dir, &cfg)?)
     }

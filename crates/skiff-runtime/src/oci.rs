@@ -198,6 +198,9 @@ pub struct ContainerStdio {
     /// controlling terminal: how `exec` of a `terminal` process gets its host console (runc
     /// copies that terminal's size to the container's on `SIGWINCH`).
     pub controlling_terminal: bool,
+    /// `create` of a `terminal` container: the runtime sends the terminal's master to this
+    /// unix socket (`--console-socket`).
+    pub console_socket: Option<PathBuf>,
 }
 
 /// Whether the host runs cgroup v2 only (the unified hierarchy at `/sys/fs/cgroup`): then
@@ -343,12 +346,16 @@ impl OciRuntime {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(RuntimeError::Io(IoError::new("removing", log, source))),
         }
-        let args = [
+        let mut args = vec![
             OsStr::new("--bundle"),
             bundle.as_os_str(),
             OsStr::new("--pid-file"),
             pid_file.as_os_str(),
         ];
+        let console = stdio.console_socket.clone();
+        if let Some(c) = &console {
+            args.extend([OsStr::new("--console-socket"), c.as_os_str()]);
+        }
         let (status, message) = self.run_logged("create", &args, id, stdio, &log)?;
         if status.success() {
             return Ok(());

@@ -19,6 +19,7 @@
 //! The shim is synchronous (threads for the two pipes, no async runtime) and must never
 //! depend on the API server or any Kubernetes client.
 
+pub mod attach;
 pub mod log;
 
 use std::fs;
@@ -62,6 +63,16 @@ pub struct ShimConfig {
     /// Keep this many log files in all.
     #[serde(default = "default_max_files")]
     pub log_max_files: usize,
+    /// The container reads stdin (the pod spec's `stdin`): the shim holds it open for
+    /// attached clients.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close the container's stdin when the first attached client is done with it.
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The container has a terminal (`tty`): its output is the terminal's.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 fn default_max_size() -> u64 {
@@ -452,8 +463,19 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
 }
 
-/// Copies one of the container's streams into the log until it closes.
-fn pump(reader: OwnedFd, stream: log::Stream, out: Arc<Mutex<log::LogFile>>, done: mpsc::Sender<()>) {
+/// Copies one of the container's streams into the log (and to attached clients) until it
+/// closes.
+fn pump(
+    reader: OwnedFd,
+    stream: log::Stream,
+    out: Arc<Mutex<log::LogFile>>,
+    attached: Arc<attach::Attach>,
+    done: mpsc::Sender<()>,
+) {
+    let kind = match stream {
+        log::Stream::Stderr => attach::STDERR,
+        _ => attach::STDOUT,
+    };
     let mut file = fs::File::from(reader);
     let mut splitter = log::LineSplitter::default();
     let mut buf = vec![0u8; 32 * 1024];
@@ -473,8 +495,13 @@ fn pump(reader: OwnedFd, stream: log::Stream, out: Arc<Mutex<log::LogFile>>, don
     loop {
         match file.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => write(splitter.push(&buf[..n])),
+            Ok(n) => {
+                attached.broadcast(kind, &buf[..n]);
+                write(splitter.push(&buf[..n]));
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A terminal whose other side is gone.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => break,
             Err(e) => {
                 eprintln!("skiff shim: reading the container's {stream:?}: {e}");
                 break;
@@ -518,18 +545,52 @@ fn run_daemon(dir: &Path) -> ExitCode {
         Ok(f) => Arc::new(Mutex::new(f)),
         Err(e) => return report_fail(&mut state, format!("opening {}: {e}", cfg.log_path.display())),
     };
-    let (out_r, out_w, err_r, err_w) = match (pipe(), pipe()) {
-        (Ok((a, b)), Ok((c, d))) => (a, b, c, d),
-        (Err(e), _) | (_, Err(e)) => return report_fail(&mut state, format!("creating pipes: {e}")),
-    };
     let runtime = cfg.oci_runtime();
     let pid_file = dir.join("init.pid");
-    let stdio = ContainerStdio {
-        stdin: None,
-        stdout: Some(Stdio::from(out_w)),
-        stderr: Some(Stdio::from(err_w)),
-        controlling_terminal: false,
-    };
+    let mut stdio = ContainerStdio::default();
+    // The container's output: two pipes, or its terminal (known once it is created).
+    let mut outputs: Vec<(OwnedFd, log::Stream)> = Vec::new();
+    let mut stdin_writer = None;
+    let mut console = None;
+    if cfg.tty {
+        let listen = || -> io::Result<(std::os::unix::net::UnixListener, PathBuf)> {
+            let name = "console.sock";
+            let _ = fs::remove_file(dir.join(name));
+            let (path, _keep) = attach::socket_path(dir, name)?;
+            let listener = std::os::unix::net::UnixListener::bind(&path)?;
+            // The runtime is another process: name the directory through ours.
+            let path = match path.strip_prefix("/proc/self/") {
+                Ok(rest) => Path::new("/proc").join(std::process::id().to_string()).join(rest),
+                Err(_) => path,
+            };
+            Ok((listener, path))
+        };
+        match listen() {
+            Ok((listener, path)) => {
+                stdio.console_socket = Some(path);
+                console = Some(listener);
+            }
+            Err(e) => return report_fail(&mut state, format!("making the console socket: {e}")),
+        }
+    } else {
+        let (out_r, out_w, err_r, err_w) = match (pipe(), pipe()) {
+            (Ok((a, b)), Ok((c, d))) => (a, b, c, d),
+            (Err(e), _) | (_, Err(e)) => return report_fail(&mut state, format!("creating pipes: {e}")),
+        };
+        stdio.stdout = Some(Stdio::from(out_w));
+        stdio.stderr = Some(Stdio::from(err_w));
+        outputs.push((out_r, log::Stream::Stdout));
+        outputs.push((err_r, log::Stream::Stderr));
+        if cfg.stdin {
+            match pipe() {
+                Ok((r, w)) => {
+                    stdio.stdin = Some(Stdio::from(r));
+                    stdin_writer = Some(fs::File::from(w));
+                }
+                Err(e) => return report_fail(&mut state, format!("creating pipes: {e}")),
+            }
+        }
+    }
     // The write ends go to the runtime and are closed here when `create` returns, so the
     // pumps see EOF once the container's processes are gone.
     if let Err(e) = runtime.create(&cfg.id, &cfg.bundle, &pid_file, stdio) {
@@ -538,6 +599,32 @@ fn run_daemon(dir: &Path) -> ExitCode {
             let _ = runtime.delete(&cfg.id, true);
         }
         return report_fail(&mut state, e.to_string());
+    }
+    let mut terminal = None;
+    if let Some(listener) = console {
+        let received = attach::receive_terminal(&listener).and_then(|master| {
+            let m = fs::File::from(master);
+            Ok((m.try_clone()?, m.try_clone()?, m))
+        });
+        let _ = fs::remove_file(dir.join("console.sock"));
+        match received {
+            Ok((read, write, resize)) => {
+                outputs.push((OwnedFd::from(read), log::Stream::Stdout));
+                if cfg.stdin {
+                    stdin_writer = Some(write);
+                }
+                terminal = Some(resize);
+            }
+            Err(e) => {
+                let _ = runtime.delete(&cfg.id, true);
+                return report_fail(&mut state, format!("receiving the container's terminal: {e}"));
+            }
+        }
+    }
+    let attached = attach::Attach::new(stdin_writer, terminal, cfg.stdin_once);
+    if let Err(e) = attached.listen(dir) {
+        let _ = runtime.delete(&cfg.id, true);
+        return report_fail(&mut state, format!("listening for attach: {e}"));
     }
     let pid = match fs::read_to_string(&pid_file).map(|s| s.trim().parse::<i32>()) {
         Ok(Ok(p)) if p > 0 => p,
@@ -551,9 +638,10 @@ fn run_daemon(dir: &Path) -> ExitCode {
     };
     state.pid = Some(pid);
     let (done_tx, done_rx) = mpsc::channel();
-    for (r, s) in [(out_r, log::Stream::Stdout), (err_r, log::Stream::Stderr)] {
-        let (out, done) = (logfile.clone(), done_tx.clone());
-        std::thread::spawn(move || pump(r, s, out, done));
+    let pumps = outputs.len();
+    for (r, s) in outputs {
+        let (out, done, attached) = (logfile.clone(), done_tx.clone(), attached.clone());
+        std::thread::spawn(move || pump(r, s, out, attached, done));
     }
     drop(done_tx);
     if let Err(e) = runtime.start(&cfg.id) {
@@ -579,12 +667,13 @@ fn run_daemon(dir: &Path) -> ExitCode {
     let finished = Utc::now();
     // Let the pumps write what the container wrote last.
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    for _ in 0..2 {
+    for _ in 0..pumps {
         let left = deadline.saturating_duration_since(Instant::now());
         if done_rx.recv_timeout(left).is_err() {
             break;
         }
     }
+    attached.close_all();
     reap_all();
     state.finished_at = Some(finished);
     match exit {
@@ -734,6 +823,9 @@ mod tests {
             log_path: dir.join("log"),
             log_max_size: 1,
             log_max_files: 1,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 

@@ -886,6 +886,58 @@ fn exec_and_port_forward_with_both_kubectls() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("7777"), "{name}: kubectl tells the port: {stderr}");
     }
+    // Attach: `kubectl run -it --rm` gives a shell on the new container's terminal, and the
+    // pod is gone afterwards; `kubectl attach -i` feeds a running container's stdin.
+    for (name, k) in [("1.27 (SPDY)", &old), ("1.33 (WebSocket)", &new)] {
+        let (screen, code) = on_terminal(
+            k,
+            &[
+                "run",
+                "-it",
+                "--rm",
+                "--restart=Never",
+                "shell",
+                "--image",
+                IMAGE,
+                "--image-pull-policy=IfNotPresent",
+                "--",
+                "sh",
+            ],
+            "\necho in-pod-$((2+3)); tty\nexit 5\n",
+        );
+        assert!(screen.contains("in-pod-5"), "{name}: {screen}");
+        assert!(screen.contains("/dev/pts/"), "{name}: {screen}");
+        assert_eq!(code, Some(5), "{name}: the shell's exit code is kubectl's: {screen}");
+        wait_for(30, "the --rm pod to be deleted", || {
+            let out = k.run(&["get", "pod", "shell"]);
+            (!out.status.success()).then(String::new)
+        });
+        let reader = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"},
+          "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "registry.test/busybox:1",
+            "imagePullPolicy": "IfNotPresent", "stdin": true, "stdinOnce": true,
+            "command": ["sh", "-c", "echo started; while read l; do echo got-$l; echo err-$l >&2; done; echo bye"]}]}}"#;
+        k.ok_stdin(&["apply", "-f", "-"], reader);
+        k.ok(&["wait", "--for=condition=Ready", "pod/reader", "--timeout=60s"]);
+        let out = k.run_stdin(&["attach", "-i", "reader"], "one\ntwo\n");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("got-one\ngot-two\n"), "{name}: {stdout}");
+        assert!(
+            !stdout.contains("started"),
+            "{name}: output from before the attach is not replayed: {stdout}"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("err-two"), "{name}");
+        // stdinOnce: the end of kubectl's stdin was the container's; it finished.
+        wait_for(30, "the reader to finish", || {
+            (jsonpath(k, "reader", "{.status.phase}") == "Succeeded").then(String::new)
+        });
+        k.ok(&["delete", "pod", "reader"]);
+    }
+
     // kubectl 1.33 used WebSocket (not its SPDY fallback): for exec, and for port-forward
     // as the SPDY tunnel.
     let out = new.run(&["exec", "-v=7", "web", "-c", "web", "--", "true"]);

@@ -227,6 +227,9 @@ impl Prepared<'_> {
             log_path: self.log_path(),
             log_max_size: shim::DEFAULT_LOG_MAX_SIZE,
             log_max_files: 2,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 
@@ -732,6 +735,7 @@ fn exec_on_a_terminal(runtime: &str) {
         stdout: Some(slave.try_clone().expect("dup").into()),
         stderr: Some(slave.into()),
         controlling_terminal: true,
+        console_socket: None,
     };
     let rt = node.runtime().clone();
     let dir = p.dir.clone();
@@ -770,6 +774,97 @@ fn exec_on_a_terminal(runtime: &str) {
     assert!(screen.contains("/dev/pts/"), "the process has a terminal: {screen:?}");
     assert!(screen.contains("40 120"), "the resize reached it: {screen:?}");
     assert!(screen.contains("got-abc"), "what was typed reached it: {screen:?}");
+}
+
+/// A client of a shim's attach socket: sends `hello`, returns the connection.
+fn attach_client(dir: &Path, hello: &str) -> std::os::unix::net::UnixStream {
+    let (path, _keep) = shim::attach::socket_path(dir, shim::attach::SOCKET).expect("socket path");
+    let mut c = std::os::unix::net::UnixStream::connect(path).expect("connect to the attach socket");
+    c.write_all(hello.as_bytes()).expect("hello");
+    c
+}
+
+fn send_frame(c: &mut std::os::unix::net::UnixStream, kind: u8, data: &[u8]) {
+    c.write_all(&shim::attach::header(kind, data.len())).expect("frame");
+    c.write_all(data).expect("frame");
+}
+
+/// `kubectl run -it` / `kubectl attach`: a `tty` + `stdin` container gets a terminal the shim
+/// holds; an attached client types into it and sees its output, which also reaches the log;
+/// with `stdinOnce` the container's stdin ends when the client is done.
+fn attach_to_a_terminal_container(runtime: &str) {
+    let node = Node::new(runtime);
+    let mut c = sh("term", "");
+    c.command = Some(vec!["sh".into()]);
+    c.args = None;
+    c.tty = Some(true);
+    c.stdin = Some(true);
+    c.stdin_once = Some(true);
+    let p = node.prepare("term", &c, &pod());
+    let cfg = ShimConfig {
+        stdin: true,
+        stdin_once: true,
+        tty: true,
+        ..p.shim_config()
+    };
+    shim::spawn(Path::new(SKIFF), &p.dir, &cfg).expect("shim started the container");
+    let mut client = attach_client(&p.dir, "{\"stdin\":true,\"stdout\":true,\"stderr\":true}\n");
+    send_frame(&mut client, shim::attach::RESIZE, b"{\"width\":99,\"height\":22}");
+    std::thread::sleep(Duration::from_millis(300));
+    send_frame(&mut client, shim::attach::STDIN, b"tty; stty size; echo hi-$((40+2))\n");
+    std::thread::sleep(Duration::from_millis(300));
+    send_frame(&mut client, shim::attach::STDIN_CLOSE, b"");
+    client.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut screen = Vec::new();
+    while let Some((kind, data)) = shim::attach::read_frame(&mut client).expect("frame") {
+        assert_eq!(kind, shim::attach::STDOUT, "a terminal has one output");
+        screen.extend_from_slice(&data);
+    }
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(screen.contains("/dev/pts/"), "{screen:?}");
+    assert!(screen.contains("22 99"), "the resize reached the terminal: {screen:?}");
+    assert!(screen.contains("hi-42"), "{screen:?}");
+    // The end of stdin (stdinOnce) ended the shell; its output is in the log too.
+    let state = p.wait();
+    assert_eq!(state.exit_code, Some(0), "{state:?}");
+    assert!(p.log().iter().any(|(_, t)| t.contains("hi-42")), "{:?}", p.log());
+}
+
+/// A non-terminal container with `stdin`: attached clients write its stdin pipe and get
+/// stdout and stderr apart.
+fn attach_to_a_stdin_container(runtime: &str) {
+    let node = Node::new(runtime);
+    let mut c = sh("piped", "while read l; do echo out-$l; echo err-$l >&2; done; echo bye");
+    c.stdin = Some(true);
+    let p = node.prepare("piped", &c, &pod());
+    let cfg = ShimConfig {
+        stdin: true,
+        ..p.shim_config()
+    };
+    shim::spawn(Path::new(SKIFF), &p.dir, &cfg).expect("shim started the container");
+    let mut client = attach_client(&p.dir, "{\"stdin\":true,\"stdout\":true,\"stderr\":true}\n");
+    std::thread::sleep(Duration::from_millis(200));
+    send_frame(&mut client, shim::attach::STDIN, b"a\nb\n");
+    client.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let (mut out, mut err) = (String::new(), String::new());
+    while !(out.contains("out-b") && err.contains("err-b")) {
+        let (kind, data) = shim::attach::read_frame(&mut client)
+            .expect("frame")
+            .expect("more output");
+        match kind {
+            shim::attach::STDOUT => out.push_str(&String::from_utf8_lossy(&data)),
+            shim::attach::STDERR => err.push_str(&String::from_utf8_lossy(&data)),
+            other => panic!("unexpected frame {other}"),
+        }
+    }
+    assert_eq!(out, "out-a\nout-b\n");
+    assert_eq!(err, "err-a\nerr-b\n");
+    // Without stdinOnce the client leaving does not end the container's stdin.
+    drop(client);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.runtime().state("piped").expect("state").status, Status::Running);
+    node.runtime().kill("piped", 9).expect("kill");
+    p.wait();
 }
 
 fn capabilities_reach_the_process(runtime: &str) {
@@ -1159,6 +1254,8 @@ conformance!(
         manager_stops_gracefully_and_removes,
         exec_runs_as_the_container,
         exec_on_a_terminal,
+        attach_to_a_terminal_container,
+        attach_to_a_stdin_container,
         capabilities_reach_the_process,
         cgroup_limits_are_applied,
         memory_limit_oom_is_recorded,
