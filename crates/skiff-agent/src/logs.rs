@@ -168,6 +168,11 @@ impl Follow {
 }
 
 impl NodeStreams for AgentStreams {
+    fn logs(&self, req: LogRequest) -> BoxFuture<'static, Result<LogStream, String>> {
+        let opened = self.open_log(req);
+        Box::pin(async move { opened })
+    }
+
     fn exec(&self, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, String>> {
         crate::exec::exec(self.containers.clone(), req)
     }
@@ -179,8 +184,11 @@ impl NodeStreams for AgentStreams {
     fn port_forward(&self, req: PortForwardRequest) -> BoxFuture<'static, Result<PortConnection, String>> {
         crate::exec::port_forward(self.netns_dir.clone(), req)
     }
+}
 
-    fn logs(&self, req: LogRequest) -> Result<LogStream, String> {
+impl AgentStreams {
+    /// The container's log, read now and followed if asked.
+    fn open_log(&self, req: LogRequest) -> Result<LogStream, String> {
         let path = log_path(
             &self.log_dir,
             &req.namespace,

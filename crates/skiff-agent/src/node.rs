@@ -250,3 +250,37 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
     let _status = crate::AbortOnDrop(status);
     crate::pods::run(client, Arc::new(cfg), Arc::new(net), node_ip).await
 }
+
+/// Keeps this agent's tunnel to the API server open, reconnecting with back-off, and serves
+/// the streaming requests of its pods (`kubectl logs/exec/attach/port-forward`) over it
+/// ([`skiff_client::tunnel`]). Only a separately joined agent needs one: the embedded agent is
+/// connected in-process.
+pub async fn keep_tunnel(
+    client: kube::Client,
+    node: String,
+    streams: std::sync::Arc<dyn skiff_client::streams::NodeStreams>,
+) {
+    use skiff_client::tunnel;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let uri = format!("{}?node={node}", tunnel::TUNNEL_PATH);
+        let connected = match http::Request::get(uri).body(Vec::new()) {
+            Ok(req) => client.connect(req).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match connected {
+            Ok(conn) => {
+                tracing::info!(node = %node, "tunnel to the API server open");
+                backoff = Duration::from_secs(1);
+                let io = tunnel::ws_bytes(conn.into_stream());
+                if let Err(e) = tunnel::serve(io, streams.clone()).await {
+                    tracing::debug!(error = %e, "tunnel ended");
+                }
+                tracing::warn!(node = %node, "tunnel to the API server closed; reconnecting");
+            }
+            Err(e) => tracing::warn!(node = %node, error = %e, "opening the tunnel to the API server"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}

@@ -68,7 +68,7 @@ pub(crate) fn node_agent(
             ApiError::new(
                 503,
                 "ServiceUnavailable",
-                format!("the agent of node {node} is not connected to this server ({what} of separately joined agents are not served yet)"),
+                format!("the agent of node {node} is not connected to this server (no tunnel for {what}: is `skiff agent` running there?)"),
             )
         })
 }
@@ -168,7 +168,7 @@ pub async fn logs(
         limit_bytes,
         since_time,
     };
-    let stream = agent.logs(req).map_err(|m| ApiError::new(404, "NotFound", m))?;
+    let stream = agent.logs(req).await.map_err(|m| ApiError::new(404, "NotFound", m))?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")

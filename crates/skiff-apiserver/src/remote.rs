@@ -67,6 +67,85 @@ pub async fn serve(shared: Arc<Shared>, req: Request) -> Response {
     }
 }
 
+/// `GET /skiff/v1/agent-tunnel?node=NAME` (a WebSocket): a separately joined agent's
+/// connection for the streaming requests of its node's pods ([`skiff_client::tunnel`]).
+/// Only nodes and administrators may open one; the newest tunnel of a node wins.
+pub async fn agent_tunnel(shared: Arc<Shared>, mut req: Request) -> Response {
+    use skiff_client::tunnel::{TunnelStreams, TUNNEL_PROTOCOL};
+    let allowed = req
+        .extensions()
+        .get::<crate::server::Identity>()
+        .is_some_and(|who| who.groups.iter().any(|g| g == "system:masters" || g == "system:nodes"));
+    if !allowed {
+        return ApiError::forbidden("only nodes may open an agent tunnel").into_response();
+    }
+    let q = Query::parse(req.uri().query());
+    let Some(node) = q.get("node").filter(|n| !n.is_empty()).map(str::to_string) else {
+        return ApiError::bad_request("node: Required value: the tunnel's node name").into_response();
+    };
+    let headers = req.headers();
+    let is_ws = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let offers = header_values(headers, "sec-websocket-protocol").any(|p| p == TUNNEL_PROTOCOL);
+    let (true, Some(key), true) = (is_ws, key, offers) else {
+        return ApiError::bad_request(format!(
+            "the agent tunnel is a WebSocket with subprotocol {TUNNEL_PROTOCOL}"
+        ))
+        .into_response();
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io = match on_upgrade.await {
+            Ok(u) => TokioIo::new(u),
+            Err(e) => {
+                tracing::debug!(error = %e, "agent tunnel upgrade failed");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let (streams, conn) = match TunnelStreams::handshake(skiff_client::tunnel::ws_bytes(ws)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(node = %node, error = %e, "agent tunnel handshake failed");
+                return;
+            }
+        };
+        let streams: Arc<dyn NodeStreams> = Arc::new(streams);
+        shared
+            .nodes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.clone(), streams.clone());
+        tracing::info!(node = %node, "agent tunnel connected");
+        conn.await;
+        let mut nodes = shared.nodes.write().unwrap_or_else(|p| p.into_inner());
+        if nodes
+            .get(&node)
+            .is_some_and(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(&streams)))
+        {
+            nodes.remove(&node);
+        }
+        tracing::info!(node = %node, "agent tunnel closed");
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            "Sec-WebSocket-Accept",
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        )
+        .header("Sec-WebSocket-Protocol", TUNNEL_PROTOCOL)
+        .body(Body::empty())
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
 /// What a checked request will do once upgraded.
 struct Plan {
     kind: Kind,
@@ -285,7 +364,7 @@ fn upgrade(plan: Plan, mut req: Request) -> Response {
         match (plan.kind, plan.transport) {
             (Kind::PortForward, Transport::WebSocket { .. }) => {
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                port_forward_spdy(plan.agent, plan.forward, ws_tunnel(ws)).await;
+                port_forward_spdy(plan.agent, plan.forward, skiff_client::tunnel::ws_bytes(ws)).await;
             }
             (Kind::PortForward, Transport::Spdy { .. }) => port_forward_spdy(plan.agent, plan.forward, io).await,
             (kind, Transport::WebSocket { protocol, .. }) => {
@@ -475,43 +554,6 @@ where
             },
         }
     }
-}
-
-/// A WebSocket carrying a byte stream in binary messages (the port-forward tunnel), as one
-/// end of an in-memory pipe.
-fn ws_tunnel<S>(ws: WebSocketStream<S>) -> tokio::io::DuplexStream
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
-        let (mut sink, mut incoming) = ws.split();
-        let (mut rd, mut wr) = tokio::io::split(theirs);
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            tokio::select! {
-                msg = incoming.next() => match msg {
-                    Some(Ok(Message::Binary(b))) => {
-                        if wr.write_all(&b).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
-                n = rd.read(&mut buf) => match n {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                            break;
-                        }
-                    }
-                },
-            }
-        }
-        let _ = sink.close().await;
-    });
-    ours
 }
 
 /// Runs an exec/attach session over SPDY: the client opens one stream per channel (`error`,

@@ -210,6 +210,9 @@ async fn entry(State(shared): State<Arc<Shared>>, mut req: Request) -> Response 
     if req.extensions().get::<Identity>().is_none() && !public_path(req.uri().path()) {
         return ApiError::unauthorized().into_response();
     }
+    if req.uri().path() == skiff_client::tunnel::TUNNEL_PATH {
+        return crate::remote::agent_tunnel(shared, req).await;
+    }
     if crate::remote::is_stream_path(req.uri().path()) {
         return crate::remote::serve(shared, req).await;
     }

@@ -1,6 +1,7 @@
 //! What Skiff's in-process API clients (controllers, scheduler, simulated nodes) share.
 //!
-//! Today: lean watch types ([`lean`]). Every client of a busy cluster parses every pod change it
+//! Lean watch types ([`lean`]), the agent's streaming side as the API server sees it
+//! ([`streams`]) and the tunnel a joined agent serves it over ([`tunnel`]). Every client of a busy cluster parses every pod change it
 //! watches; most of a pod's JSON is `metadata.managedFields`, which no controller reads and
 //! which k8s-openapi parses into a `serde_json::Value` tree. The lean types skip it unread.
 //!
@@ -9,5 +10,6 @@
 
 pub mod lean;
 pub mod streams;
+pub mod tunnel;
 
 pub use lean::{LeanMeta, LeanPod, LeanPodStatus};

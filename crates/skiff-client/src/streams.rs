@@ -9,7 +9,7 @@ use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// One `kubectl logs` request, checked by the API server against the pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogRequest {
     pub namespace: String,
     pub pod: String,
@@ -30,7 +30,7 @@ pub type LogStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// One `kubectl exec` (or `attach`, where `command` is empty) request, checked by the API
 /// server against the pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecRequest {
     pub namespace: String,
     pub pod: String,
@@ -45,7 +45,7 @@ pub struct ExecRequest {
 }
 
 /// A terminal's size, as kubectl sends it on the resize channel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TerminalSize {
     #[serde(rename = "Width")]
     pub width: u16,
@@ -59,7 +59,7 @@ pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
 pub type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// How an exec'd process ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExecExit {
     /// It exited with this code (128 + signal when a signal ended it).
     Code(i32),
@@ -78,7 +78,7 @@ pub struct ExecSession {
 }
 
 /// One connection of `kubectl port-forward` to a pod's port (in the pod's network namespace).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortForwardRequest {
     pub namespace: String,
     pub pod: String,
@@ -97,7 +97,7 @@ pub struct PortConnection {
 /// A node agent's streaming side.
 pub trait NodeStreams: Send + Sync {
     /// The container's log; `Err` is a message for a `404 NotFound`.
-    fn logs(&self, req: LogRequest) -> Result<LogStream, String>;
+    fn logs(&self, req: LogRequest) -> futures::future::BoxFuture<'static, Result<LogStream, String>>;
 
     /// Runs `req.command` in the container; `Err` is a message for the client.
     fn exec(&self, req: ExecRequest) -> futures::future::BoxFuture<'static, Result<ExecSession, String>> {

@@ -384,6 +384,12 @@ async fn agent(args: AgentArgs) -> Result<()> {
     if !args.simulated {
         let cfg = args.node.agent_config(&args.data_dir)?;
         println!("Skiff agent running node {}", cfg.node_name);
+        let streams = std::sync::Arc::new(skiff_agent::logs::AgentStreams::new(&cfg)?);
+        tokio::spawn(skiff_agent::node::keep_tunnel(
+            client.clone(),
+            cfg.node_name.clone(),
+            streams,
+        ));
         return tokio::select! {
             r = skiff_agent::node::run(client, cfg) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),

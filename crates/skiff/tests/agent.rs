@@ -678,9 +678,38 @@ fn a_separately_joined_agent_runs_pods() {
         http_get(SocketAddr::from(([127, 0, 0, 1], 18081))).ok()
     });
     assert!(page.contains("hello from a skiff pod"), "{page}");
-    // Logs of a separately joined agent are not proxied yet: a clear 503, not a hang.
-    let err = k.fails(&["logs", "web"]);
-    assert!(err.contains("is not connected to this server"), "{err}");
+    // The joined agent's tunnel to the server carries logs, exec (both transports of
+    // kubectl), attach and port-forward of its pods.
+    let talker = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "talker"},
+      "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": "registry.test/busybox:1",
+        "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", "echo hello-from-joined; sleep 3600"]}]}}"#;
+    k.ok_stdin(&["apply", "-f", "-"], talker);
+    k.ok(&["wait", "--for=condition=Ready", "pod/talker", "--timeout=60s"]);
+    let logs = wait_for(30, "logs through the tunnel", || {
+        let out = k.run(&["logs", "talker"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(logs, "hello-from-joined\n");
+    let old = Kubectl::new("1.27", &server);
+    for kc in [&k, &old] {
+        let up = kc.ok_stdin(
+            &["exec", "-i", "talker", "--", "tr", "a-z", "A-Z"],
+            "through the tunnel\n",
+        );
+        assert_eq!(up, "THROUGH THE TUNNEL\n");
+        let out = kc.run(&["exec", "talker", "--", "sh", "-c", "exit 4"]);
+        assert_eq!(out.status.code(), Some(4));
+        let (mut pf, local) = port_forward(kc, "pod/web", 8080);
+        let page = http_get(SocketAddr::from(([127, 0, 0, 1], local)));
+        let _ = pf.kill();
+        let _ = pf.wait();
+        assert!(
+            page.as_ref().is_ok_and(|p| p.contains("hello from a skiff pod")),
+            "{page:?}"
+        );
+    }
     let _ = agent.kill();
     let _ = agent.wait();
 }
