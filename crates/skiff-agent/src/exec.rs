@@ -142,15 +142,15 @@ pub fn exec(containers: ContainerManager, req: ExecRequest) -> BoxFuture<'static
 /// has one, and its terminal's size. The session ends when the container exits.
 pub fn attach(containers: ContainerManager, req: ExecRequest) -> BoxFuture<'static, Result<ExecSession, String>> {
     use skiff_runtime::shim::attach::{self as proto, AttachHello};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     Box::pin(async move {
         let hello = AttachHello {
             stdin: req.stdin,
             stdout: req.stdout || (req.tty && req.stderr),
             stderr: req.stderr && !req.tty,
         };
+        let r = req.clone();
         let stream = tokio::task::spawn_blocking(move || -> Result<std::os::unix::net::UnixStream, String> {
-            let id = running_container(&containers, &req.uid, &req.container)?;
+            let id = running_container(&containers, &r.uid, &r.container)?;
             let dir = containers.dir(&id);
             let connect = || -> std::io::Result<std::os::unix::net::UnixStream> {
                 let (path, _keep) = proto::socket_path(&dir, proto::SOCKET)?;
@@ -161,114 +161,13 @@ pub fn attach(containers: ContainerManager, req: ExecRequest) -> BoxFuture<'stat
                 c.set_nonblocking(true)?;
                 Ok(c)
             };
-            connect().map_err(|e| format!("attaching to container {:?}: {e}", req.container))
+            connect().map_err(|e| format!("attaching to container {:?}: {e}", r.container))
         })
         .await
         .map_err(|e| e.to_string())??;
         let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
-        let (mut rd, mut wr) = stream.into_split();
-        let mut session = ExecSession {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            resize: None,
-            exit: Box::pin(async { ExecExit::Code(0) }),
-        };
-        // Output: frames to the stdout/stderr pipes of the session.
-        let (out_w, out_r) = tokio::io::duplex(64 * 1024);
-        let (err_w, err_r) = tokio::io::duplex(64 * 1024);
-        if hello.stdout {
-            session.stdout = Some(Box::pin(out_r));
-        }
-        if hello.stderr {
-            session.stderr = Some(Box::pin(err_r));
-        }
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let (mut out_w, mut err_w) = (out_w, err_w);
-            let mut head = [0u8; 5];
-            let result = loop {
-                if let Err(e) = rd.read_exact(&mut head).await {
-                    break if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    };
-                }
-                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-                if len > proto::MAX_FRAME {
-                    break Err(std::io::Error::other(format!("attach frame of {len} bytes")));
-                }
-                let mut data = vec![0u8; len];
-                if let Err(e) = rd.read_exact(&mut data).await {
-                    break Err(e);
-                }
-                // A reader that went away only loses its own stream.
-                let _ = match head[0] {
-                    proto::STDERR => err_w.write_all(&data).await,
-                    _ => out_w.write_all(&data).await,
-                };
-            };
-            let _ = out_w.shutdown().await;
-            let _ = err_w.shutdown().await;
-            let _ = done_tx.send(result);
-        });
-        session.exit = Box::pin(async move {
-            match done_rx.await {
-                Ok(Ok(())) | Err(_) => ExecExit::Code(0),
-                Ok(Err(e)) => ExecExit::Error(format!("the attached container's output: {e}")),
-            }
-        });
-        // Input: stdin bytes and resizes, framed, through one writer.
-        let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(16);
-        tokio::spawn(async move {
-            while let Some((kind, data)) = frames_rx.recv().await {
-                let ok = async {
-                    wr.write_all(&proto::header(kind, data.len())).await?;
-                    wr.write_all(&data).await
-                };
-                if ok.await.is_err() {
-                    return;
-                }
-            }
-        });
-        if req.stdin {
-            let (stdin_w, mut stdin_r) = tokio::io::duplex(64 * 1024);
-            session.stdin = Some(Box::pin(stdin_w));
-            let frames = frames_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match stdin_r.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if frames.send((proto::STDIN, buf[..n].to_vec())).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = frames.send((proto::STDIN_CLOSE, Vec::new())).await;
-            });
-        }
-        if req.tty {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<TerminalSize>(4);
-            session.resize = Some(tx);
-            let frames = frames_tx.clone();
-            tokio::spawn(async move {
-                while let Some(size) = rx.recv().await {
-                    let json = serde_json::to_vec(&proto::Size {
-                        width: size.width,
-                        height: size.height,
-                    })
-                    .unwrap_or_default();
-                    if frames.send((proto::RESIZE, json)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Ok(session)
+        let (rd, wr) = stream.into_split();
+        Ok(skiff_client::tunnel::framed_session(rd, wr, &req))
     })
 }
 

@@ -809,7 +809,7 @@ fn attach_to_a_terminal_container(runtime: &str) {
     };
     shim::spawn(Path::new(SKIFF), &p.dir, &cfg).expect("shim started the container");
     let mut client = attach_client(&p.dir, "{\"stdin\":true,\"stdout\":true,\"stderr\":true}\n");
-    send_frame(&mut client, shim::attach::RESIZE, b"{\"width\":99,\"height\":22}");
+    send_frame(&mut client, shim::attach::RESIZE, b"{\"Width\":99,\"Height\":22}");
     std::thread::sleep(Duration::from_millis(300));
     send_frame(&mut client, shim::attach::STDIN, b"tty; stty size; echo hi-$((40+2))\n");
     std::thread::sleep(Duration::from_millis(300));

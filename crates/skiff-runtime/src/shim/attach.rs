@@ -5,7 +5,8 @@
 //!
 //! The protocol on the socket (ours; both ends are Skiff's): the client first sends one JSON
 //! line, [`AttachHello`]; then both sides send frames of `type: u8, length: u32 (big-endian),
-//! payload`. The shim sends [`STDOUT`] and [`STDERR`] frames; the client sends [`STDIN`],
+//! payload`, numbered as the agent tunnel's (`skiff_client::tunnel::frame`), so the agent
+//! relays them unchanged. The shim sends [`STDOUT`] and [`STDERR`] frames; the client sends [`STDIN`],
 //! [`RESIZE`] (JSON `{"width":…,"height":…}`) and [`STDIN_CLOSE`]. The shim closes every
 //! connection once the container has exited and its output is drained.
 
@@ -47,10 +48,13 @@ pub struct AttachHello {
     pub stderr: bool,
 }
 
-/// A terminal size in a [`RESIZE`] frame.
+/// A terminal size in a [`RESIZE`] frame (named as kubectl names them, so the agent relays
+/// kubectl's sizes as they are).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Size {
+    #[serde(rename = "Width")]
     pub width: u16,
+    #[serde(rename = "Height")]
     pub height: u16,
 }
 
