@@ -3,12 +3,15 @@
 //! - [`node`]: the real agent: this machine as a Node (capacity, OS, kernel, runtime), its
 //!   lease, pod networking ([`skiff_net`]) and the pods bound to it ([`pods`]) run as OCI
 //!   containers through [`skiff_runtime::ContainerManager`].
+//!   Unused images are garbage collected by disk thresholds ([`image_gc`]).
 //! - [`simulated`]: simulated nodes (the kwok idea) whose bound pods move to Running/Ready
 //!   without containers; controller and scheduler tests run on them without root, and scale
 //!   is measured with them.
 
 pub mod env;
+mod events;
 pub mod exec;
+pub mod image_gc;
 pub mod logs;
 pub mod node;
 pub mod pods;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
-use skiff_runtime::{RegistriesConfig, RuntimeSelector};
+use skiff_runtime::{GcPolicy, RegistriesConfig, RuntimeSelector};
 
 const MANAGER: &str = "skiff-agent";
 
@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub cgroup_root: String,
     /// How often the lease is renewed.
     pub heartbeat: Duration,
+    /// Image garbage collection: disk thresholds (`--image-gc-high-threshold`,
+    /// `--image-gc-low-threshold`) and the youngest image collected.
+    pub image_gc: GcPolicy,
 }
 
 impl AgentConfig {
@@ -62,6 +65,7 @@ impl AgentConfig {
             max_pods: 110,
             cgroup_root: "/kubepods".into(),
             heartbeat: Duration::from_secs(10),
+            image_gc: GcPolicy::default(),
         }
     }
 }

@@ -55,22 +55,9 @@ fn now() -> String {
 /// Record an event about `pod` (what `kubectl describe pod` shows).
 async fn event(client: &Client, pod: &Pod, ty: &str, reason: &str, message: &str) {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
-    let ts = now();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": pod.uid()},
-        "reason": reason, "message": message, "type": ty, "source": {"component": "kubelet"},
-        "firstTimestamp": ts, "lastTimestamp": ts, "count": 1, "reportingComponent": "kubelet",
-    });
-    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/events"))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(&ev).unwrap_or_default());
-    if let Ok(req) = req {
-        if let Err(e) = client.request_text(req).await {
-            tracing::debug!(error = %e, reason, "recording an event failed");
-        }
-    }
+    let involved =
+        json!({"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "namespace": ns, "uid": pod.uid()});
+    crate::events::record(client, &ns, involved, ty, reason, message).await;
 }
 
 /// Run `f` on the blocking pool (the container manager and IPAM are synchronous).
@@ -159,6 +146,16 @@ pub async fn run(client: Client, cfg: Arc<AgentConfig>, net: Arc<NodeNetwork>, n
             .unwrap_or(0)
             * 1024,
     });
+    // Image GC, with the images of the pods bound here kept as in use.
+    let pod_images: crate::image_gc::PodImages = Default::default();
+    let _image_gc = crate::AbortOnDrop(tokio::spawn(crate::image_gc::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        cfg.image_gc,
+        ctx.store.clone(),
+        ctx.containers.clone(),
+        pod_images.clone(),
+    )));
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", cfg.node_name);
     let mut stream = Box::pin(watcher(pods, watcher::Config::default().fields(&selector)).default_backoff());
@@ -178,6 +175,7 @@ pub async fn run(client: Client, cfg: Arc<AgentConfig>, net: Arc<NodeNetwork>, n
             watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
                 let uid = p.uid().unwrap_or_default();
                 listed.insert(uid.clone());
+                lock_images(&pod_images).insert(uid.clone(), images_of(&p));
                 let p = Arc::new(p);
                 match workers.get(&uid) {
                     Some(tx) if !tx.is_closed() => {
@@ -191,12 +189,14 @@ pub async fn run(client: Client, cfg: Arc<AgentConfig>, net: Arc<NodeNetwork>, n
                 }
             }
             watcher::Event::Delete(p) => {
+                lock_images(&pod_images).remove(&p.uid().unwrap_or_default());
                 if let Some(tx) = workers.remove(&p.uid().unwrap_or_default()) {
                     let _ = tx.send(None);
                 }
             }
             watcher::Event::InitDone => {
                 // Pods that went while the watch was down.
+                lock_images(&pod_images).retain(|uid, _| listed.contains(uid));
                 workers.retain(|uid, tx| {
                     let keep = listed.contains(uid);
                     if !keep {
@@ -215,6 +215,21 @@ pub async fn run(client: Client, cfg: Arc<AgentConfig>, net: Arc<NodeNetwork>, n
         workers.retain(|_, tx| !tx.is_closed());
     }
     Ok(())
+}
+
+fn lock_images(m: &crate::image_gc::PodImages) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+    m.lock()
+        .expect("the pod image map is never poisoned (no panics under its lock)")
+}
+
+/// The images a pod's containers name, normalised as the image store names them.
+fn images_of(pod: &Pod) -> HashSet<String> {
+    let spec = pod.spec.as_ref();
+    spec.into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+        .filter_map(|c| ImageRef::parse(c.image.as_deref()?).ok())
+        .map(|r| r.to_string())
+        .collect()
 }
 
 /// After a restart: containers and networks of pods that no longer exist go.

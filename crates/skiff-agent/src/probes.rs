@@ -1,6 +1,8 @@
 //! Container probes as the kubelet runs them: exec (in the container, through the OCI runtime),
-//! httpGet and tcpSocket (from the node to the pod's address), with `initialDelaySeconds`,
-//! `periodSeconds`, `timeoutSeconds`, `successThreshold` and `failureThreshold`.
+//! httpGet over HTTP or HTTPS ([`http`]), tcpSocket and gRPC health checks ([`grpc`]), all
+//! from the node to the pod's address, with `initialDelaySeconds`, `periodSeconds`,
+//! `timeoutSeconds`, `successThreshold` and `failureThreshold`. Failure messages are the
+//! kubelet's, so what `kubectl describe` shows matches Kubernetes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -8,7 +10,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use skiff_runtime::{bundle, ContainerManager, ContainerStdio};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod grpc;
+mod http;
 
 /// Where one probe of one container attempt stands.
 #[derive(Clone, Debug, Default)]
@@ -75,7 +79,10 @@ impl ProbeState {
 
 fn port_of(c: &Container, port: &IntOrString) -> Result<u16, String> {
     match port {
-        IntOrString::Int(p) => u16::try_from(*p).map_err(|_| format!("invalid port {p}")),
+        IntOrString::Int(p) => u16::try_from(*p)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("invalid port {p}: must be between 1 and 65535")),
         IntOrString::String(name) => c
             .ports
             .iter()
@@ -86,42 +93,77 @@ fn port_of(c: &Container, port: &IntOrString) -> Result<u16, String> {
     }
 }
 
-async fn http_get(addr: SocketAddr, host: &str, path: &str, headers: &[(String, String)]) -> Result<(), String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("Get \"http://{addr}{path}\": {e}"))?;
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 1024];
-    let mut got = 0;
-    while got < buf.len() {
-        let n = s.read(&mut buf[got..]).await.map_err(|e| e.to_string())?;
-        if n == 0 || buf[..got + n].contains(&b'\n') {
-            got += n;
-            break;
+/// A probe's `host` (an address or a name) or, when it names none, the pod's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl Host {
+    fn of(host: Option<&str>, pod_ip: Option<IpAddr>) -> Result<Self, String> {
+        match host.filter(|h| !h.is_empty()) {
+            // `[fd00::1]` as a URL writes it.
+            Some(h) => Ok(match h.trim_start_matches('[').trim_end_matches(']').parse() {
+                Ok(ip) => Host::Ip(ip),
+                Err(_) => Host::Name(h.to_string()),
+            }),
+            None => pod_ip.map(Host::Ip).ok_or_else(|| "the pod has no IP yet".to_string()),
         }
-        got += n;
     }
-    let head = String::from_utf8_lossy(&buf[..got]);
-    let code: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("malformed HTTP response from {addr}"))?;
-    if (200..400).contains(&code) {
-        Ok(())
-    } else {
-        Err(format!("HTTP probe failed with statuscode: {code}"))
+
+    /// `host:port` as Go's `net.JoinHostPort` writes it (IPv6 in brackets).
+    fn join(&self, port: u16) -> String {
+        match self {
+            Host::Ip(ip) => SocketAddr::new(*ip, port).to_string(),
+            Host::Name(n) => format!("{n}:{port}"),
+        }
+    }
+
+    /// Connects over TCP, resolving a name first (each of its addresses in turn, as Go's
+    /// dialer falls back). Errors read like Go's dialer's
+    /// (`dial tcp 10.42.0.5:80: connect: connection refused`), as the kubelet reports them.
+    async fn connect(&self, port: u16) -> Result<tokio::net::TcpStream, String> {
+        let addrs: Vec<SocketAddr> = match self {
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            Host::Name(n) => tokio::net::lookup_host((n.as_str(), port))
+                .await
+                .map_err(|e| format!("dial tcp: lookup {n}: {}", go_error(&e)))?
+                .collect(),
+        };
+        let mut last = match self {
+            Host::Name(n) => format!("dial tcp: lookup {n}: no such host"),
+            Host::Ip(_) => String::new(),
+        };
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = format!("dial tcp {addr}: connect: {}", go_error(&e)),
+            }
+        }
+        Err(last)
     }
 }
 
-/// Run `probe` once against the container `id` of `c`; `Err` carries the kubelet-style reason.
+/// An I/O error as Go words it: lower case, without Rust's `(os error N)`.
+fn go_error(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    };
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => s,
+    }
+}
+
+/// The Kubernetes version probes announce (`User-Agent: kube-probe/1.33`), as the kubelet
+/// whose version the node reports.
+const KUBE_VERSION: &str = "1.33";
+
+/// Run `probe` once against the container `id` of `c`; `Err` carries the kubelet's reason.
 pub async fn run(
     containers: &ContainerManager,
     id: &str,
@@ -130,10 +172,10 @@ pub async fn run(
     pod_ip: Option<IpAddr>,
 ) -> Result<(), String> {
     let t = timing(probe);
-    let work = async {
-        if let Some(e) = &probe.exec {
-            let command = e.command.clone().unwrap_or_default();
-            let (containers, id) = (containers.clone(), id.to_string());
+    if let Some(e) = &probe.exec {
+        let command = e.command.clone().unwrap_or_default();
+        let (containers, id) = (containers.clone(), id.to_string());
+        let work = async move {
             let code = tokio::task::spawn_blocking(move || -> Result<i32, String> {
                 let dir = containers.dir(&id);
                 let spec = bundle::read_config(&dir).map_err(|e| e.to_string())?;
@@ -145,54 +187,32 @@ pub async fn run(
             })
             .await
             .map_err(|e| e.to_string())??;
-            return if code == 0 {
+            if code == 0 {
                 Ok(())
             } else {
                 Err(format!("command exited with {code}"))
-            };
-        }
-        if let Some(h) = &probe.http_get {
-            if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
-                return Err("HTTPS probes are not supported yet".into());
             }
-            let ip: IpAddr = match h.host.as_deref().filter(|h| !h.is_empty()) {
-                Some(host) => host
-                    .parse()
-                    .map_err(|_| format!("probe host {host:?} is not an IP address"))?,
-                None => pod_ip.ok_or("the pod has no IP yet")?,
-            };
-            let port = port_of(c, &h.port)?;
-            let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
-            let headers: Vec<(String, String)> = h
-                .http_headers
-                .iter()
-                .flatten()
-                .map(|x| (x.name.clone(), x.value.clone()))
-                .collect();
-            return http_get(SocketAddr::new(ip, port), &format!("{ip}:{port}"), &path, &headers).await;
-        }
-        if let Some(s) = &probe.tcp_socket {
-            let ip: IpAddr = match s.host.as_deref().filter(|h| !h.is_empty()) {
-                Some(host) => host
-                    .parse()
-                    .map_err(|_| format!("probe host {host:?} is not an IP address"))?,
-                None => pod_ip.ok_or("the pod has no IP yet")?,
-            };
-            let addr = SocketAddr::new(ip, port_of(c, &s.port)?);
-            return tokio::net::TcpStream::connect(addr)
-                .await
-                .map(drop)
-                .map_err(|e| format!("dial tcp {addr}: {e}"));
-        }
-        if probe.grpc.is_some() {
-            return Err("gRPC probes are not supported yet".into());
-        }
-        Err("the probe names no handler".into())
-    };
-    match tokio::time::timeout(t.timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("probe timed out after {}s", t.timeout.as_secs())),
+        };
+        return match tokio::time::timeout(t.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("probe timed out after {}s", t.timeout.as_secs())),
+        };
     }
+    if let Some(h) = &probe.http_get {
+        return http::probe(h, c, pod_ip, t.timeout).await;
+    }
+    if let Some(s) = &probe.tcp_socket {
+        let host = Host::of(s.host.as_deref(), pod_ip)?;
+        let port = port_of(c, &s.port)?;
+        return match tokio::time::timeout(t.timeout, host.connect(port)).await {
+            Ok(r) => r.map(drop),
+            Err(_) => Err(format!("dial tcp {}: i/o timeout", host.join(port))),
+        };
+    }
+    if let Some(g) = &probe.grpc {
+        return grpc::probe(g, pod_ip, t.timeout).await;
+    }
+    Err("the probe names no handler".into())
 }
 
 /// Run a lifecycle hook (`postStart`, `preStop`) of container `c`, bounded by `limit`: exec,

@@ -3,7 +3,12 @@
 //! Kubernetes container ([`crate::bundle`]), a shim that runs it ([`crate::shim`]), and the OCI
 //! runtime for signals and removal ([`crate::oci`]) — with one directory per container under
 //! `<data-dir>/containers/<id>`. Synchronous: the agent calls it from blocking tasks.
+//!
+//! Each container directory records the container's image (`image.json`), so image garbage
+//! collection can tell which images the node's containers use, running or exited
+//! ([`ContainerManager::images_in_use`]).
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -13,6 +18,7 @@ use k8s_openapi::api::core::v1::Container;
 use oci_spec::runtime::Mount;
 
 use crate::bundle::{self, BundleError, ContainerInput, PodContext};
+use crate::content::Digest;
 use crate::io_error::IoError;
 use crate::oci::{OciRuntime, RuntimeError, RuntimeSelector};
 use crate::rootfs::{self, RootfsError, RootfsMode};
@@ -50,6 +56,28 @@ pub struct ListedContainer {
     /// What its shim recorded, or why that cannot be read.
     pub adoption: Result<Adoption, ShimError>,
 }
+
+/// The image a container was made from, as its directory records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerImage {
+    /// The image's name in the store (`docker.io/library/busybox:1.36`).
+    pub name: String,
+    /// The image ID (its config's digest).
+    pub id: Digest,
+}
+
+/// The images the node's containers use, by [`ContainerManager::images_in_use`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImagesInUse {
+    /// The names and IDs of the images of every container on the node, running or exited
+    /// (what [`crate::gc::gc_images`] matches).
+    pub images: HashSet<String>,
+    /// Containers that were started but do not record their image (made by an older Skiff,
+    /// or the record is unreadable): which images they use is unknown.
+    pub unknown: Vec<String>,
+}
+
+const IMAGE_FILE: &str = "image.json";
 
 /// One container to run.
 #[derive(Clone, Debug)]
@@ -149,6 +177,9 @@ impl ContainerManager {
     }
 
     fn start_in(&self, dir: &Path, req: &ContainerRequest<'_>) -> Result<ShimState, ContainerError> {
+        // The image is recorded before anything else is made, so image GC never sees this
+        // container use an image without knowing which.
+        self.record_image(&req.id, req.image)?;
         let image_config = self.store.config(req.image)?;
         let root = rootfs::prepare(&self.store, req.image, dir, self.rootfs_mode)?;
         let (passwd, group) = rootfs::user_files(&root.path);
@@ -177,6 +208,22 @@ impl ContainerManager {
             tty: req.container.tty.unwrap_or(false),
         };
         Ok(shim::spawn(&self.exe, dir, &cfg)?)
+    }
+
+    /// Records in the directory of container `id` (made if missing) that it uses `image`;
+    /// [`ContainerManager::start`] does this first of all.
+    pub fn record_image(&self, id: &str, image: &ImageRecord) -> Result<(), ContainerError> {
+        crate::oci::validate_id(id)?;
+        let dir = self.dir(id);
+        fs::create_dir_all(&dir).map_err(IoError::at("creating", &dir))?;
+        let record = ContainerImage {
+            name: image.name.clone(),
+            id: image.config.clone(),
+        };
+        let path = dir.join(IMAGE_FILE);
+        let json = serde_json::to_vec(&record).expect("a name and a digest serialize");
+        fs::write(&path, json).map_err(IoError::at("writing", &path))?;
+        Ok(())
     }
 
     /// The container's state as its shim recorded it.
@@ -281,6 +328,38 @@ impl ContainerManager {
             .collect())
     }
 
+    /// The images of every container on the node (running, exited or being made), read from
+    /// what each directory records. A directory without a record and without a shim state
+    /// is a start that has not got that far or was cleaned up: it uses no image yet.
+    pub fn images_in_use(&self) -> Result<ImagesInUse, ContainerError> {
+        let mut out = ImagesInUse::default();
+        for id in self.ids()? {
+            let dir = self.dir(&id);
+            let path = dir.join(IMAGE_FILE);
+            match fs::read(&path) {
+                Ok(b) => match serde_json::from_slice::<ContainerImage>(&b) {
+                    Ok(image) => {
+                        out.images.insert(image.id.to_string());
+                        out.images.insert(image.name);
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "unreadable image record of a container");
+                        out.unknown.push(id);
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if shim::state_path(&dir).exists() {
+                        out.unknown.push(id);
+                    }
+                }
+                // Removed meanwhile.
+                Err(_) if !dir.exists() => {}
+                Err(e) => return Err(IoError::at("reading", &path)(e).into()),
+            }
+        }
+        Ok(out)
+    }
+
     /// The IDs of every container directory, sorted; nothing else is read.
     pub fn ids(&self) -> Result<Vec<String>, ContainerError> {
         let mut out = Vec::new();
@@ -292,5 +371,51 @@ impl ContainerManager {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_in_use_are_what_container_directories_record() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(data.path()).expect("store");
+        let m = ContainerManager::new(
+            data.path(),
+            store,
+            RuntimeSelector::default(),
+            &data.path().join("run"),
+            Path::new("/proc/self/exe"),
+        )
+        .expect("manager");
+        let id = Digest::of(b"config");
+        let now = chrono::Utc::now();
+        let image = ImageRecord {
+            name: "docker.io/library/busybox:1.36".into(),
+            repo_digest: Digest::of(b"index"),
+            manifest: Digest::of(b"manifest"),
+            config: id.clone(),
+            layers: vec![],
+            size: 1,
+            created: now,
+            last_used: now,
+        };
+        m.record_image("recorded", &image).expect("record");
+        assert!(m.record_image("../escape", &image).is_err(), "IDs are checked");
+        // Started by a Skiff that did not record images: a shim state, no image record.
+        let older = m.dir("older");
+        fs::create_dir_all(&older).expect("mkdir");
+        fs::write(shim::state_path(&older), b"{}").expect("write");
+        // A start that has not got as far as recording anything.
+        fs::create_dir_all(m.dir("starting")).expect("mkdir");
+
+        let used = m.images_in_use().expect("images in use");
+        assert_eq!(
+            used.images,
+            HashSet::from([id.to_string(), "docker.io/library/busybox:1.36".to_string()])
+        );
+        assert_eq!(used.unknown, vec!["older".to_string()]);
     }
 }

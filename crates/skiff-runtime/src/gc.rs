@@ -1,10 +1,12 @@
 //! Image garbage collection by disk usage, as the kubelet does it: when the filesystem holding
 //! the images is fuller than the high threshold, remove unused images, least recently used
 //! first, until the expected usage is below the low threshold; then remove the blobs and
-//! snapshots no image refers to.
+//! snapshots no image refers to. [`ImageGc`] runs it repeatedly and, like the kubelet's image
+//! manager, remembers when it last saw each image in use.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -12,13 +14,18 @@ use crate::content::Digest;
 use crate::io_error::IoError;
 use crate::store::{ImageRecord, ImageStore, PruneReport, StoreError};
 
-/// Thresholds in percent of the filesystem (the kubelet's defaults are 85 and 80).
+/// Thresholds in percent of the filesystem and the youngest image collected (the kubelet's
+/// defaults: 85, 80 and 2 minutes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GcPolicy {
-    /// Collect when usage is at or above this.
+    /// Collect when usage is at or above this (100: never, as the kubelet reads it).
     pub high_threshold_percent: u8,
     /// Collect until usage is below this.
     pub low_threshold_percent: u8,
+    /// Images used (or pulled) more recently than this are kept (the kubelet's
+    /// `imageMinimumGCAge`): an image pulled for a container that is not made yet is not in use
+    /// by any container, but must stay.
+    pub min_age: Duration,
 }
 
 impl Default for GcPolicy {
@@ -26,12 +33,62 @@ impl Default for GcPolicy {
         Self {
             high_threshold_percent: 85,
             low_threshold_percent: 80,
+            min_age: Duration::from_secs(120),
         }
     }
 }
 
+/// A policy whose thresholds cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GcPolicyError {
+    /// A threshold above 100%.
+    #[error("the image GC {which} threshold {value}% is not a percentage (0 to 100)")]
+    NotAPercentage {
+        /// `high` or `low`.
+        which: &'static str,
+        /// The value given.
+        value: u8,
+    },
+    /// The low threshold is not below the high one.
+    #[error("the image GC low threshold ({low}%) must be less than the high threshold ({high}%)")]
+    LowNotBelowHigh {
+        /// The low threshold.
+        low: u8,
+        /// The high threshold.
+        high: u8,
+    },
+}
+
+impl GcPolicy {
+    /// The thresholds, checked as the kubelet checks them (each 0–100, low below high), with
+    /// the default minimum age.
+    pub fn new(high_threshold_percent: u8, low_threshold_percent: u8) -> Result<Self, GcPolicyError> {
+        for (which, value) in [("high", high_threshold_percent), ("low", low_threshold_percent)] {
+            if value > 100 {
+                return Err(GcPolicyError::NotAPercentage { which, value });
+            }
+        }
+        if low_threshold_percent >= high_threshold_percent {
+            return Err(GcPolicyError::LowNotBelowHigh {
+                low: low_threshold_percent,
+                high: high_threshold_percent,
+            });
+        }
+        Ok(Self {
+            high_threshold_percent,
+            low_threshold_percent,
+            ..Self::default()
+        })
+    }
+
+    /// A high threshold of 100 turns image GC off (the kubelet's reading).
+    pub fn disabled(&self) -> bool {
+        self.high_threshold_percent >= 100
+    }
+}
+
 /// Size and free space of a filesystem, in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiskUsage {
     /// Total size.
     pub capacity: u64,
@@ -95,15 +152,21 @@ pub fn gc_images(records: &[ImageRecord], in_use: &HashSet<String>) -> Vec<GcIma
     by_id.into_values().collect()
 }
 
-/// The pure decision: which images to remove (least recently used first, never one in use),
-/// given the usage now. Empty when usage is below the high threshold.
-pub fn select_for_removal(images: &[GcImage], usage: DiskUsage, policy: GcPolicy) -> Vec<GcImage> {
+/// Bytes to free so that usage gets down to the low threshold, when it is at or above the
+/// high one; 0 otherwise.
+pub fn bytes_to_free(usage: DiskUsage, policy: GcPolicy) -> u64 {
     if usage.capacity == 0 || usage.used_percent() < u64::from(policy.high_threshold_percent) {
-        return Vec::new();
+        return 0;
     }
     // Free until available ≥ (100 - low)% of capacity.
     let want_available = usage.capacity / 100 * u64::from(100 - policy.low_threshold_percent.min(100));
-    let mut to_free = want_available.saturating_sub(usage.available);
+    want_available.saturating_sub(usage.available)
+}
+
+/// The pure decision: which images to remove (least recently used first, never one in use),
+/// given the usage now. Empty when usage is below the high threshold.
+pub fn select_for_removal(images: &[GcImage], usage: DiskUsage, policy: GcPolicy) -> Vec<GcImage> {
+    let mut to_free = bytes_to_free(usage, policy);
     let mut candidates: Vec<&GcImage> = images.iter().filter(|i| !i.in_use).collect();
     candidates.sort_by(|a, b| a.last_used.cmp(&b.last_used).then_with(|| a.id.cmp(&b.id)));
     let mut out = Vec::new();
@@ -124,33 +187,139 @@ pub struct GcReport {
     pub removed: Vec<String>,
     /// Content removed afterwards.
     pub pruned: PruneReport,
+    /// The usage the run started from.
+    pub usage: DiskUsage,
+    /// Bytes that had to go to get down to the low threshold (0: below the high one).
+    pub to_free: u64,
+    /// Bytes of the images chosen for removal (their content's size, as the kubelet counts).
+    pub eligible: u64,
+    /// The usage measured after removal, when anything was removed.
+    pub usage_after: Option<DiskUsage>,
 }
 
-/// Runs image GC on `store`: reads the usage of its filesystem through `usage`, removes the
-/// images [`select_for_removal`] picks, then the unreferenced content.
+impl GcReport {
+    /// Why the run did not get usage below the low threshold (the kubelet's
+    /// `FreeDiskSpaceFailed` message), or `None` when it did or had nothing to do. A measured
+    /// usage after removal is the judge; without one, the estimate.
+    pub fn failure(&self, policy: GcPolicy) -> Option<String> {
+        if self.to_free == 0 {
+            return None;
+        }
+        let low = u64::from(policy.low_threshold_percent);
+        if self.usage_after.is_some_and(|u| u.used_percent() <= low) {
+            return None;
+        }
+        let mut message = format!(
+            "Failed to garbage collect required amount of images. Attempted to free {} bytes, but only found {} bytes eligible to free.",
+            self.to_free, self.eligible
+        );
+        if let Some(after) = self.usage_after {
+            if self.eligible >= self.to_free {
+                message = format!(
+                    "Failed to garbage collect required amount of images. Removed {} bytes of unused images, but the disk is still {}% full (low threshold {low}%).",
+                    self.eligible,
+                    after.used_percent()
+                );
+            }
+        }
+        Some(message)
+    }
+}
+
+/// Image GC across runs. Remembers when each image was last seen in use, as the kubelet's
+/// image manager does, so an image whose container went a minute ago counts as used a minute
+/// ago rather than when it was pulled (memory only: after a restart, images in use are seen
+/// again at the first run).
+#[derive(Debug, Default)]
+pub struct ImageGc {
+    policy: GcPolicy,
+    last_seen: HashMap<Digest, DateTime<Utc>>,
+}
+
+impl ImageGc {
+    /// GC by `policy`.
+    pub fn new(policy: GcPolicy) -> Self {
+        Self {
+            policy,
+            last_seen: HashMap::new(),
+        }
+    }
+
+    /// The policy it runs by.
+    pub fn policy(&self) -> GcPolicy {
+        self.policy
+    }
+
+    /// One run at `now` on `store`: reads the usage of its filesystem through `usage`; when
+    /// that is at or above the high threshold, removes images that no name or ID in `in_use`
+    /// holds and that were not used within the minimum age, least recently used first, until
+    /// the estimate is below the low threshold; then the unreferenced content. A name pulled
+    /// again since the decision (newer `last_used`, or another image) is left alone.
+    pub fn run(
+        &mut self,
+        store: &ImageStore,
+        in_use: &HashSet<String>,
+        usage: impl Fn(&Path) -> std::io::Result<DiskUsage>,
+        now: DateTime<Utc>,
+    ) -> Result<GcReport, StoreError> {
+        let root = store.root().to_path_buf();
+        let before = usage(&root).map_err(IoError::at("measuring disk usage of", &root))?;
+        let mut images = gc_images(&store.list()?, in_use);
+        let present: HashSet<&Digest> = images.iter().map(|i| &i.id).collect();
+        self.last_seen.retain(|id, _| present.contains(id));
+        for img in &mut images {
+            if img.in_use {
+                self.last_seen.insert(img.id.clone(), now);
+            }
+            if let Some(seen) = self.last_seen.get(&img.id) {
+                img.last_used = img.last_used.max(*seen);
+            }
+        }
+        let mut report = GcReport {
+            usage: before,
+            to_free: bytes_to_free(before, self.policy),
+            ..GcReport::default()
+        };
+        if report.to_free == 0 {
+            return Ok(report);
+        }
+        let min_age = chrono::TimeDelta::from_std(self.policy.min_age).unwrap_or(chrono::TimeDelta::MAX);
+        let old_enough: Vec<GcImage> = images
+            .into_iter()
+            .filter(|i| now.signed_duration_since(i.last_used) >= min_age)
+            .collect();
+        let chosen = select_for_removal(&old_enough, before, self.policy);
+        report.eligible = chosen.iter().map(|i| i.size).sum();
+        for img in chosen {
+            for n in img.names {
+                match store.get_name(&n)? {
+                    Some(r) if r.config == img.id && r.last_used <= img.last_used => {}
+                    _ => {
+                        tracing::info!(image = %n, "image GC: pulled again meanwhile; kept");
+                        continue;
+                    }
+                }
+                tracing::info!(image = %n, id = %img.id, "image GC: removing");
+                store.remove_record(&n)?;
+                report.removed.push(n);
+            }
+        }
+        if !report.removed.is_empty() {
+            report.pruned = store.prune()?;
+            report.usage_after = usage(&root).ok();
+        }
+        Ok(report)
+    }
+}
+
+/// One GC run on `store` without memory of earlier runs (see [`ImageGc::run`]).
 pub fn collect_garbage(
     store: &ImageStore,
     in_use: &HashSet<String>,
     policy: GcPolicy,
     usage: impl Fn(&Path) -> std::io::Result<DiskUsage>,
 ) -> Result<GcReport, StoreError> {
-    let root = store.root().to_path_buf();
-    let now = usage(&root).map_err(IoError::at("measuring disk usage of", &root))?;
-    let images = gc_images(&store.list()?, in_use);
-    let chosen = select_for_removal(&images, now, policy);
-    let mut report = GcReport::default();
-    if chosen.is_empty() {
-        return Ok(report);
-    }
-    for img in chosen {
-        for n in img.names {
-            tracing::info!(image = %n, id = %img.id, "image GC: removing");
-            store.remove_record(&n)?;
-            report.removed.push(n);
-        }
-    }
-    report.pruned = store.prune()?;
-    Ok(report)
+    ImageGc::new(policy).run(store, in_use, usage, Utc::now())
 }
 
 #[cfg(test)]
@@ -221,6 +390,7 @@ mod tests {
         let policy = |low| GcPolicy {
             high_threshold_percent: 85,
             low_threshold_percent: low,
+            ..GcPolicy::default()
         };
         assert_eq!(
             names(&select_for_removal(&images, usage, policy(82))),
@@ -253,5 +423,135 @@ mod tests {
         assert!(g[0].in_use, "one used name protects every name of the image");
         assert_eq!(g[0].names.len(), 2);
         assert!(!g[1].in_use);
+    }
+
+    fn record(name: &str, id: char, size: u64, last_used: DateTime<Utc>) -> ImageRecord {
+        ImageRecord {
+            name: name.into(),
+            repo_digest: Digest::of(name.as_bytes()),
+            manifest: Digest::of(name.as_bytes()),
+            config: Digest::parse(&format!("sha256:{}", id.to_string().repeat(64))).expect("digest"),
+            layers: vec![],
+            size,
+            created: last_used,
+            last_used,
+        }
+    }
+
+    /// A usage of 100 GB with `available` GB free.
+    fn free(available: u64) -> DiskUsage {
+        DiskUsage {
+            capacity: 100 * GB,
+            available: available * GB,
+        }
+    }
+
+    #[test]
+    fn image_gc_remembers_use_between_runs_and_keeps_young_images() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("store");
+        let t0 = Utc.timestamp_opt(1_700_000_000, 0).single().expect("time");
+        let hours = chrono::TimeDelta::hours;
+        store.put_record(&record("a", 'a', 3 * GB, t0 - hours(1))).expect("put");
+        store.put_record(&record("b", 'b', 2 * GB, t0 - hours(2))).expect("put");
+        store.put_record(&record("c", 'c', 4 * GB, t0 - hours(3))).expect("put");
+        let mut gc = ImageGc::new(GcPolicy::default());
+
+        // 84% full: below the high threshold, nothing goes; `c` is seen in use.
+        let r = gc
+            .run(&store, &["c".to_string()].into(), |_| Ok(free(16)), t0)
+            .expect("gc");
+        assert_eq!((r.removed.len(), r.to_free, r.failure(gc.policy())), (0, 0, None));
+
+        // Ten minutes later `c`'s container is gone and `d` was pulled a moment ago. 85% full:
+        // 5 GB to free. By pull times `c` would go first; it was used ten minutes ago, so `b`
+        // (2 GB) and `a` (3 GB) go; `d` is younger than the minimum age.
+        let t1 = t0 + chrono::TimeDelta::minutes(10);
+        store
+            .put_record(&record("d", 'd', 9 * GB, t1 - chrono::TimeDelta::seconds(30)))
+            .expect("put");
+        let calls = std::cell::Cell::new(0);
+        let usage = |_: &Path| {
+            calls.set(calls.get() + 1);
+            Ok(if calls.get() == 1 { free(15) } else { free(21) })
+        };
+        let r = gc.run(&store, &HashSet::new(), usage, t1).expect("gc");
+        assert_eq!(r.removed, vec!["b", "a"]);
+        assert_eq!((r.to_free, r.eligible), (5 * GB, 5 * GB));
+        assert_eq!(r.usage_after, Some(free(21)));
+        assert_eq!(r.failure(gc.policy()), None);
+        let left: Vec<String> = store.list().expect("list").into_iter().map(|i| i.name).collect();
+        assert_eq!(left, vec!["c", "d"]);
+
+        // Without that memory, `c` would have gone first.
+        let plain = gc_images(
+            &[
+                record("b", 'b', 2 * GB, t0 - hours(2)),
+                record("c", 'c', 4 * GB, t0 - hours(3)),
+            ],
+            &HashSet::new(),
+        );
+        assert_eq!(
+            names(&select_for_removal(&plain, free(15), GcPolicy::default())),
+            vec!["c", "b"]
+        );
+    }
+
+    #[test]
+    fn image_gc_never_removes_an_image_in_use_and_says_when_it_falls_short() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("store");
+        let t0 = Utc.timestamp_opt(1_700_000_000, 0).single().expect("time");
+        let day = chrono::TimeDelta::days(1);
+        store.put_record(&record("old:1", 'a', GB, t0 - day * 3)).expect("put");
+        // One image under two names; a container uses it by ID.
+        store
+            .put_record(&record("used:1", 'b', 5 * GB, t0 - day * 9))
+            .expect("put");
+        store
+            .put_record(&record("used:latest", 'b', 5 * GB, t0 - day * 9))
+            .expect("put");
+        let in_use: HashSet<String> = [format!("sha256:{}", "b".repeat(64))].into();
+        let policy = GcPolicy::default();
+        // 95% full: 15 GB to free, 1 GB eligible; the disk stays full.
+        let r = ImageGc::new(policy)
+            .run(&store, &in_use, |_| Ok(free(5)), t0)
+            .expect("gc");
+        assert_eq!(r.removed, vec!["old:1"]);
+        assert_eq!((r.to_free, r.eligible), (15 * GB, GB));
+        assert_eq!(
+            r.failure(policy).as_deref(),
+            Some(
+                "Failed to garbage collect required amount of images. Attempted to free 16106127360 bytes, but only found 1073741824 bytes eligible to free."
+            )
+        );
+        let left: Vec<String> = store.list().expect("list").into_iter().map(|i| i.name).collect();
+        assert_eq!(left, vec!["used:1", "used:latest"]);
+        // Enough was eligible, yet the disk is still above the low threshold.
+        let r = GcReport {
+            to_free: GB,
+            eligible: 2 * GB,
+            usage_after: Some(free(18)),
+            ..GcReport::default()
+        };
+        assert_eq!(
+            r.failure(policy).as_deref(),
+            Some("Failed to garbage collect required amount of images. Removed 2147483648 bytes of unused images, but the disk is still 82% full (low threshold 80%).")
+        );
+    }
+
+    #[test]
+    fn policies_are_checked_like_the_kubelets() {
+        assert_eq!(GcPolicy::new(85, 80), Ok(GcPolicy::default()));
+        assert_eq!(
+            GcPolicy::new(80, 80).map_err(|e| e.to_string()),
+            Err("the image GC low threshold (80%) must be less than the high threshold (80%)".to_string())
+        );
+        assert_eq!(
+            GcPolicy::new(101, 80).map_err(|e| e.to_string()),
+            Err("the image GC high threshold 101% is not a percentage (0 to 100)".to_string())
+        );
+        assert!(GcPolicy::new(100, 90).expect("valid").disabled());
+        assert!(!GcPolicy::default().disabled());
     }
 }

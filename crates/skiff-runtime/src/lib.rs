@@ -39,10 +39,12 @@ pub mod store;
 pub mod unpack;
 
 pub use bundle::{container_spec, BundleError, ContainerInput, NamespaceMode, PodContext};
-pub use containers::{ContainerError, ContainerManager, ContainerRequest};
+pub use containers::{ContainerError, ContainerImage, ContainerManager, ContainerRequest, ImagesInUse};
 pub use content::{ContentError, ContentStore, Digest};
 pub use credentials::{Credential, DockerCredentials};
-pub use gc::{collect_garbage, select_for_removal, DiskUsage, GcImage, GcPolicy, GcReport};
+pub use gc::{
+    bytes_to_free, collect_garbage, select_for_removal, DiskUsage, GcImage, GcPolicy, GcPolicyError, GcReport, ImageGc,
+};
 pub use import::{import_archive, ImportError};
 pub use io_error::IoError;
 pub use oci::{ContainerState, ContainerStdio, OciRuntime, RuntimeError, RuntimeSelector};

@@ -594,6 +594,11 @@ async fn image_gc_removes_least_recently_used_unused_images() {
     }
     store.touch(&name("newer")).expect("touch");
     let in_use: HashSet<String> = [name("used")].into();
+    // The images were pulled just now: no minimum age.
+    let policy = GcPolicy {
+        min_age: std::time::Duration::ZERO,
+        ..GcPolicy::default()
+    };
 
     // Below the threshold: nothing happens.
     let calm = |_: &Path| {
@@ -602,7 +607,7 @@ async fn image_gc_removes_least_recently_used_unused_images() {
             available: 500,
         })
     };
-    let r = collect_garbage(&store, &in_use, GcPolicy::default(), calm).expect("gc");
+    let r = collect_garbage(&store, &in_use, policy, calm).expect("gc");
     assert!(r.removed.is_empty());
     assert_eq!(store.list().expect("list").len(), 3);
 
@@ -614,7 +619,7 @@ async fn image_gc_removes_least_recently_used_unused_images() {
             available: 10 << 20,
         })
     };
-    let r = collect_garbage(&store, &in_use, GcPolicy::default(), full).expect("gc");
+    let r = collect_garbage(&store, &in_use, policy, full).expect("gc");
     assert_eq!(r.removed, vec![name("old"), name("newer")]);
     assert_eq!(r.pruned.blobs, 6, "manifest, config and layer of each removed image");
     let left = store.list().expect("list");

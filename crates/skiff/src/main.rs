@@ -57,6 +57,14 @@ struct NodeArgs {
     /// The cluster DNS address written into pods' resolv.conf.
     #[arg(long, default_value = "10.43.0.10")]
     cluster_dns: IpAddr,
+    /// Image garbage collection runs when the filesystem of the data dir is at least this
+    /// full (percent; 100 turns it off), as the kubelet's flag.
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// Image garbage collection removes unused images, least recently used first, until the
+    /// filesystem is below this (percent), as the kubelet's flag.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
 }
 
 impl NodeArgs {
@@ -77,6 +85,8 @@ impl NodeArgs {
         };
         cfg.node_ip = self.node_ip;
         cfg.cluster_dns = vec![self.cluster_dns];
+        cfg.image_gc = skiff_runtime::GcPolicy::new(self.image_gc_high_threshold, self.image_gc_low_threshold)
+            .map_err(|e| anyhow::anyhow!("--image-gc-high-threshold/--image-gc-low-threshold: {e}"))?;
         Ok(cfg)
     }
 }

@@ -652,6 +652,9 @@ fn a_separately_joined_agent_runs_pods() {
             "127.0.0.1",
             "--private-registry",
             "/nonexistent",
+            // Whether image GC would run depends on the test machine's disk.
+            "--image-gc-high-threshold",
+            "100",
         ])
         .stdout(std::process::Stdio::null())
         .spawn()

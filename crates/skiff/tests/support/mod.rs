@@ -35,8 +35,11 @@ impl SkiffServer {
 
     /// Start with the embedded node agent: this machine runs pods as containers. Only inside
     /// namespaces the test made (it creates a bridge, veths and mounts).
+    /// Image GC is off: whether it would run depends on how full the test machine's disk is.
     pub fn start_with_agent(dir: tempfile::TempDir, extra: &[&str]) -> Self {
-        Self::launch(dir, 0, extra)
+        let mut args = vec!["--image-gc-high-threshold", "100"];
+        args.extend_from_slice(extra);
+        Self::launch(dir, 0, &args)
     }
 
     fn launch(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Self {
