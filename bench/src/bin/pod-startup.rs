@@ -15,7 +15,11 @@
 //! - the agent's RSS idle, and per running pod: the growth of the agent's proportional set
 //!   size plus each shim's, divided by N.
 //!
-//! `pod-startup --skiff target/release/skiff [--pods 100] [--runc-runs 20]`
+//! `pod-startup --skiff target/release/skiff [--pods 100] [--runc-runs 20] [--rate PODS_PER_S]`
+//!
+//! With `--rate`, one client creates the pods at that steady rate: SIG-Scalability's pod
+//! startup SLO is measured on pods created this way (its "latency pods"), not on a burst;
+//! without it, all pods at once measure how the node copes with a burst (queueing).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +42,9 @@ struct Args {
     skiff: PathBuf,
     pods: usize,
     runc_runs: usize,
+    /// Create pods at this many per second (one client, as SIG-Scalability's latency pods);
+    /// 0: all at once from 16 clients (a saturation run: it measures queueing).
+    rate: f64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -45,6 +52,7 @@ fn parse_args() -> Result<Args> {
         skiff: PathBuf::from("target/release/skiff"),
         pods: 100,
         runc_runs: 20,
+        rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +61,7 @@ fn parse_args() -> Result<Args> {
             "--skiff" => a.skiff = v.into(),
             "--pods" => a.pods = v.parse()?,
             "--runc-runs" => a.runc_runs = v.parse()?,
+            "--rate" => a.rate = v.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -221,6 +230,27 @@ async fn inner(a: Args) -> Result<()> {
         idle_rss as f64 / 1024.0,
         idle_pss as f64 / 1024.0
     );
+    if std::env::var_os("SKIFF_BENCH_SMAPS").is_some() {
+        // Where the agent's memory is: the whole rollup, and the largest mappings.
+        print!("{}", std::fs::read_to_string(format!("/proc/{agent_pid}/smaps_rollup"))?);
+        let smaps = std::fs::read_to_string(format!("/proc/{agent_pid}/smaps"))?;
+        let mut maps: Vec<(u64, String)> = Vec::new();
+        let mut name = String::new();
+        for l in smaps.lines() {
+            if l.split_whitespace().next().is_some_and(|f| f.contains('-')) {
+                name = l.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+                if name.is_empty() {
+                    name = format!("[anon {}]", l.split_whitespace().next().unwrap_or(""));
+                }
+            } else if let Some(v) = l.strip_prefix("Rss:") {
+                maps.push((v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0), name.clone()));
+            }
+        }
+        maps.sort_by(|a, b| b.0.cmp(&a.0));
+        for (kib, n) in maps.iter().take(12) {
+            println!("  {kib:>7} kB  {n}");
+        }
+    }
 
     // Watch first, then create.
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
@@ -257,13 +287,22 @@ async fn inner(a: Args) -> Result<()> {
     let t_all = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for _ in 0..16 {
+    let (clients, gap) = if a.rate > 0.0 {
+        (1, Some(Duration::from_secs_f64(1.0 / a.rate)))
+    } else {
+        (16, None)
+    };
+    for _ in 0..clients {
         let (pods, sent, next, n) = (pods.clone(), sent.clone(), next.clone(), a.pods);
         workers.push(tokio::spawn(async move {
+            let start = Instant::now();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= n {
                     return Ok::<(), anyhow::Error>(());
+                }
+                if let Some(gap) = gap {
+                    tokio::time::sleep_until((start + gap * i as u32).into()).await;
                 }
                 let name = format!("p{i}");
                 let pod: Pod = serde_json::from_value(serde_json::json!({
@@ -287,8 +326,13 @@ async fn inner(a: Args) -> Result<()> {
     let mut lat: Vec<Duration> = done.into_values().collect();
     lat.sort();
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    let how = if a.rate > 0.0 {
+        format!("created at {} pods/s", a.rate)
+    } else {
+        "created at once by 16 clients".to_string()
+    };
     println!(
-        "{} pods (bound to the node at creation, image present): startup latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all running {:.2} s after the first create",
+        "{} pods ({how}; bound to the node at creation, image present): startup latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all running {:.2} s after the first create",
         a.pods,
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
