@@ -232,7 +232,10 @@ async fn inner(a: Args) -> Result<()> {
     );
     if std::env::var_os("SKIFF_BENCH_SMAPS").is_some() {
         // Where the agent's memory is: the whole rollup, and the largest mappings.
-        print!("{}", std::fs::read_to_string(format!("/proc/{agent_pid}/smaps_rollup"))?);
+        print!(
+            "{}",
+            std::fs::read_to_string(format!("/proc/{agent_pid}/smaps_rollup"))?
+        );
         let smaps = std::fs::read_to_string(format!("/proc/{agent_pid}/smaps"))?;
         let mut maps: Vec<(u64, String)> = Vec::new();
         let mut name = String::new();
@@ -243,10 +246,13 @@ async fn inner(a: Args) -> Result<()> {
                     name = format!("[anon {}]", l.split_whitespace().next().unwrap_or(""));
                 }
             } else if let Some(v) = l.strip_prefix("Rss:") {
-                maps.push((v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0), name.clone()));
+                maps.push((
+                    v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0),
+                    name.clone(),
+                ));
             }
         }
-        maps.sort_by(|a, b| b.0.cmp(&a.0));
+        maps.sort_by_key(|m| std::cmp::Reverse(m.0));
         for (kib, n) in maps.iter().take(12) {
             println!("  {kib:>7} kB  {n}");
         }
