@@ -16,6 +16,8 @@ command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
 test -x /bin/busybox || need_pkgs+=(busybox-static)
 # Agent tests bring up loopback in the namespaces they make.
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+# hostPort is programmed with nftables' `nft`.
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 # Container tests: the conformance suite runs on the built-in runtime and on runc.
 command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

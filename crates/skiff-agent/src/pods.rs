@@ -660,6 +660,37 @@ async fn probe_containers(
     next
 }
 
+/// The `hostPort`s of the pod's containers, to its address. (`hostIP` is not honoured: a
+/// host port is published on every address of the node, as the scheduler assumes anyway.)
+fn host_ports(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    ip: std::net::Ipv4Addr,
+) -> anyhow::Result<Vec<skiff_net::hostports::HostPort>> {
+    let mut out = Vec::new();
+    for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+        for p in c.ports.iter().flatten() {
+            let Some(host_port) = p.host_port.filter(|h| *h > 0) else {
+                continue;
+            };
+            let protocol = skiff_net::hostports::Protocol::parse(p.protocol.as_deref())
+                .ok_or_else(|| anyhow::anyhow!("container {:?}: unsupported protocol {:?}", c.name, p.protocol))?;
+            let port = |v: i32, what: &str| {
+                u16::try_from(v)
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| anyhow::anyhow!("container {:?}: {what} {v} is not a port", c.name))
+            };
+            out.push(skiff_net::hostports::HostPort {
+                protocol,
+                host_port: port(host_port, "hostPort")?,
+                pod_ip: ip,
+                container_port: port(p.container_port, "containerPort")?,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// What the first sync of a pod makes once: its network (or the node's for `hostNetwork`),
 /// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, and the IPC/UTS namespaces and
 /// `/dev/shm` its containers share. Idempotent, so a restarted agent finds what is there.
@@ -674,6 +705,7 @@ async fn make_sandbox(ctx: &Arc<Ctx>, pod: &Pod, dir: &Path, st: &mut PodState) 
     } else {
         let pn = ctx.net.setup_pod(&uid).await?;
         st.pod_ip = Some(IpAddr::V4(pn.ip));
+        ctx.net.publish_host_ports(host_ports(&spec, pn.ip)?).await?;
         Some(pn.netns)
     };
     let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());

@@ -7,6 +7,7 @@
 //! `rustix` (what `ip netns` does — no crate wraps it for a multi-threaded async process).
 
 pub mod files;
+pub mod hostports;
 pub mod ipam;
 pub mod netns;
 pub mod node;
@@ -45,4 +46,6 @@ pub enum NetError {
     Thread,
     #[error("{0}")]
     Config(String),
+    #[error("nft refused {script:?}: {message}")]
+    Nft { script: String, message: String },
 }

@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use crate::hostports;
 use crate::ipam::Ipam;
 use crate::netns::Netns;
 use crate::NetError;
@@ -60,6 +61,8 @@ pub struct NodeNetwork {
     ipam: Ipam,
     handle: Handle,
     bridge_index: u32,
+    /// Whether host ports can be published (nftables), or why not.
+    host_ports: Result<(), String>,
 }
 
 /// Open a netlink connection in `ns` (the caller's namespace when `None`). The socket belongs
@@ -213,12 +216,40 @@ impl NodeNetwork {
             .execute()
             .await
             .map_err(nl("bring up bridge", &cfg.bridge))?;
+        // Host ports: the nftables table and rules, and no element left for a pod that is gone.
+        let (cidr, bridge) = (cfg.pod_cidr, cfg.bridge.clone());
+        let held: Vec<Ipv4Addr> = ipam.allocations()?.into_iter().map(|(ip, _)| ip).collect();
+        let host_ports = tokio::task::spawn_blocking(move || {
+            hostports::ensure(cidr, &bridge)?;
+            hostports::withdraw_where(|p| !held.contains(&p.pod_ip))
+        })
+        .await
+        .map_err(|_| NetError::Thread)
+        .and_then(|r| r)
+        .map_err(|e| e.to_string());
+        if let Err(e) = &host_ports {
+            tracing::warn!(error = %e, "host ports are unavailable on this node");
+        }
         Ok(NodeNetwork {
             cfg,
             ipam,
             handle,
             bridge_index,
+            host_ports,
         })
+    }
+
+    /// Publishes pod ports on the node (`hostPort`).
+    pub async fn publish_host_ports(&self, ports: Vec<hostports::HostPort>) -> Result<(), NetError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = &self.host_ports {
+            return Err(NetError::Config(format!("hostPort needs nftables on the node: {e}")));
+        }
+        tokio::task::spawn_blocking(move || hostports::publish(&ports))
+            .await
+            .map_err(|_| NetError::Thread)?
     }
 
     pub fn ipam(&self) -> &Ipam {
@@ -365,6 +396,11 @@ impl NodeNetwork {
         }
         let ns_path = self.cfg.netns_dir.join(netns_name(pod_key));
         Netns::at(&ns_path).remove()?;
+        if let (Some(ip), Ok(())) = (self.ipam.held_by(pod_key)?, &self.host_ports) {
+            tokio::task::spawn_blocking(move || hostports::withdraw(ip))
+                .await
+                .map_err(|_| NetError::Thread)??;
+        }
         self.ipam.release(pod_key)?;
         Ok(())
     }

@@ -50,7 +50,7 @@ fn test_image() -> testing::TestImage {
         l.dir("bin", 0o755).busybox("bin/busybox");
         for a in [
             "sh", "httpd", "sleep", "cat", "echo", "env", "hostname", "ls", "touch", "rm", "grep", "head", "tr",
-            "true", "tty", "stty",
+            "true", "tty", "stty", "wget",
         ] {
             l.symlink(&format!("bin/{a}"), "busybox");
         }
@@ -918,6 +918,44 @@ fn exec_and_port_forward_with_both_kubectls() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("7777"), "{name}: kubectl tells the port: {stderr}");
     }
+    // hostPort: the pod's port is published on the node: from the node itself (its
+    // loopback) and from another pod through the node's address on the bridge; withdrawn
+    // when the pod goes.
+    let published = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "published"},
+      "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "web", "image": "registry.test/busybox:1",
+        "imagePullPolicy": "IfNotPresent", "command": ["httpd", "-f", "-p", "8080", "-h", "/srv"],
+        "ports": [{"containerPort": 8080, "hostPort": 18080}]}]}}"#;
+    new.ok_stdin(&["apply", "-f", "-"], published);
+    new.ok(&["wait", "--for=condition=Ready", "pod/published", "--timeout=60s"]);
+    let page = wait_for(10, "the host port", || {
+        http_get(SocketAddr::from(([127, 0, 0, 1], 18080))).ok()
+    });
+    assert!(page.contains("hello from a skiff pod"), "{page}");
+    let gateway = {
+        let cidr = new.ok(&["get", "node", "test-node", "-o", "jsonpath={.spec.podCIDR}"]);
+        let net: ipnet::Ipv4Net = cidr.trim().parse().expect("cidr");
+        net.hosts().next().expect("gateway")
+    };
+    let from_pod = new.ok(&[
+        "exec",
+        "web",
+        "-c",
+        "web",
+        "--",
+        "wget",
+        "-qO-",
+        &format!("http://{gateway}:18080/index.html"),
+    ]);
+    assert_eq!(
+        from_pod, "hello from a skiff pod\n",
+        "a pod reaches another pod's host port"
+    );
+    new.ok(&["delete", "pod", "published", "--wait"]);
+    assert!(
+        http_get(SocketAddr::from(([127, 0, 0, 1], 18080))).is_err(),
+        "the host port is withdrawn with its pod"
+    );
+
     // Attach: `kubectl run -it --rm` gives a shell on the new container's terminal, and the
     // pod is gone afterwards; `kubectl attach -i` feeds a running container's stdin.
     for (name, k) in [("1.27 (SPDY)", &old), ("1.33 (WebSocket)", &new)] {
