@@ -47,6 +47,9 @@ pub struct AgentConfig {
     /// Image garbage collection: disk thresholds (`--image-gc-high-threshold`,
     /// `--image-gc-low-threshold`) and the youngest image collected.
     pub image_gc: GcPolicy,
+    /// Destinations outside the node that pods may reach, masqueraded behind the node's
+    /// address (`--egress-cidr`); none by default.
+    pub egress: Vec<ipnet::Ipv4Net>,
 }
 
 impl AgentConfig {
@@ -66,6 +69,7 @@ impl AgentConfig {
             cgroup_root: "/kubepods".into(),
             heartbeat: Duration::from_secs(10),
             image_gc: GcPolicy::default(),
+            egress: Vec::new(),
         }
     }
 }
@@ -233,8 +237,11 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
     let cidr: ipnet::Ipv4Net = cidr
         .parse()
         .map_err(|e| anyhow::anyhow!("the node's pod CIDR {cidr:?} is not an IPv4 network: {e}"))?;
-    let net =
-        skiff_net::NodeNetwork::start(skiff_net::NodeNetworkConfig::new(cidr, &cfg.data_dir, &cfg.run_dir)).await?;
+    let net = skiff_net::NodeNetwork::start(skiff_net::NodeNetworkConfig {
+        egress: cfg.egress.clone(),
+        ..skiff_net::NodeNetworkConfig::new(cidr, &cfg.data_dir, &cfg.run_dir)
+    })
+    .await?;
     tracing::info!(node = %cfg.node_name, pod_cidr = %cidr, "pod network ready");
     register(&client, &cfg, node_ip, &runtime_version, true).await?;
     // The node's status is re-posted every minute (as the kubelet's status report).

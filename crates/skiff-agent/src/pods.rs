@@ -665,14 +665,14 @@ async fn probe_containers(
 fn host_ports(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     ip: std::net::Ipv4Addr,
-) -> anyhow::Result<Vec<skiff_net::hostports::HostPort>> {
+) -> anyhow::Result<Vec<skiff_net::nat::HostPort>> {
     let mut out = Vec::new();
     for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
         for p in c.ports.iter().flatten() {
             let Some(host_port) = p.host_port.filter(|h| *h > 0) else {
                 continue;
             };
-            let protocol = skiff_net::hostports::Protocol::parse(p.protocol.as_deref())
+            let protocol = skiff_net::nat::Protocol::parse(p.protocol.as_deref())
                 .ok_or_else(|| anyhow::anyhow!("container {:?}: unsupported protocol {:?}", c.name, p.protocol))?;
             let port = |v: i32, what: &str| {
                 u16::try_from(v)
@@ -680,7 +680,7 @@ fn host_ports(
                     .filter(|v| *v > 0)
                     .ok_or_else(|| anyhow::anyhow!("container {:?}: {what} {v} is not a port", c.name))
             };
-            out.push(skiff_net::hostports::HostPort {
+            out.push(skiff_net::nat::HostPort {
                 protocol,
                 host_port: port(host_port, "hostPort")?,
                 pod_ip: ip,

@@ -7,8 +7,8 @@
 //! `rustix` (what `ip netns` does — no crate wraps it for a multi-threaded async process).
 
 pub mod files;
-pub mod hostports;
 pub mod ipam;
+pub mod nat;
 pub mod netns;
 pub mod node;
 

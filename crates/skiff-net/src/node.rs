@@ -10,8 +10,8 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use crate::hostports;
 use crate::ipam::Ipam;
+use crate::nat;
 use crate::netns::Netns;
 use crate::NetError;
 
@@ -28,6 +28,8 @@ pub struct NodeNetworkConfig {
     pub ipam_dir: PathBuf,
     /// Interface MTU for the bridge and veths.
     pub mtu: u32,
+    /// Destinations pods may reach outside the node, masqueraded behind its address.
+    pub egress: Vec<Ipv4Net>,
 }
 
 impl NodeNetworkConfig {
@@ -38,6 +40,7 @@ impl NodeNetworkConfig {
             netns_dir: netns_dir(run_dir),
             ipam_dir: data_dir.join("net").join("ipam"),
             mtu: 1500,
+            egress: Vec::new(),
         }
     }
 }
@@ -216,19 +219,20 @@ impl NodeNetwork {
             .execute()
             .await
             .map_err(nl("bring up bridge", &cfg.bridge))?;
-        // Host ports: the nftables table and rules, and no element left for a pod that is gone.
-        let (cidr, bridge) = (cfg.pod_cidr, cfg.bridge.clone());
+        // NAT (host ports, egress): the nftables table and rules, and no host port left for a
+        // pod that is gone.
+        let (cidr, bridge, egress) = (cfg.pod_cidr, cfg.bridge.clone(), cfg.egress.clone());
         let held: Vec<Ipv4Addr> = ipam.allocations()?.into_iter().map(|(ip, _)| ip).collect();
         let host_ports = tokio::task::spawn_blocking(move || {
-            hostports::ensure(cidr, &bridge)?;
-            hostports::withdraw_where(|p| !held.contains(&p.pod_ip))
+            nat::ensure(cidr, &bridge, &egress)?;
+            nat::withdraw_where(|p| !held.contains(&p.pod_ip))
         })
         .await
         .map_err(|_| NetError::Thread)
         .and_then(|r| r)
         .map_err(|e| e.to_string());
         if let Err(e) = &host_ports {
-            tracing::warn!(error = %e, "host ports are unavailable on this node");
+            tracing::warn!(error = %e, "host ports and egress masquerade are unavailable on this node");
         }
         Ok(NodeNetwork {
             cfg,
@@ -240,14 +244,14 @@ impl NodeNetwork {
     }
 
     /// Publishes pod ports on the node (`hostPort`).
-    pub async fn publish_host_ports(&self, ports: Vec<hostports::HostPort>) -> Result<(), NetError> {
+    pub async fn publish_host_ports(&self, ports: Vec<nat::HostPort>) -> Result<(), NetError> {
         if ports.is_empty() {
             return Ok(());
         }
         if let Err(e) = &self.host_ports {
             return Err(NetError::Config(format!("hostPort needs nftables on the node: {e}")));
         }
-        tokio::task::spawn_blocking(move || hostports::publish(&ports))
+        tokio::task::spawn_blocking(move || nat::publish(&ports))
             .await
             .map_err(|_| NetError::Thread)?
     }
@@ -397,7 +401,7 @@ impl NodeNetwork {
         let ns_path = self.cfg.netns_dir.join(netns_name(pod_key));
         Netns::at(&ns_path).remove()?;
         if let (Some(ip), Ok(())) = (self.ipam.held_by(pod_key)?, &self.host_ports) {
-            tokio::task::spawn_blocking(move || hostports::withdraw(ip))
+            tokio::task::spawn_blocking(move || nat::withdraw(ip))
                 .await
                 .map_err(|_| NetError::Thread)??;
         }

@@ -193,3 +193,82 @@ async fn a_full_cidr_refuses_the_pod_and_leaves_nothing_behind() {
     let host_links = std::fs::read_to_string("/proc/thread-self/net/dev").expect("net/dev");
     assert!(!host_links.contains(&host_veth_name("uid-b")));
 }
+
+/// Runs `ip ARGS` in `ns` (a child forked from a thread inside `ns` starts there).
+fn ip_in(ns: &Netns, args: &[&str]) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let ok = ns
+        .run(move || Command::new("ip").args(&args).status().is_ok_and(|s| s.success()))
+        .expect("enter namespace");
+    assert!(ok, "ip failed in {}", ns.path().display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_is_masqueraded_only_to_configured_destinations() {
+    if !inside_namespaces("egress_is_masqueraded_only_to_configured_destinations") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // "Outside": another host on a link to the node (192.0.2.0/24), with no route back to
+    // the pod network.
+    let outside = Netns::create(dir.path(), "outside").expect("outside namespace");
+    let me = std::process::id().to_string();
+    ip_in(
+        &outside,
+        &[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "out0", "netns", &me,
+        ],
+    );
+    ip_in(&outside, &["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    ip_in(&outside, &["addr", "add", "192.0.2.200/24", "dev", "eth0"]);
+    ip_in(&outside, &["link", "set", "eth0", "up"]);
+    let status = Command::new("ip")
+        .args(["addr", "add", "192.0.2.1/24", "dev", "out0"])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+    let status = Command::new("ip").args(["link", "set", "out0", "up"]).status();
+    assert!(status.is_ok_and(|s| s.success()));
+
+    let mut cfg = config(dir.path(), "10.42.7.0/24");
+    cfg.egress = vec!["192.0.2.0/25".parse().expect("cidr")];
+    let node = NodeNetwork::start(cfg).await.expect("node network");
+    let pod = node.setup_pod("uid-egress").await.expect("pod");
+    let pod_ns = Netns::open(&pod.netns).expect("pod namespace");
+    // A server outside that answers with the address it saw the connection come from.
+    let listener = outside
+        .run(|| TcpListener::bind("0.0.0.0:9000"))
+        .expect("enter outside")
+        .expect("listen outside");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let peer = c.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let _ = c.write_all(peer.as_bytes());
+        }
+    });
+    // To a configured destination: masqueraded behind the node's address on that link.
+    let seen = pod_ns
+        .run(|| call(SocketAddr::from(([192, 0, 2, 2], 9000)), ""))
+        .expect("enter pod")
+        .expect("the pod reaches a configured destination");
+    assert_eq!(seen, "192.0.2.1", "the pod's traffic leaves behind the node's address");
+    // Elsewhere (192.0.2.200 is outside 192.0.2.0/25): not translated, so the answer has no
+    // way back to the pod network.
+    let other = pod_ns
+        .run(|| call(SocketAddr::from(([192, 0, 2, 200], 9000)), ""))
+        .expect("enter pod");
+    assert!(
+        other.is_err(),
+        "unconfigured destinations are not masqueraded: {other:?}"
+    );
+    // Restarting the node network keeps the table and its configuration.
+    drop(node);
+    let mut cfg = config(dir.path(), "10.42.7.0/24");
+    cfg.egress = vec!["192.0.2.0/25".parse().expect("cidr")];
+    let _node = NodeNetwork::start(cfg).await.expect("restarted node network");
+    let again = pod_ns
+        .run(|| call(SocketAddr::from(([192, 0, 2, 2], 9000)), ""))
+        .expect("enter pod")
+        .expect("still reaches it after a restart");
+    assert_eq!(again, "192.0.2.1");
+}

@@ -65,6 +65,11 @@ struct NodeArgs {
     /// filesystem is below this (percent), as the kubelet's flag.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
     image_gc_low_threshold: u8,
+    /// Destinations outside the cluster pods may reach, masqueraded behind the node's address
+    /// (repeatable, e.g. `0.0.0.0/0` for anywhere). None by default: pod traffic leaves the
+    /// node untranslated.
+    #[arg(long = "egress-cidr")]
+    egress_cidrs: Vec<ipnet::Ipv4Net>,
 }
 
 impl NodeArgs {
@@ -85,6 +90,7 @@ impl NodeArgs {
         };
         cfg.node_ip = self.node_ip;
         cfg.cluster_dns = vec![self.cluster_dns];
+        cfg.egress = self.egress_cidrs.clone();
         cfg.image_gc = skiff_runtime::GcPolicy::new(self.image_gc_high_threshold, self.image_gc_low_threshold)
             .map_err(|e| anyhow::anyhow!("--image-gc-high-threshold/--image-gc-low-threshold: {e}"))?;
         Ok(cfg)

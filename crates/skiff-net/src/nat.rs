@@ -1,14 +1,17 @@
-//! `hostPort`: a pod's container port published on the node, as the CNI `portmap` plugin does
-//! it, in nftables. One table of Skiff's own (`ip skiff-hostports`) holds a map from
-//! `protocol . port` to `pod address . container port`; its rules DNAT traffic for any of the
-//! node's local addresses (from outside, from the node itself, from pods) through the map, and
-//! masquerade what would otherwise come back the wrong way (from the node's loopback, or a pod
-//! reaching a pod on the same bridge). Publishing or withdrawing a pod's ports adds or deletes
-//! map elements only; the rules are reconciled at start, never flushed with the elements, so
-//! published ports survive an agent restart.
+//! The node's NAT, in one nftables table of Skiff's own (`ip skiff`), programmed with the
+//! `nft` command (nftables' own tool, as kube-proxy's nftables mode drives it: a script on its
+//! stdin is applied atomically). The table is reconciled at start, never flushed with its
+//! elements, so what is published survives an agent restart.
 //!
-//! Programmed with the `nft` command (nftables' own tool, as kube-proxy's nftables mode drives
-//! it): a script on its stdin is applied atomically.
+//! - `hostPort`: a pod's container port published on the node, as the CNI `portmap` plugin
+//!   does it. A map from `protocol . port` to `pod address . container port`; the rules DNAT
+//!   traffic for any of the node's local addresses (from outside, from the node itself, from
+//!   pods) through the map, and masquerade what would otherwise come back the wrong way (from
+//!   the node's loopback, or a pod reaching a pod on the same bridge). Publishing or
+//!   withdrawing a pod's ports adds or deletes map elements only.
+//! - Egress: traffic from pods leaves the node masqueraded behind the node's address only to
+//!   the destinations the user configured (`--egress-cidr`); to anywhere else it is not
+//!   translated (and so, on a network that does not route the pod CIDR, does not get back).
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -19,7 +22,7 @@ use ipnet::Ipv4Net;
 use crate::NetError;
 
 /// The table's name (family `ip`).
-pub const TABLE: &str = "skiff-hostports";
+pub const TABLE: &str = "skiff";
 
 /// A protocol a host port can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,9 +94,10 @@ fn nft(script: &str) -> Result<String, NetError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Makes the table, map and rules (idempotent; the map's elements are kept) for a node whose
-/// pods are in `pod_cidr` behind bridge `bridge`.
-pub fn ensure(pod_cidr: Ipv4Net, bridge: &str) -> Result<(), NetError> {
+/// Makes the table, map, set and rules (idempotent; the host ports' elements are kept) for a
+/// node whose pods are in `pod_cidr` behind bridge `bridge`, masquerading pods' traffic to
+/// `egress` destinations.
+pub fn ensure(pod_cidr: Ipv4Net, bridge: &str, egress: &[Ipv4Net]) -> Result<(), NetError> {
     // Traffic from the node's loopback DNATed to a pod leaves through the bridge with a
     // loopback source: the kernel drops that unless the bridge allows it (kube-proxy sets the
     // same for node ports on localhost); the masquerade below then rewrites the source.
@@ -115,6 +119,12 @@ pub fn ensure(pod_cidr: Ipv4Net, bridge: &str) -> Result<(), NetError> {
             source,
         })?;
     }
+    let elements = if egress.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = egress.iter().map(|n| n.to_string()).collect();
+        format!("add element ip {TABLE} egress {{ {} }}\n", list.join(", "))
+    };
     let script = format!(
         "add table ip {TABLE}
 add map ip {TABLE} ports {{ type inet_proto . inet_service : ipv4_addr . inet_service ; }}
@@ -128,7 +138,10 @@ add rule ip {TABLE} prerouting fib daddr type local dnat ip to meta l4proto . th
 add rule ip {TABLE} output fib daddr type local dnat ip to meta l4proto . th dport map @ports
 add rule ip {TABLE} postrouting ct status dnat ip saddr 127.0.0.0/8 masquerade
 add rule ip {TABLE} postrouting ct status dnat ip saddr {pod_cidr} ip daddr {pod_cidr} masquerade
-"
+add set ip {TABLE} egress {{ type ipv4_addr ; flags interval ; auto-merge ; }}
+flush set ip {TABLE} egress
+add rule ip {TABLE} postrouting ip saddr {pod_cidr} oifname != \"{bridge}\" ip daddr @egress masquerade
+{elements}"
     );
     nft(&script).map(drop)
 }
@@ -210,7 +223,7 @@ mod tests {
 
     #[test]
     fn parses_what_nft_lists() {
-        let text = "table ip skiff-hostports {\n\tmap ports {\n\t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\t\telements = { tcp . 8080 : 10.42.0.5 . 80, udp . 53 : 10.42.0.6 . 5353 }\n\t}\n}\n";
+        let text = "table ip skiff {\n\tmap ports {\n\t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\t\telements = { tcp . 8080 : 10.42.0.5 . 80, udp . 53 : 10.42.0.6 . 5353 }\n\t}\n}\n";
         assert_eq!(
             parse_elements(text),
             vec![
@@ -228,7 +241,7 @@ mod tests {
                 },
             ]
         );
-        assert!(parse_elements("table ip skiff-hostports {\n\tmap ports {\n\t}\n}\n").is_empty());
+        assert!(parse_elements("table ip skiff {\n\tmap ports {\n\t}\n}\n").is_empty());
         assert_eq!(Protocol::parse(None), Some(Protocol::Tcp));
         assert_eq!(Protocol::parse(Some("QUIC")), None);
     }
