@@ -61,7 +61,8 @@ pub struct HostPort {
     pub container_port: u16,
 }
 
-fn nft(script: &str) -> Result<String, NetError> {
+/// Applies an `nft` script atomically; returns what `nft` printed.
+pub(crate) fn nft(script: &str) -> Result<String, NetError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())

@@ -243,6 +243,20 @@ impl NodeNetwork {
         })
     }
 
+    /// Routes the service CIDR through the bridge, so the node itself can reach service VIPs
+    /// without a default route (its output hook DNATs them to endpoints before they leave).
+    pub async fn route_services(&self, service_cidr: Ipv4Net) -> Result<(), NetError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(service_cidr.network(), service_cidr.prefix_len())
+            .output_interface(self.bridge_index)
+            .build();
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+            Err(e) => Err(nl("route the service CIDR via", &self.cfg.bridge)(e)),
+        }
+    }
+
     /// Publishes pod ports on the node (`hostPort`).
     pub async fn publish_host_ports(&self, ports: Vec<nat::HostPort>) -> Result<(), NetError> {
         if ports.is_empty() {
@@ -341,6 +355,14 @@ impl NodeNetwork {
             .execute()
             .await
             .map_err(nl("attach veth to bridge", &pod.host_veth))?;
+        // Hairpin: a pod reaching itself through a service VIP is DNATed back out of the
+        // port its packet came in on (the CNI bridge plugin's `hairpinMode`).
+        self.handle
+            .link()
+            .set_port(rtnetlink::LinkBridgePort::new(host_index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(nl("set hairpin mode on", &pod.host_veth))?;
         // Inside the pod: lo up, the peer renamed eth0 with the pod's address, default route.
         let inside = connect(Some(&ns)).await?;
         let lo = link_index(&inside, "lo")

@@ -3,6 +3,7 @@
 //! the bridge, veths, pod namespaces and their bind mounts never touch the machine's own
 //! network or mounts, and vanish with the process.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -271,4 +272,106 @@ async fn egress_is_masqueraded_only_to_configured_destinations() {
         .expect("enter pod")
         .expect("still reaches it after a restart");
     assert_eq!(again, "192.0.2.1");
+}
+
+/// A server on port 8080 inside `ns` that answers every connection with `name`.
+fn name_server(ns: &Netns, name: &'static str) {
+    let listener = ns
+        .run(|| TcpListener::bind("0.0.0.0:8080"))
+        .expect("enter namespace")
+        .expect("listen in the pod");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if let Ok(mut c) = conn {
+                let _ = c.write_all(name.as_bytes());
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_vips_balance_over_ready_endpoints() {
+    use skiff_net::nat::Protocol;
+    use skiff_net::services::{ServicePort, ServiceTable};
+    if !inside_namespaces("service_vips_balance_over_ready_endpoints") {
+        return;
+    }
+    let lo = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    assert!(lo.is_ok_and(|s| s.success()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cidr: ipnet::Ipv4Net = "10.42.9.0/24".parse().expect("cidr");
+    let node = NodeNetwork::start(config(dir.path(), "10.42.9.0/24"))
+        .await
+        .expect("node network");
+    let a = node.setup_pod("uid-a").await.expect("pod a");
+    let b = node.setup_pod("uid-b").await.expect("pod b");
+    let (ns_a, ns_b) = (Netns::open(&a.netns).expect("a"), Netns::open(&b.netns).expect("b"));
+    name_server(&ns_a, "a");
+    name_server(&ns_b, "b");
+    let vip = Ipv4Addr::new(10, 43, 0, 10);
+    let web = |endpoints: Vec<(Ipv4Addr, u16)>| ServicePort {
+        key: "default/web:http/TCP".into(),
+        cluster_ip: Some(vip),
+        protocol: Protocol::Tcp,
+        port: 80,
+        node_port: Some(30080),
+        endpoints,
+    };
+    node.route_services("10.43.0.0/16".parse().expect("cidr"))
+        .await
+        .expect("route");
+    let mut table = ServiceTable::ensure(cidr).expect("service table");
+    table.apply(&[web(vec![(a.ip, 8080), (b.ip, 8080)])]).expect("apply");
+    let seen = |from: Option<&Netns>, addr: SocketAddr| -> BTreeSet<String> {
+        (0..40)
+            .map(|_| match from {
+                Some(ns) => ns.run(move || call(addr, "")).expect("enter"),
+                None => call(addr, ""),
+            })
+            .map(|r| r.expect("the service answers"))
+            .collect()
+    };
+    let both: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+    // From a pod (also reaching itself through the VIP), from the node, and the node port
+    // on the node's loopback: every connection answered, spread over both endpoints.
+    assert_eq!(seen(Some(&ns_a), SocketAddr::from((vip, 80))), both);
+    assert_eq!(seen(None, SocketAddr::from((vip, 80))), both);
+    assert_eq!(seen(None, SocketAddr::from(([127, 0, 0, 1], 30080))), both);
+    // One endpoint left ready: only it answers.
+    table.apply(&[web(vec![(b.ip, 8080)])]).expect("apply");
+    assert_eq!(seen(Some(&ns_a), SocketAddr::from((vip, 80))), ["b".to_string()].into());
+    // None ready: refused at once, not left to time out.
+    table.apply(&[web(vec![])]).expect("apply");
+    let started = std::time::Instant::now();
+    let err = call(SocketAddr::from((vip, 80)), "").expect_err("no endpoints");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // A restart with the service gone: its chains and elements are cleaned up, others stay.
+    table.apply(&[web(vec![(a.ip, 8080)])]).expect("apply");
+    drop(table);
+    let other = ServicePort {
+        key: "default/other:80/TCP".into(),
+        cluster_ip: Some(Ipv4Addr::new(10, 43, 0, 11)),
+        protocol: Protocol::Tcp,
+        port: 80,
+        node_port: None,
+        endpoints: vec![(b.ip, 8080)],
+    };
+    let mut table = ServiceTable::ensure(cidr).expect("service table again");
+    table.apply(std::slice::from_ref(&other)).expect("reconcile");
+    assert_eq!(
+        seen(None, SocketAddr::from(([10, 43, 0, 11], 80))),
+        ["b".to_string()].into()
+    );
+    let listed = Command::new("nft")
+        .args(["list", "table", "ip", "skiff-services"])
+        .output()
+        .expect("nft");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.matches("chain svc-").count(), 1, "{listed}");
+    assert_eq!(listed.matches("chain ep-").count(), 1, "{listed}");
+    assert!(
+        call(SocketAddr::from((vip, 80)), "").is_err(),
+        "the removed service no longer answers"
+    );
 }
