@@ -16,6 +16,7 @@ pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod probes;
+pub mod proxy;
 pub mod simulated;
 pub mod volumes;
 

@@ -50,6 +50,8 @@ pub struct AgentConfig {
     /// Destinations outside the node that pods may reach, masqueraded behind the node's
     /// address (`--egress-cidr`); none by default.
     pub egress: Vec<ipnet::Ipv4Net>,
+    /// The cluster's service CIDR (ClusterIPs are allocated from it).
+    pub service_cidr: ipnet::Ipv4Net,
 }
 
 impl AgentConfig {
@@ -70,6 +72,7 @@ impl AgentConfig {
             heartbeat: Duration::from_secs(10),
             image_gc: GcPolicy::default(),
             egress: Vec::new(),
+            service_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 43, 0, 0), 16).unwrap_or_default(),
         }
     }
 }
@@ -243,6 +246,11 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
     })
     .await?;
     tracing::info!(node = %cfg.node_name, pod_cidr = %cidr, "pod network ready");
+    // Services: the node reaches VIPs without a default route, and keeps their rules.
+    if let Err(e) = net.route_services(cfg.service_cidr).await {
+        tracing::warn!(error = %e, "routing the service CIDR");
+    }
+    let _proxy = crate::AbortOnDrop(tokio::spawn(crate::proxy::run(client.clone(), cidr)));
     register(&client, &cfg, node_ip, &runtime_version, true).await?;
     // The node's status is re-posted every minute (as the kubelet's status report).
     let status = {

@@ -281,10 +281,8 @@ fn name_server(ns: &Netns, name: &'static str) {
         .expect("enter namespace")
         .expect("listen in the pod");
     std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if let Ok(mut c) = conn {
-                let _ = c.write_all(name.as_bytes());
-            }
+        for mut c in listener.incoming().flatten() {
+            let _ = c.write_all(name.as_bytes());
         }
     });
 }

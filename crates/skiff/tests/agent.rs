@@ -956,6 +956,75 @@ fn exec_and_port_forward_with_both_kubectls() {
         "the host port is withdrawn with its pod"
     );
 
+    // Services: a Deployment exposed as a NodePort service answers on its ClusterIP (from the
+    // node and from a pod) and on the node port of 127.0.0.1; without ready endpoints the VIP
+    // refuses at once.
+    new.ok(&[
+        "create",
+        "deployment",
+        "echo",
+        "--image",
+        IMAGE,
+        "--replicas",
+        "2",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/srv",
+    ]);
+    new.ok(&[
+        "expose",
+        "deployment",
+        "echo",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--type",
+        "NodePort",
+    ]);
+    new.ok(&["rollout", "status", "deployment/echo", "--timeout=60s"]);
+    let vip: std::net::Ipv4Addr = new
+        .ok(&["get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}"])
+        .trim()
+        .parse()
+        .expect("cluster IP");
+    let node_port: u16 = new
+        .ok(&["get", "service", "echo", "-o", "jsonpath={.spec.ports[0].nodePort}"])
+        .trim()
+        .parse()
+        .expect("node port");
+    let page = wait_for(10, "the ClusterIP", || http_get(SocketAddr::from((vip, 80))).ok());
+    assert!(page.contains("hello from a skiff pod"), "{page}");
+    let page = http_get(SocketAddr::from(([127, 0, 0, 1], node_port))).expect("the node port");
+    assert!(page.contains("hello from a skiff pod"), "{page}");
+    let from_pod = old.ok(&[
+        "exec",
+        "web",
+        "-c",
+        "web",
+        "--",
+        "wget",
+        "-qO-",
+        &format!("http://{vip}/index.html"),
+    ]);
+    assert_eq!(from_pod, "hello from a skiff pod\n");
+    new.ok(&["scale", "deployment/echo", "--replicas=0"]);
+    let refused = wait_for(
+        30,
+        "the VIP to refuse without endpoints",
+        || match TcpStream::connect_timeout(&SocketAddr::from((vip, 80)), Duration::from_secs(2)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(e.to_string()),
+            _ => None,
+        },
+    );
+    assert!(!refused.is_empty());
+    new.ok(&["delete", "service", "echo"]);
+    new.ok(&["delete", "deployment", "echo"]);
+
     // Attach: `kubectl run -it --rm` gives a shell on the new container's terminal, and the
     // pod is gone afterwards; `kubectl attach -i` feeds a running container's stdin.
     for (name, k) in [("1.27 (SPDY)", &old), ("1.33 (WebSocket)", &new)] {
