@@ -158,6 +158,10 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
+    /// The address pods reach the API server at (the `kubernetes` service's endpoint;
+    /// default: the bind address, or the node's address when binding to all).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Write the admin kubeconfig here (default: <data-dir>/kubeconfig.yaml).
     #[arg(long, short = 'o')]
     write_kubeconfig: Option<PathBuf>,
@@ -335,6 +339,19 @@ async fn server(args: ServerArgs) -> Result<()> {
         f.write_all(server.kubeconfig().as_bytes())?;
     }
     start_clients(&server, &args_clients).await?;
+    {
+        let ip = args.advertise_address.unwrap_or(if args.bind_address.is_unspecified() {
+            args.node.node_ip.unwrap_or_else(skiff_agent::node::detect_node_ip)
+        } else {
+            args.bind_address
+        });
+        let identity = skiff_apiserver::Identity {
+            user: "system:apiserver".into(),
+            groups: vec!["system:masters".into()],
+        };
+        let client = kube::Client::new(server.in_process::<kube::client::Body>(identity), "default");
+        tokio::spawn(publish_kubernetes_endpoints(client, ip, server.addr.port()));
+    }
     if let Some(cfg) = agent_cfg {
         if rustix::process::geteuid().is_root() {
             let identity = skiff_apiserver::Identity {
@@ -368,6 +385,40 @@ async fn server(args: ServerArgs) -> Result<()> {
     tracing::info!("shutting down");
     server.shutdown(Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// Keeps the `default/kubernetes` service's Endpoints and EndpointSlice pointing at this API
+/// server (upstream's bootstrap controller does the same), so pods reach it at
+/// `kubernetes.default` / 10.43.0.1:443; re-applied every minute in case they were changed.
+async fn publish_kubernetes_endpoints(client: kube::Client, ip: IpAddr, port: u16) {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, Patch, PatchParams};
+    let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+    let endpoints = serde_json::json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default"},
+        "subsets": [{"addresses": [{"ip": ip.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+    let slice = serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes",
+                                "endpointslice.kubernetes.io/managed-by": "skiff-apiserver"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+    let pp = PatchParams::apply("skiff-apiserver").force();
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let e = Api::<Endpoints>::namespaced(client.clone(), "default")
+            .patch("kubernetes", &pp, &Patch::Apply(&endpoints))
+            .await;
+        let s = Api::<EndpointSlice>::namespaced(client.clone(), "default")
+            .patch("kubernetes", &pp, &Patch::Apply(&slice))
+            .await;
+        if let Some(err) = e.err().or(s.err()) {
+            tracing::warn!(error = %err, "publishing the kubernetes service's endpoints");
+        }
+    }
 }
 
 /// `skiff agent`: this machine joins a server as a node (or `--simulated` nodes do).

@@ -49,8 +49,24 @@ fn test_image() -> testing::TestImage {
     let base = layer(|l| {
         l.dir("bin", 0o755).busybox("bin/busybox");
         for a in [
-            "sh", "httpd", "sleep", "cat", "echo", "env", "hostname", "ls", "touch", "rm", "grep", "head", "tr",
-            "true", "tty", "stty", "wget",
+            "sh",
+            "httpd",
+            "sleep",
+            "cat",
+            "echo",
+            "env",
+            "hostname",
+            "ls",
+            "touch",
+            "rm",
+            "grep",
+            "head",
+            "tr",
+            "true",
+            "tty",
+            "stty",
+            "wget",
+            "ssl_client",
         ] {
             l.symlink(&format!("bin/{a}"), "busybox");
         }
@@ -950,11 +966,13 @@ fn exec_and_port_forward_with_both_kubectls() {
         from_pod, "hello from a skiff pod\n",
         "a pod reaches another pod's host port"
     );
+    // Grace period 0: the object goes at once, the agent tears the pod down just after.
     new.ok(&["delete", "pod", "published", "--wait"]);
-    assert!(
-        http_get(SocketAddr::from(([127, 0, 0, 1], 18080))).is_err(),
-        "the host port is withdrawn with its pod"
-    );
+    wait_for(10, "the host port to be withdrawn with its pod", || {
+        http_get(SocketAddr::from(([127, 0, 0, 1], 18080)))
+            .is_err()
+            .then(String::new)
+    });
 
     // Services: a Deployment exposed as a NodePort service answers on its ClusterIP (from the
     // node and from a pod) and on the node port of 127.0.0.1; without ready endpoints the VIP
@@ -1024,6 +1042,35 @@ fn exec_and_port_forward_with_both_kubectls() {
     assert!(!refused.is_empty());
     new.ok(&["delete", "service", "echo"]);
     new.ok(&["delete", "deployment", "echo"]);
+    // The `kubernetes` service leads pods to the API server.
+    let ep = wait_for(90, "the kubernetes service's endpoints", || {
+        let out = new.run(&[
+            "get",
+            "endpointslice",
+            "kubernetes",
+            "-o",
+            "jsonpath={.endpoints[0].addresses[0]}:{.ports[0].port}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    });
+    assert_eq!(ep, format!("127.0.0.1:{}", server.port));
+    // busybox's TLS shares no cipher suite with the server's, so the handshake ends in an
+    // alert; that alert, from 10.43.0.1:443, is the API server answering through the VIP.
+    let reached = new.ok(&[
+        "exec",
+        "web",
+        "-c",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "wget -qO- --no-check-certificate https://10.43.0.1/version 2>&1; true",
+    ]);
+    assert!(
+        reached.contains("gitVersion") || reached.contains("TLS error from peer"),
+        "{reached}"
+    );
 
     // Attach: `kubectl run -it --rm` gives a shell on the new container's terminal, and the
     // pod is gone afterwards; `kubectl attach -i` feeds a running container's stdin.
