@@ -49,6 +49,14 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
         }
         let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
         let svc_slices = by_service.get(&(ns.clone(), name.clone()));
+        let affinity_seconds = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(10800)
+        });
         for p in spec.ports.iter().flatten() {
             let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
                 continue;
@@ -94,6 +102,7 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
                 port,
                 node_port: p.node_port.filter(|_| node_ports).and_then(|n| u16::try_from(n).ok()),
                 endpoints,
+                affinity_seconds,
             });
         }
     }

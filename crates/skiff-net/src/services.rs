@@ -38,6 +38,9 @@ pub struct ServicePort {
     pub node_port: Option<u16>,
     /// Ready endpoints: address and target port.
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// `sessionAffinity: ClientIP`: a client keeps its endpoint for this many seconds after
+    /// its last connection (`sessionAffinityConfig.clientIP.timeoutSeconds`, default 10800).
+    pub affinity_seconds: Option<u32>,
 }
 
 fn proto(p: Protocol) -> &'static str {
@@ -213,6 +216,15 @@ add rule ip {TABLE} filter-output ct state new fib daddr type local meta l4proto
             for (i, (ip, port)) in sp.endpoints.iter().enumerate() {
                 let ep = format!("ep-{id}-{i}");
                 s.push_str(&format!("add chain ip {TABLE} {ep}\nflush chain ip {TABLE} {ep}\n"));
+                if let Some(t) = sp.affinity_seconds {
+                    // The clients this endpoint served recently (kube-proxy's affinity sets).
+                    s.push_str(&format!(
+                        "add set ip {TABLE} aff-{id}-{i} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {t}s ; }}\n"
+                    ));
+                    s.push_str(&format!(
+                        "add rule ip {TABLE} {ep} update @aff-{id}-{i} {{ ip saddr }}\n"
+                    ));
+                }
                 // A pod reaching itself through its service: the answer must come back
                 // through the node (and, without br_netfilter, any pod of this bridge).
                 let from = if self.bridged {
@@ -236,6 +248,13 @@ add rule ip {TABLE} filter-output ct state new fib daddr type local meta l4proto
                 self.pod_cidr
             ));
             let n = sp.endpoints.len();
+            if sp.affinity_seconds.is_some() {
+                for i in 0..n {
+                    s.push_str(&format!(
+                        "add rule ip {TABLE} {svc} ip saddr @aff-{id}-{i} goto ep-{id}-{i}\n"
+                    ));
+                }
+            }
             let picks: Vec<String> = (0..n).map(|i| format!("{i} : goto ep-{id}-{i}")).collect();
             s.push_str(&format!(
                 "add rule ip {TABLE} {svc} numgen random mod {n} vmap {{ {} }}\n",
@@ -281,6 +300,9 @@ add rule ip {TABLE} filter-output ct state new fib daddr type local meta l4proto
             s.push_str(&format!("delete chain ip {TABLE} svc-{id}\n"));
             for i in 0..sp.endpoints.len() {
                 s.push_str(&format!("delete chain ip {TABLE} ep-{id}-{i}\n"));
+                if sp.affinity_seconds.is_some() {
+                    s.push_str(&format!("delete set ip {TABLE} aff-{id}-{i}\n"));
+                }
             }
         }
     }

@@ -314,6 +314,7 @@ async fn service_vips_balance_over_ready_endpoints() {
         port: 80,
         node_port: Some(30080),
         endpoints,
+        affinity_seconds: None,
     };
     node.route_services("10.43.0.0/16".parse().expect("cidr"))
         .await
@@ -335,6 +336,29 @@ async fn service_vips_balance_over_ready_endpoints() {
     assert_eq!(seen(Some(&ns_a), SocketAddr::from((vip, 80))), both);
     assert_eq!(seen(None, SocketAddr::from((vip, 80))), both);
     assert_eq!(seen(None, SocketAddr::from(([127, 0, 0, 1], 30080))), both);
+    // sessionAffinity ClientIP: every connection of a client goes to the same endpoint.
+    table
+        .apply(&[ServicePort {
+            affinity_seconds: Some(60),
+            ..web(vec![(a.ip, 8080), (b.ip, 8080)])
+        }])
+        .expect("apply");
+    assert_eq!(
+        seen(Some(&ns_a), SocketAddr::from((vip, 80))).len(),
+        1,
+        "one endpoint per client"
+    );
+    assert_eq!(
+        seen(None, SocketAddr::from((vip, 80))).len(),
+        1,
+        "one endpoint per client"
+    );
+    table.apply(&[web(vec![(a.ip, 8080), (b.ip, 8080)])]).expect("apply");
+    assert_eq!(
+        seen(Some(&ns_a), SocketAddr::from((vip, 80))),
+        both,
+        "affinity off again"
+    );
     // One endpoint left ready: only it answers.
     table.apply(&[web(vec![(b.ip, 8080)])]).expect("apply");
     assert_eq!(seen(Some(&ns_a), SocketAddr::from((vip, 80))), ["b".to_string()].into());
@@ -354,6 +378,7 @@ async fn service_vips_balance_over_ready_endpoints() {
         port: 80,
         node_port: None,
         endpoints: vec![(b.ip, 8080)],
+        affinity_seconds: None,
     };
     let mut table = ServiceTable::ensure(cidr).expect("service table again");
     table.apply(std::slice::from_ref(&other)).expect("reconcile");
