@@ -69,8 +69,10 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
                     .iter()
                     .flatten()
                     // An unnamed port is "" in slices and absent in services.
+                    // (A port the controller could not resolve has no number: skip it.)
                     .find(|sp| {
-                        sp.name.as_deref().unwrap_or("") == p.name.as_deref().unwrap_or("")
+                        sp.port.is_some()
+                            && sp.name.as_deref().unwrap_or("") == p.name.as_deref().unwrap_or("")
                             && Protocol::parse(sp.protocol.as_deref()) == Some(protocol)
                     })
                     .and_then(|sp| sp.port)

@@ -11,7 +11,8 @@ const DEFAULT_REGISTRIES: &str = "/etc/skiff/registries.yaml";
 
 #[derive(clap::Args)]
 pub struct ImageArgs {
-    /// Where Skiff keeps its state (images live in <data-dir>/images).
+    /// Where Skiff keeps its state: the same as `skiff server --data-dir` (or `skiff agent`),
+    /// whose node agent runs containers from these images (<data-dir>/agent/images).
     #[arg(
         long,
         short = 'd',
@@ -64,7 +65,8 @@ enum ImageCommand {
 }
 
 pub async fn run(args: ImageArgs) -> Result<()> {
-    let data_dir = args.data_dir;
+    // The node agent's store (`AgentConfig::data_dir` is `<data-dir>/agent`).
+    let data_dir = args.data_dir.join("agent");
     let store = {
         let d = data_dir.clone();
         tokio::task::spawn_blocking(move || ImageStore::open(&d))

@@ -120,8 +120,9 @@ fn import_list_and_remove_archives() {
     assert_eq!(rows[0][3], rows[2][3]);
     assert!(rows[0][4].ends_with("MB"), "busybox is megabytes: {:?}", rows[0]);
 
-    // Imported images are usable: their rootfs holds the busybox binary.
-    let store = ImageStore::open(data.path()).expect("store");
+    // Imported images are usable by the node agent of a server with the same data dir (its
+    // store is <data-dir>/agent): their rootfs holds the busybox binary.
+    let store = ImageStore::open(&data.path().join("agent")).expect("store");
     let rec = store
         .resolve("registry.local:5000/app:2.0")
         .expect("resolve")
@@ -151,7 +152,7 @@ fn import_list_and_remove_archives() {
     ));
     assert!(out.contains("Deleted: registry.local:5000/app:2.0"), "{out}");
     assert!(ls(data.path()).is_empty());
-    let blobs = std::fs::read_dir(data.path().join("images/blobs/sha256"))
+    let blobs = std::fs::read_dir(data.path().join("agent/images/blobs/sha256"))
         .expect("blobs")
         .count();
     assert_eq!(blobs, 0, "no content left behind");
@@ -181,7 +182,7 @@ fn bad_archives_are_refused_clearly() {
     assert!(err.contains("neither a docker-archive"), "{err}");
     assert!(!tmp.path().join("escaped.txt").exists());
     assert!(!data.path().join("escaped.txt").exists());
-    assert!(!data.path().join("images/escaped.txt").exists());
+    assert!(!data.path().join("agent/images/escaped.txt").exists());
     assert!(ls(data.path()).is_empty());
 }
 
