@@ -17,6 +17,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod simulated;
+pub mod tokens;
 pub mod volumes;
 
 pub use node::AgentConfig;
