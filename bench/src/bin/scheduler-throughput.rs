@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams, WatchEvent};
 use serde::Deserialize;
 use skiff_bench::{client, proc_cpu_seconds, proc_status_kib, start};
@@ -96,6 +96,11 @@ struct MiniStatus {
 async fn api_only(skiff: &std::path::Path, n: usize, workers: usize) -> Result<(Duration, f64)> {
     let server = start(skiff, &["--disable-scheduler", "--disable-controller-manager"])?;
     let c = client(&server).await?;
+    // Without the controller manager nobody makes the `default` account pods run as.
+    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))?;
+    Api::<ServiceAccount>::namespaced(c.clone(), "default")
+        .create(&PostParams::default(), &sa)
+        .await?;
     let cpu0 = proc_cpu_seconds(server.child.id());
     let api: Api<Pod> = Api::namespaced(c, "default");
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

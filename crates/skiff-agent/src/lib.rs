@@ -18,6 +18,7 @@ pub mod pods;
 pub mod probes;
 pub mod proxy;
 pub mod simulated;
+pub mod tokens;
 pub mod volumes;
 
 pub use node::AgentConfig;

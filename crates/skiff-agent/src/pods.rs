@@ -116,6 +116,10 @@ struct PodState {
     sandbox: Option<Sandbox>,
     /// The volumes' host paths and when they were last refreshed.
     volumes: Option<(Instant, HashMap<String, PathBuf>)>,
+    /// The pod's service-account tokens (projected volumes).
+    tokens: crate::tokens::TokenManager,
+    /// The last volume failure reported as an event (one event per distinct failure).
+    volume_error: Option<String>,
     pod_ip: Option<IpAddr>,
     last_status: Option<Value>,
     started: Option<String>,
@@ -453,17 +457,25 @@ async fn sync(ctx: &Arc<Ctx>, pod: &Arc<Pod>, st: &mut PodState) -> anyhow::Resu
         .map(|(_, v)| v.clone());
     let volumes = match fresh {
         Some(v) => Ok(v),
-        None => crate::volumes::prepare(&ctx.client, pod, &dir).await,
+        None => crate::volumes::prepare(&ctx.client, pod, &dir, &mut st.tokens).await,
     };
+    for w in st.tokens.take_warnings() {
+        event(&ctx.client, pod, "Warning", "TokenRefreshFailed", &w).await;
+    }
     tracing::trace!(pod = %pod.name_any(), ms = t0.elapsed().as_millis() as u64, "sync: volumes");
     let volumes = match volumes {
         Ok(v) => {
             if st.volumes.as_ref().is_none_or(|(at, _)| at.elapsed() >= VOLUME_REFRESH) {
                 st.volumes = Some((Instant::now(), v.clone()));
             }
+            st.volume_error = None;
             v
         }
         Err(msg) => {
+            if st.volume_error.as_ref() != Some(&msg) {
+                event(&ctx.client, pod, "Warning", "FailedMount", &msg).await;
+                st.volume_error = Some(msg.clone());
+            }
             for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
                 st.tracks.entry(c.name.clone()).or_default().waiting =
                     Some(("CreateContainerConfigError".into(), msg.clone()));

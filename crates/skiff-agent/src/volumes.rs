@@ -1,7 +1,13 @@
 //! A pod's volumes on the node, as host directories the containers bind-mount: emptyDir (a
 //! tmpfs for `medium: Memory`), hostPath, configMap, secret (on a tmpfs, never on disk),
-//! downwardAPI, projected (of those), and persistentVolumeClaim for the built-in local-path
-//! provisioner's volumes.
+//! downwardAPI, projected (of those and of service-account tokens, see [`crate::tokens`]), and
+//! persistentVolumeClaim for the built-in local-path provisioner's volumes.
+//!
+//! The files of configMap, secret, downwardAPI and projected volumes are written as the
+//! kubelet's atomic writer does: into a fresh `..<timestamp>` directory that the `..data`
+//! symlink is then switched to, with each top-level name a symlink into `..data`. A reader
+//! sees the old set of files or the new one, never a mix (a rotated token with the CA and
+//! namespace it came with).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,7 +24,8 @@ use kube::{Client, ResourceExt};
 type Files = Vec<(String, Vec<u8>, u32)>;
 
 fn safe_rel(p: &str) -> Result<(), String> {
-    if p.is_empty() || p.starts_with('/') || p.split('/').any(|s| s == "..") {
+    // `..` at the start of a name is the atomic writer's (`..data`).
+    if p.is_empty() || p.starts_with('/') || p.starts_with("..") || p.split('/').any(|s| s == "..") {
         Err(format!("volume item path {p:?} must be a relative path without '..'"))
     } else {
         Ok(())
@@ -140,21 +147,97 @@ fn kv_lines(m: &std::collections::BTreeMap<String, String>) -> String {
     m.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect()
 }
 
-/// Replace the volume's files with `files` (updates of config maps and secrets reach running
-/// pods on the next sync: the directory is rewritten in place).
+const DATA_LINK: &str = "..data";
+const DATA_TMP_LINK: &str = "..data_tmp";
+
+/// Whether the directory `dir` holds exactly `files` (paths, bytes and modes).
+fn holds_exactly(dir: &Path, files: &Files) -> bool {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let md = e.metadata()?;
+            if md.is_dir() {
+                walk(&e.path(), &rel, out)?;
+            } else {
+                out.push((rel, md));
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    if walk(dir, "", &mut found).is_err() || found.len() != files.len() {
+        return false;
+    }
+    files.iter().all(|(rel, data, mode)| {
+        found
+            .iter()
+            .find(|(r, _)| r == rel)
+            .is_some_and(|(_, md)| md.permissions().mode() & 0o7777 == *mode && md.len() == data.len() as u64)
+            && std::fs::read(dir.join(rel)).is_ok_and(|d| d == *data)
+    })
+}
+
+/// Replace the volume's files with `files`, all at once (the kubelet's atomic writer):
+/// updates of config maps, secrets and tokens reach running pods on the next sync. Nothing is
+/// written when nothing changed.
 fn write_files(dir: &Path, files: &Files) -> Result<(), String> {
     let io = |e: std::io::Error| format!("writing volume {}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(io)?;
+    let current = std::fs::read_link(dir.join(DATA_LINK)).ok();
+    if current.as_ref().is_some_and(|c| holds_exactly(&dir.join(c), files)) {
+        return Ok(());
+    }
+    // The new generation, complete before anyone can see it.
+    let generation = format!("..{}", chrono::Utc::now().format("%Y_%m_%d_%H_%M_%S.%f"));
+    let gen_dir = dir.join(&generation);
+    std::fs::create_dir(&gen_dir).map_err(io)?;
+    std::fs::set_permissions(&gen_dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
     for (rel, data, mode) in files {
-        let path = dir.join(rel);
+        let path = gen_dir.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        if std::fs::read(&path).ok().as_deref() != Some(data.as_slice()) {
-            let tmp = path.with_extension("skiff-tmp");
-            std::fs::write(&tmp, data).map_err(io)?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode)).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::write(&path, data).map_err(io)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).map_err(io)?;
+    }
+    // Switch `..data` to it in one rename.
+    let tmp = dir.join(DATA_TMP_LINK);
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&generation, &tmp).map_err(io)?;
+    std::fs::rename(&tmp, dir.join(DATA_LINK)).map_err(io)?;
+    // The names users see: `<name> -> ..data/<name>`, for the top-level entries only.
+    let tops: std::collections::BTreeSet<&str> = files.iter().filter_map(|(rel, _, _)| rel.split('/').next()).collect();
+    for top in &tops {
+        let path = dir.join(top);
+        let target = Path::new(DATA_LINK).join(top);
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.file_type().is_symlink() && std::fs::read_link(&path).is_ok_and(|t| t == target) => continue,
+            // A plain file or directory of an older layout, or a stale link.
+            Ok(md) if md.is_dir() => std::fs::remove_dir_all(&path).map_err(io)?,
+            Ok(_) => std::fs::remove_file(&path).map_err(io)?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&target, &path).map_err(io)?;
+    }
+    // What the new generation no longer has, and the old generation.
+    for e in std::fs::read_dir(dir).map_err(io)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = if name.starts_with("..") {
+            name != DATA_LINK && name != generation && name.len() > 2
+        } else {
+            !tops.contains(name.as_str())
+        };
+        if stale {
+            let p = e.path();
+            let gone = match std::fs::symlink_metadata(&p) {
+                Ok(md) if md.is_dir() => std::fs::remove_dir_all(&p),
+                _ => std::fs::remove_file(&p),
+            };
+            if let Err(err) = gone {
+                tracing::warn!(path = %p.display(), error = %err, "removing an old volume file");
+            }
         }
     }
     Ok(())
@@ -226,7 +309,12 @@ async fn host_path_for_claim(client: &Client, ns: &str, claim: &str) -> Result<P
 
 /// Make every volume of the pod and return where each one is on the host. An error is the
 /// message of the pod's `CreateContainerConfigError`.
-pub async fn prepare(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, PathBuf>, String> {
+pub async fn prepare(
+    client: &Client,
+    pod: &Pod,
+    pod_dir: &Path,
+    tokens: &mut crate::tokens::TokenManager,
+) -> Result<HashMap<String, PathBuf>, String> {
     let ns = pod.namespace().unwrap_or_default();
     let mut out = HashMap::new();
     let vols: Vec<Volume> = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
@@ -334,11 +422,13 @@ pub async fn prepare(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<HashM
                     );
                 } else if let Some(d) = &src.downward_api {
                     files.extend(downward_files(pod, d.items.as_deref().unwrap_or_default(), mode)?);
-                } else if src.service_account_token.is_some() {
-                    return Err(format!(
-                        "volume {:?}: serviceAccountToken projections are not supported yet",
-                        v.name
-                    ));
+                } else if let Some(t) = &src.service_account_token {
+                    safe_rel(&t.path)?;
+                    let token = tokens
+                        .token(client, pod, t)
+                        .await
+                        .map_err(|e| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))?;
+                    files.push((t.path.clone(), token.into_bytes(), mode));
                 }
             }
             write_files(&dir, &files)?;
@@ -351,4 +441,80 @@ pub async fn prepare(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<HashM
         out.insert(v.name.clone(), path);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generations(dir: &Path) -> Vec<String> {
+        let mut g: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("..") && n != DATA_LINK)
+            .collect();
+        g.sort();
+        g
+    }
+
+    #[test]
+    fn files_are_switched_all_at_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("vol");
+        // A file of the older, in-place layout.
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("token"), "old layout").expect("write");
+
+        let first: Files = vec![
+            ("token".into(), b"t1".to_vec(), 0o644),
+            ("ca.crt".into(), b"ca".to_vec(), 0o644),
+            ("deep/namespace".into(), b"default".to_vec(), 0o600),
+        ];
+        write_files(&dir, &first).expect("write");
+        assert_eq!(
+            std::fs::read_link(dir.join("token")).expect("a link"),
+            Path::new("..data/token")
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("token")).expect("read"), "t1");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("deep/namespace")).expect("read"),
+            "default"
+        );
+        let mode = std::fs::metadata(dir.join("deep/namespace"))
+            .expect("md")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let gen1 = std::fs::read_link(dir.join(DATA_LINK)).expect("..data");
+        assert_eq!(generations(&dir), [gen1.to_string_lossy().into_owned()]);
+
+        // The same files again: nothing is rewritten.
+        write_files(&dir, &first).expect("write");
+        assert_eq!(std::fs::read_link(dir.join(DATA_LINK)).expect("..data"), gen1);
+
+        // A new token, and a file that goes: one new generation, the old one removed.
+        let second: Files = vec![
+            ("token".into(), b"t2".to_vec(), 0o644),
+            ("ca.crt".into(), b"ca".to_vec(), 0o644),
+        ];
+        write_files(&dir, &second).expect("write");
+        let gen2 = std::fs::read_link(dir.join(DATA_LINK)).expect("..data");
+        assert_ne!(gen2, gen1);
+        assert_eq!(std::fs::read_to_string(dir.join("token")).expect("read"), "t2");
+        assert!(
+            std::fs::symlink_metadata(dir.join("deep")).is_err(),
+            "gone with its generation"
+        );
+        assert_eq!(generations(&dir), [gen2.to_string_lossy().into_owned()]);
+        let mut visible: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".."))
+            .collect();
+        visible.sort();
+        assert_eq!(visible, ["ca.crt", "token"]);
+        assert!(safe_rel("..data/token").is_err() && safe_rel("a/../b").is_err() && safe_rel("a/b").is_ok());
+    }
 }

@@ -100,6 +100,7 @@ hooks_table! {
     "networking.k8s.io", "v1", "Ingress" => api::networking::v1::Ingress;
     "networking.k8s.io", "v1", "IngressClass" => api::networking::v1::IngressClass;
     "networking.k8s.io", "v1", "NetworkPolicy" => api::networking::v1::NetworkPolicy;
+    "authentication.k8s.io", "v1", "SelfSubjectReview" => api::authentication::v1::SelfSubjectReview;
     "authorization.k8s.io", "v1", "SelfSubjectAccessReview" => api::authorization::v1::SelfSubjectAccessReview;
     "authorization.k8s.io", "v1", "SelfSubjectRulesReview" => api::authorization::v1::SelfSubjectRulesReview;
     "rbac.authorization.k8s.io", "v1", "Role" => api::rbac::v1::Role;

@@ -83,6 +83,15 @@ pub fn default_pod_spec(spec: &mut Value) {
             if let Some(h) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
                 set_default(h, "type", json!(""));
             }
+            let sources = v
+                .get_mut("projected")
+                .and_then(|p| p.get_mut("sources"))
+                .and_then(Value::as_array_mut);
+            for src in sources.into_iter().flatten() {
+                if let Some(t) = src.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
+                    set_default(t, "expirationSeconds", json!(3600));
+                }
+            }
         }
     }
 }
@@ -354,6 +363,18 @@ mod tests {
             .into_iter()
             .find(|t| t.kind == kind && t.preferred)
             .expect("kind")
+    }
+
+    #[test]
+    fn token_projections_default_to_an_hour() {
+        let mut p = json!({"spec": {"containers": [{"name": "c", "image": "i"}],
+            "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}},
+                                                              {"serviceAccountToken": {"path": "t2", "expirationSeconds": 7200}}]}}]}});
+        apply(&ty("Pod"), &mut p);
+        let sources = &p["spec"]["volumes"][0]["projected"]["sources"];
+        assert_eq!(sources[0]["serviceAccountToken"]["expirationSeconds"], 3600);
+        assert_eq!(sources[1]["serviceAccountToken"]["expirationSeconds"], 7200);
+        assert_eq!(p["spec"]["volumes"][0]["projected"]["defaultMode"], 420);
     }
 
     #[test]

@@ -273,6 +273,14 @@ const BUILTIN: &[Spec] = &[
         .storage("events"),
     spec("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", CLUSTER).short(&["pc"]),
     spec(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        CLUSTER,
+    )
+    .virtual_kind(),
+    spec(
         "authorization.k8s.io",
         "v1",
         "SelfSubjectAccessReview",

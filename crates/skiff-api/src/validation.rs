@@ -283,6 +283,39 @@ fn validate_pod_spec_with(spec: &Value, path: &Path, claims: &[&str], errs: &mut
             errs.push(FieldError::invalid(p.as_str(), *v, LABEL_MSG));
         }
     }
+    for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
+        for (j, src) in v["projected"]["sources"].as_array().into_iter().flatten().enumerate() {
+            let t = &src["serviceAccountToken"];
+            if !t.is_object() {
+                continue;
+            }
+            let p = path
+                .child("volumes")
+                .index(i)
+                .child("projected")
+                .child("sources")
+                .index(j)
+                .child("serviceAccountToken");
+            if let Some(secs) = t["expirationSeconds"].as_i64() {
+                if secs < 10 * 60 {
+                    errs.push(FieldError::invalid(
+                        p.child("expirationSeconds").as_str(),
+                        secs,
+                        "may not specify a duration less than 10 minutes",
+                    ));
+                } else if secs > 1 << 32 {
+                    errs.push(FieldError::invalid(
+                        p.child("expirationSeconds").as_str(),
+                        secs,
+                        "may not specify a duration larger than 2^32 seconds",
+                    ));
+                }
+            }
+            if s(t, "path").is_empty() {
+                errs.push(FieldError::required(p.child("path").as_str(), ""));
+            }
+        }
+    }
     for list in ["initContainers", "containers"] {
         let Some(cs) = spec[list].as_array() else {
             continue;
@@ -703,6 +736,30 @@ mod tests {
             ]
         );
         assert_eq!(errs[2].reason(), "FieldValueRequired");
+    }
+
+    #[test]
+    fn service_account_token_projections() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "volumes": [{"name": "t", "projected": {"sources": [
+                {"configMap": {"name": "x"}},
+                {"serviceAccountToken": {"expirationSeconds": 599, "path": "token"}},
+                {"serviceAccountToken": {"expirationSeconds": 600}}]}}]}});
+        let errs = validate(&ty("Pod"), &pod);
+        let got: Vec<(String, String)> = errs.iter().map(|e| (e.field.clone(), e.body())).collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "spec.volumes[0].projected.sources[1].serviceAccountToken.expirationSeconds".to_string(),
+                    "Invalid value: 599: may not specify a duration less than 10 minutes".to_string()
+                ),
+                (
+                    "spec.volumes[0].projected.sources[2].serviceAccountToken.path".to_string(),
+                    "Required value".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

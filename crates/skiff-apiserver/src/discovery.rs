@@ -107,6 +107,9 @@ pub fn resource_list(types: &[std::sync::Arc<ResourceType>], group: &str, versio
                 resources.push(json!({"name": format!("pods/{sub}"), "singularName": "", "namespaced": true, "kind": kind, "verbs": ["create", "get"]}));
             }
         }
+        if t.group.is_empty() && t.kind == "ServiceAccount" {
+            resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+        }
         if t.group.is_empty() && t.kind == "Namespace" {
             resources.push(json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false, "kind": "Namespace", "verbs": ["update"]}));
         }
@@ -153,6 +156,9 @@ fn aggregated_resource(t: &ResourceType) -> Value {
         ] {
             subs.push(json!({"subresource": sub, "responseKind": {"group": "", "version": "v1", "kind": kind}, "verbs": ["create", "get"]}));
         }
+    }
+    if t.group.is_empty() && t.kind == "ServiceAccount" {
+        subs.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
     }
     if !subs.is_empty() {
         r["subresources"] = json!(subs);

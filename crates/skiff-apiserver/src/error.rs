@@ -74,19 +74,29 @@ impl ApiError {
     }
 
     pub fn invalid(rt: &ResourceType, name: &str, errs: &[FieldError]) -> Self {
+        Self::invalid_kind(&rt.group, &rt.kind, name, errs)
+    }
+
+    /// `422 Invalid` about a kind that is not a resource of its own (a subresource's body,
+    /// such as a TokenRequest).
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
         let causes: Vec<Value> = errs
             .iter()
             .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
             .collect();
-        let mut d = details(rt, name);
-        d["kind"] = json!(rt.kind);
+        let mut d = json!({"name": name, "kind": kind});
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            d["group"] = json!(group);
+            format!("{kind}.{group}")
+        };
         d["causes"] = json!(causes);
         Self::new(
             422,
             "Invalid",
             format!(
-                "{} \"{name}\" is invalid: {}",
-                rt.qualified_kind(),
+                "{qualified} \"{name}\" is invalid: {}",
                 skiff_api::field::aggregate(errs)
             ),
         )

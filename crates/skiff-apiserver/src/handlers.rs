@@ -313,6 +313,18 @@ async fn resource(
             let out = objects.create(&rt, ns, obj, &opts).await?;
             Ok(outcome(out, StatusCode::CREATED))
         }
+        (Method::POST, Some(name), Some("token")) => {
+            let obj = decode_body(body_type(content_type)?, &body)?;
+            let answer = shared.tokens.token_request(
+                &objects.cache,
+                &shared.types,
+                ns.unwrap_or(""),
+                name,
+                obj,
+                chrono::Utc::now(),
+            )?;
+            Ok(json_response(StatusCode::CREATED, &answer))
+        }
         (Method::POST, Some(name), Some("binding")) => {
             let ty = body_type(content_type)?;
             let binding = decode_body(ty, &body)?;

@@ -433,6 +433,14 @@ impl Objects {
             meta_mut(&mut obj).insert("name".into(), json!(format!("{base}{}", random_suffix())));
         }
         crate::fields::record_update(&mut obj, None, &opts.manager, &rt.api_version(), Part::Main);
+        // Admission runs after the managed fields are recorded: what it adds is the server's,
+        // not the client's (as upstream).
+        if rt.group.is_empty() && rt.kind == "Pod" {
+            // Namespace lifecycle comes first in upstream's admission chain.
+            self.check_namespace_open(rt, ns, str_of(&obj, "/metadata/name"))?;
+            crate::admission::service_account(&self.cache, &self.types, ns.unwrap_or(""), &mut obj, random_suffix)
+                .await?;
+        }
         self.apply_defaults_and_validate(rt, &mut obj, None)?;
         let name = str_of(&obj, "/metadata/name").to_string();
         self.check_namespace_open(rt, ns, &name)?;

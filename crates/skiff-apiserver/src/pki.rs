@@ -1,5 +1,6 @@
 //! The cluster's certificates: a CA made on first start, the serving certificate and the
-//! admin client certificate it signs. Everything is kept in `<data-dir>/tls` and reused.
+//! admin client certificate it signs, and the key that signs service-account tokens.
+//! Everything is kept in `<data-dir>/tls` and reused.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,9 @@ pub struct Pki {
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The ECDSA P-256 key (PKCS#8 PEM, `sa.key`) that signs service-account tokens. Made once:
+    /// a new key would invalidate every token already handed out.
+    pub service_account_key_pem: String,
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -138,6 +142,12 @@ impl Pki {
             write_private(&admin_key, &key.serialize_pem())?;
             std::fs::write(&admin_cert, cert.pem())?;
         }
+        let sa_key = dir.join("sa.key");
+        if !sa_key.exists() {
+            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .context("generating the service-account signing key")?;
+            write_private(&sa_key, &key.serialize_pem())?;
+        }
         Ok(Pki {
             dir: dir.to_path_buf(),
             ca_pem,
@@ -145,6 +155,8 @@ impl Pki {
             serving_key_pem: std::fs::read_to_string(&serving_key)?,
             admin_cert_pem: std::fs::read_to_string(&admin_cert)?,
             admin_key_pem: std::fs::read_to_string(&admin_key)?,
+            service_account_key_pem: std::fs::read_to_string(&sa_key)
+                .with_context(|| format!("reading {}", sa_key.display()))?,
         })
     }
 

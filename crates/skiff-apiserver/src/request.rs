@@ -105,6 +105,7 @@ fn resource_route(group: &str, version: &str, rest: &[&str], types: &Types) -> A
             "scale" => rt.scale.is_some(),
             "finalize" => rt.kind == "Namespace" && rt.group.is_empty(),
             "binding" | "log" | "exec" | "attach" | "portforward" => rt.kind == "Pod" && rt.group.is_empty(),
+            "token" => rt.kind == "ServiceAccount" && rt.group.is_empty(),
             _ => false,
         };
         if !ok {

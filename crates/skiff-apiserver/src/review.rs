@@ -1,5 +1,6 @@
-//! `authorization.k8s.io` reviews (`kubectl auth can-i`). Skiff has no authorization layer
-//! yet: every authenticated user may do everything, and the reviews say exactly that.
+//! Reviews: `authorization.k8s.io` (`kubectl auth can-i`) and `authentication.k8s.io`'s
+//! SelfSubjectReview (`kubectl auth whoami`). Skiff has no authorization layer yet: every
+//! authenticated user may do everything, and the reviews say exactly that.
 
 use serde_json::{json, Value};
 
@@ -27,6 +28,10 @@ pub fn review(rt: &ResourceType, body: Value, who: Option<&Identity>) -> ApiResu
         out["metadata"] = json!({});
     }
     match rt.kind.as_str() {
+        "SelfSubjectReview" => {
+            let who = who.ok_or_else(crate::error::ApiError::unauthorized)?;
+            out["status"] = json!({"userInfo": {"username": who.user, "groups": who.groups}});
+        }
         "SelfSubjectAccessReview" => {
             let attrs = &out["spec"];
             if attrs["resourceAttributes"].is_null() && attrs["nonResourceAttributes"].is_null() {

@@ -1,5 +1,5 @@
 //! The HTTPS server: TLS (HTTP/2 and HTTP/1.1 with upgrades on one port), authentication by
-//! client certificate or bearer token, the shared state every handler uses, the in-server
+//! client certificate, the shared bearer token or a service-account token, the shared state every handler uses, the in-server
 //! controllers, and graceful shutdown (stop accepting, end watches, drain, then force).
 
 use std::net::{IpAddr, SocketAddr};
@@ -74,6 +74,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub shutdown: watch::Receiver<bool>,
     pub token: Option<String>,
+    /// Issues and checks service-account tokens.
+    pub tokens: crate::service_account_token::ServiceAccountTokens,
     /// Node agents connected in-process, by node name (for `pods/log` and the like).
     pub nodes: std::sync::RwLock<std::collections::HashMap<String, Arc<dyn skiff_client::streams::NodeStreams>>>,
 }
@@ -198,12 +200,20 @@ async fn entry(State(shared): State<Arc<Shared>>, mut req: Request) -> Response 
         .map(str::trim)
         .map(str::to_string);
     if req.extensions().get::<Identity>().is_none() {
-        if let (Some(b), Some(t)) = (&bearer, &shared.token) {
-            if !t.is_empty() && b == t {
+        if let Some(b) = &bearer {
+            if shared.token.as_deref().is_some_and(|t| !t.is_empty() && b == t) {
                 req.extensions_mut().insert(Identity {
                     user: "system:skiff:token".into(),
                     groups: vec!["system:masters".into()],
                 });
+            } else if crate::jwt::looks_like_jwt(b) {
+                let now = chrono::Utc::now().timestamp();
+                match shared.tokens.authenticate(&shared.objects.cache, &shared.types, b, now) {
+                    Ok(id) => {
+                        req.extensions_mut().insert(id);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "a bearer token was refused"),
+                }
             }
         }
     }
@@ -333,6 +343,8 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Server> {
         ready: AtomicBool::new(false),
         shutdown: shutdown_rx.clone(),
         token: config.token.clone(),
+        tokens: crate::service_account_token::ServiceAccountTokens::new(&pki.service_account_key_pem)
+            .with_context(|| format!("the service-account key in {}", pki.dir.display()))?,
         nodes: Default::default(),
     });
     crate::crds::refresh(&shared);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
@@ -31,6 +31,12 @@ async fn start_with(watch_cache_events: usize) -> TestServer {
         .await
         .expect("config");
     let client = Client::try_from(config).expect("client");
+    // What the controller manager would do: pods run as the namespace's `default` account.
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
+    Api::<ServiceAccount>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("the default service account");
     TestServer {
         server: Some(server),
         client,

@@ -17,7 +17,18 @@ async fn server() -> (skiff_apiserver::Server, kube::Client, tempfile::TempDir) 
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .expect("config");
-    (server, kube::Client::try_from(config).expect("client"), dir)
+    let client = kube::Client::try_from(config).expect("client");
+    // What the controller manager would do: pods run as the namespace's `default` account.
+    let (code, _) = send(
+        &client,
+        Method::POST,
+        "/api/v1/namespaces/default/serviceaccounts",
+        Some("application/json"),
+        br#"{"metadata": {"name": "default"}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 201, "the default service account");
+    (server, client, dir)
 }
 
 /// Send a request; return (status code, parsed body).

@@ -3,7 +3,8 @@
 //! only and never touch the store; every restart is safe.
 //!
 //! This wave: ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob,
-//! Endpoints/EndpointSlices, the default ServiceAccount, PersistentVolumeClaim provisioning
+//! Endpoints/EndpointSlices, the default ServiceAccount, the `kube-root-ca.crt` ConfigMap
+//! per namespace, PersistentVolumeClaim provisioning
 //! (`local-path`), the garbage collector, node lifecycle (NotReady, unreachable taints,
 //! taint-based eviction) and node IPAM (pod CIDRs).
 
@@ -18,6 +19,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcache;
 pub mod replicaset;
+pub mod root_ca;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod volumes;
@@ -58,6 +60,8 @@ pub struct Options {
     /// Where local-path volumes live on the nodes.
     pub volume_root: String,
     pub node_lifecycle: nodelifecycle::NodeLifecycleOptions,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace.
+    pub root_ca_pem: String,
 }
 
 /// Run every controller until one fails.
@@ -71,6 +75,7 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         cronjob::run(client.clone()),
         endpoints::run(client.clone()),
         serviceaccount::run(client.clone()),
+        root_ca::run(client.clone(), opts.root_ca_pem),
         gc::run(client.clone()),
         nodelifecycle::run(client.clone(), opts.node_lifecycle),
         nodeipam::run(client.clone(), nodeipam::default_cluster_cidr(), 24),

@@ -231,6 +231,7 @@ async fn start_clients(server: &skiff_apiserver::Server, args: &Clients) -> Resu
                 grace: std::time::Duration::from_secs(args.node_grace),
                 period: std::time::Duration::from_secs((args.node_grace / 4).clamp(1, 5)),
             },
+            root_ca_pem: server.pki.ca_pem.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = skiff_controllers::run(c, opts).await {

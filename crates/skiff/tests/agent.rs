@@ -254,7 +254,7 @@ fn pods_run_as_containers_on_the_pod_network() {
       "spec": {"restartPolicy": "Never", "volumes": [{"name": "cfg", "configMap": {"name": "greet"}},
           {"name": "sec", "secret": {"secretName": "token"}}, {"name": "mem", "emptyDir": {"medium": "Memory"}}],
         "containers": [{"name": "main", "image": "registry.test/busybox:1", "imagePullPolicy": "IfNotPresent",
-          "command": ["sh", "-c", "echo env=$GREETING/$POD_NAME/$NODE; echo file=$(cat /cfg/greeting); echo host=$(hostname); cat /etc/resolv.conf; echo secret=$(cat /sec/token); grep -E ' /(sec|mem) ' /proc/mounts"],
+          "command": ["sh", "-c", "echo env=$GREETING/$POD_NAME/$NODE; echo file=$(cat /cfg/greeting); echo host=$(hostname); cat /etc/resolv.conf; echo secret=$(cat /sec/token); grep -E ' /(sec|mem) ' /proc/mounts; cd /var/run/secrets/kubernetes.io/serviceaccount && echo sa-ns=$(cat namespace) && echo sa-token=$(cat token) && cat ca.crt"],
           "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "greet", "key": "greeting"}}},
                   {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                   {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
@@ -281,6 +281,46 @@ fn pods_run_as_containers_on_the_pod_network() {
         );
     }
     assert!(lines.contains(&"nameserver 10.43.0.10".to_string()), "{lines:?}");
+    // The API credentials the ServiceAccount admission plugin mounted: the namespace, the
+    // cluster CA and a token bound to the pod that the API server accepts.
+    assert!(lines.contains(&"sa-ns=default".to_string()), "{lines:?}");
+    let ca = std::fs::read_to_string(server.dir.path().join("tls/ca.crt")).expect("the cluster CA");
+    let begin = lines
+        .iter()
+        .position(|l| l == "-----BEGIN CERTIFICATE-----")
+        .expect("ca.crt in the pod");
+    let end = begin
+        + lines[begin..]
+            .iter()
+            .position(|l| l == "-----END CERTIFICATE-----")
+            .expect("the end of ca.crt");
+    assert_eq!(lines[begin..=end].join("\n"), ca.trim_end(), "ca.crt is the cluster CA");
+    let token = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("sa-token="))
+        .expect("the token in the pod")
+        .to_string();
+    let claims: serde_json::Value = {
+        use base64::Engine;
+        let payload = token.split('.').nth(1).expect("a JWT");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url");
+        serde_json::from_slice(&bytes).expect("claims")
+    };
+    assert_eq!(claims["sub"], "system:serviceaccount:default:default");
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], "env");
+    assert_eq!(claims["kubernetes.io"]["node"]["name"], "test-node");
+    let anonymous = new.without_credentials(&server);
+    let me = anonymous.ok(&[
+        &format!("--token={token}"),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(me, "system:serviceaccount:default:default");
+    anonymous.ok(&[&format!("--token={token}"), "get", "pods"]);
     assert!(
         lines.contains(&"search default.svc.cluster.local svc.cluster.local cluster.local".to_string()),
         "{lines:?}"

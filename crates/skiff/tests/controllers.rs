@@ -992,3 +992,61 @@ fn names_of_jobs(jobs: &[Job]) -> Vec<String> {
     n.sort();
     n
 }
+
+/// `kube-root-ca.crt` (the cluster CA, which every pod gets at
+/// `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`) is in every namespace, new ones
+/// too, and comes back when deleted or edited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_ca_config_map_in_every_namespace() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    let server = SkiffServer::start();
+    let c = client(&server).await;
+    let ca = std::fs::read_to_string(server.dir.path().join("tls/ca.crt")).expect("the cluster CA");
+    let ca_in = |ns: &str| {
+        let cms: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
+        async move {
+            let cm = cms.get_opt("kube-root-ca.crt").await.ok()??;
+            Some((cm.metadata.uid.clone()?, cm.data?.get("ca.crt")?.clone()))
+        }
+    };
+    for ns in ["default", "kube-system"] {
+        let (_, got) = eventually(30, "kube-root-ca.crt in an existing namespace", || ca_in(ns)).await;
+        assert_eq!(got, ca, "{ns}: the cluster CA");
+    }
+    let nss: Api<Namespace> = Api::all(c.clone());
+    nss.create(
+        &PostParams::default(),
+        &from_json(json!({"metadata": {"name": "team"}})),
+    )
+    .await
+    .expect("namespace");
+    let (uid, got) = eventually(30, "kube-root-ca.crt in a new namespace", || ca_in("team")).await;
+    assert_eq!(got, ca);
+
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "team");
+    cms.delete("kube-root-ca.crt", &Default::default())
+        .await
+        .expect("delete");
+    let (again, got) = eventually(30, "kube-root-ca.crt back after deletion", || async {
+        ca_in("team").await.filter(|(u, _)| *u != uid)
+    })
+    .await;
+    assert_eq!(got, ca);
+
+    cms.patch(
+        "kube-root-ca.crt",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"ca.crt": "not a CA", "extra": "x"}})),
+    )
+    .await
+    .expect("edit");
+    eventually(30, "kube-root-ca.crt put right after an edit", || async {
+        let cm = cms.get("kube-root-ca.crt").await.ok()?;
+        let data = cm.data.unwrap_or_default();
+        (cm.metadata.uid.as_deref() == Some(again.as_str())
+            && data.get("ca.crt") == Some(&ca)
+            && !data.contains_key("extra"))
+        .then_some(())
+    })
+    .await;
+}

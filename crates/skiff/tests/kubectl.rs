@@ -475,6 +475,77 @@ fn kubectl_1_27() {
     scenario("1.27");
 }
 
+/// `kubectl create token` and the token as kubectl's credential (`--token`), with the
+/// controller manager making the `default` account.
+fn service_account_tokens(version: &str) {
+    let server = SkiffServer::start();
+    let admin = Kubectl::new(version, &server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !admin.run(&["get", "serviceaccount", "default"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "the default service account");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let token = admin.ok(&["create", "token", "default"]).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    let anonymous = admin.without_credentials(&server);
+    let err = anonymous.fails(&["--token=garbage", "get", "pods"]);
+    assert!(
+        err.contains("Unauthorized") || err.contains("must be logged in"),
+        "{err}"
+    );
+    let flag = format!("--token={token}");
+    let out = anonymous.ok(&[&flag, "get", "pods"]);
+    assert!(out.is_empty(), "{out}");
+    admin.ok(&["create", "configmap", "seen", "--from-literal=a=b"]);
+    let out = anonymous.ok(&[&flag, "get", "configmaps", "seen", "-o", "name"]);
+    assert_eq!(out.trim(), "configmap/seen");
+    if version != "1.27" {
+        // `auth whoami` reads authentication.k8s.io/v1 from 1.28 on.
+        let me = anonymous.ok(&[&flag, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+        assert_eq!(me, "system:serviceaccount:default:default");
+    }
+
+    // A token with another audience, or changed, is no credential here.
+    let vault = admin.ok(&["create", "token", "default", "--audience=vault"]);
+    let err = anonymous.fails(&[&format!("--token={}", vault.trim()), "get", "pods"]);
+    assert!(
+        err.contains("Unauthorized") || err.contains("must be logged in"),
+        "{err}"
+    );
+    let mut forged = token.clone();
+    forged.push('x');
+    let err = anonymous.fails(&[&format!("--token={forged}"), "get", "pods"]);
+    assert!(
+        err.contains("Unauthorized") || err.contains("must be logged in"),
+        "{err}"
+    );
+
+    // The server's answers to bad requests, as kubectl shows them.
+    let err = admin.fails(&["create", "token", "ghost"]);
+    assert!(err.contains("serviceaccounts \"ghost\" not found"), "{err}");
+    let err = admin.fails(&["create", "token", "default", "--duration=5m"]);
+    assert!(err.contains("may not specify a duration less than 10 minutes"), "{err}");
+    let err = admin.fails(&[
+        "create",
+        "token",
+        "default",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=nope",
+    ]);
+    assert!(err.contains("pods \"nope\" not found"), "{err}");
+}
+
+#[test]
+fn service_account_tokens_kubectl_1_27() {
+    service_account_tokens("1.27");
+}
+
+#[test]
+fn service_account_tokens_kubectl_1_33() {
+    service_account_tokens("1.33");
+}
+
 #[test]
 fn kubectl_1_33() {
     scenario("1.33");

@@ -151,6 +151,29 @@ impl Kubectl {
         }
     }
 
+    /// The same kubectl with a kubeconfig that names the server and trusts its CA but holds
+    /// no credentials: give it `--token=…` (without, kubectl asks for a user name).
+    pub fn without_credentials(&self, server: &SkiffServer) -> Kubectl {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = server
+            .dir
+            .path()
+            .join(format!("anonymous-{}.yaml", N.fetch_add(1, Ordering::Relaxed)));
+        let ca = server.dir.path().join("tls/ca.crt");
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\ncontexts:\n- name: skiff\n  context: {{cluster: skiff, user: nobody, namespace: default}}\ncurrent-context: skiff\nusers:\n- name: nobody\n  user: {{}}\n",
+            server.port,
+            ca.display()
+        );
+        std::fs::write(&path, config).expect("write a kubeconfig");
+        Kubectl {
+            bin: self.bin.clone(),
+            kubeconfig: path,
+            cache: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--kubeconfig")
