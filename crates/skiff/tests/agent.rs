@@ -178,20 +178,26 @@ fn agent_flags(run_dir: &Path, registries: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// The test's node: loopback up, the test image imported, `skiff server` with its embedded
+/// agent (node `test-node` at 127.0.0.1). Returns the server, the agent's and the run
+/// directories.
+fn start_node() -> (SkiffServer, std::path::PathBuf, std::path::PathBuf) {
+    bring_up_loopback();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_dir = dir.path().join("agent");
+    import_test_image(&agent_dir);
+    let run_dir = dir.path().join("run");
+    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    (SkiffServer::start_with_agent(dir, &flags), agent_dir, run_dir)
+}
+
 #[test]
 fn pods_run_as_containers_on_the_pod_network() {
     if !inside_namespaces("pods_run_as_containers_on_the_pod_network") {
         return;
     }
-    bring_up_loopback();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent_dir = dir.path().join("agent");
-    import_test_image(&agent_dir);
-    let data = dir.path().to_path_buf();
-    let run_dir = data.join("run");
-    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let server = SkiffServer::start_with_agent(dir, &flags);
+    let (server, agent_dir, run_dir) = start_node();
     let new = Kubectl::new("1.33", &server);
     let old = Kubectl::new("1.27", &server);
 
@@ -402,6 +408,8 @@ fn pods_run_as_containers_on_the_pod_network() {
     let dir = server.kill9();
     let page = http_get(SocketAddr::from((pod_ip, 8080))).expect("the pod serves with the agent down");
     assert!(page.contains("hello from a skiff pod"));
+    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let server = SkiffServer::start_with_agent(dir, &flags);
     let new = Kubectl::new("1.33", &server);
     wait_for(60, "the node Ready again", || {
@@ -855,14 +863,7 @@ fn exec_and_port_forward_with_both_kubectls() {
     if !inside_namespaces("exec_and_port_forward_with_both_kubectls") {
         return;
     }
-    bring_up_loopback();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent_dir = dir.path().join("agent");
-    import_test_image(&agent_dir);
-    let run_dir = dir.path().join("run");
-    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let server = SkiffServer::start_with_agent(dir, &flags);
+    let (server, _, _) = start_node();
     let new = Kubectl::new("1.33", &server);
     let old = Kubectl::new("1.27", &server);
     wait_for(60, "the node to be Ready", || {
