@@ -69,7 +69,7 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
                     .iter()
                     .flatten()
                     // An unnamed port is "" in slices and absent in services.
-                    // (A port the controller could not resolve has no number: skip it.)
+                    // (A slice port without a number cannot be a DNAT target.)
                     .find(|sp| {
                         sp.port.is_some()
                             && sp.name.as_deref().unwrap_or("") == p.name.as_deref().unwrap_or("")

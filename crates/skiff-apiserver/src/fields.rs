@@ -65,7 +65,14 @@ fn leaves(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
                 path.push(format!("f:{k}"));
                 match child {
                     Value::Array(items) if !items.is_empty() => {
-                        if let Some(keys) = list_keys(k, items) {
+                        // A list at the object's root named `ports` is an EndpointSlice's,
+                        // atomic upstream (unlike a Service's `spec.ports`).
+                        let keys = if path.len() == 1 && k == "ports" {
+                            None
+                        } else {
+                            list_keys(k, items)
+                        };
+                        if let Some(keys) = keys {
                             for it in items {
                                 path.push(key_segment(it, &keys));
                                 let mut dot = path.clone();
@@ -610,6 +617,8 @@ pub fn apply(
                 }
             } else if k != "apiVersion" && k != "kind" {
                 match m.get_mut(k) {
+                    // An EndpointSlice's `ports`: atomic, replaced whole.
+                    Some(cv) if k == "ports" => *cv = v.clone(),
                     Some(cv) => merge(cv, v, k),
                     None => {
                         m.insert(k.clone(), v.clone());

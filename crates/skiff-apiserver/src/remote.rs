@@ -14,14 +14,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use skiff_client::streams::{ExecExit, ExecRequest, ExecSession, NodeStreams, PortForwardRequest, TerminalSize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -413,22 +411,10 @@ fn exit_status(exit: &ExecExit, command: &[String]) -> Value {
     }
 }
 
-/// Copies `from` into `to` chunk by chunk as `(channel, bytes)` until EOF.
-async fn pump(mut from: impl AsyncRead + Unpin, channel: u8, to: mpsc::Sender<(u8, Bytes)>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if to.send((channel, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Runs an exec/attach session over a WebSocket (`v4`/`v5.channel.k8s.io`).
+/// Runs an exec/attach session over a WebSocket (`v4`/`v5.channel.k8s.io`). The session is
+/// driven as the agent tunnel drives it ([`skiff_client::tunnel::serve_session`]: frames in,
+/// frames out); here the frames are translated to and from the channel protocol's messages,
+/// which number the streams the same way.
 async fn exec_ws<S>(
     session: futures::future::BoxFuture<'static, Result<ExecSession, String>>,
     command: Vec<String>,
@@ -437,12 +423,61 @@ async fn exec_ws<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    use skiff_client::tunnel::frame;
     let (mut sink, mut incoming) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
-    let session = session.await;
-    let status = match session {
+    let status = match session.await {
         Err(message) => Some(ExecExit::Error(message)),
-        Ok(s) => run_ws_session(s, &mut incoming, out_tx, &mut out_rx, &mut sink, v5).await,
+        Ok(s) => {
+            let (mut to_session, session_in) = tokio::io::duplex(64 * 1024);
+            let (session_out, mut from_session) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(skiff_client::tunnel::serve_session(s, session_in, session_out));
+            // Ends when the client goes: the session's stdin ends with it, as the kubelet's.
+            let input = async {
+                while let Some(Ok(msg)) = incoming.next().await {
+                    let b = match msg {
+                        Message::Binary(b) => b,
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    let (kind, payload) = match (b.first(), b.get(1)) {
+                        (Some(0), _) => (frame::STDIN, &b[1..]),
+                        (Some(4), _) => (frame::RESIZE, &b[1..]),
+                        (Some(255), Some(0)) if v5 => (frame::STDIN_CLOSE, &b[..0]),
+                        _ => continue,
+                    };
+                    if frame::write(&mut to_session, kind, payload).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            // Ends with the process's exit (`None`: the client is gone).
+            let output = async {
+                loop {
+                    match frame::read(&mut from_session).await {
+                        Ok(Some((frame::EXIT, data))) => {
+                            return Some(
+                                serde_json::from_slice(&data)
+                                    .unwrap_or_else(|e| ExecExit::Error(format!("a bad exit from the session: {e}"))),
+                            )
+                        }
+                        Ok(Some((kind @ (frame::STDOUT | frame::STDERR), data))) => {
+                            let mut m = Vec::with_capacity(data.len() + 1);
+                            m.push(kind);
+                            m.extend_from_slice(&data);
+                            if sink.send(Message::Binary(m.into())).await.is_err() {
+                                return None;
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => return Some(ExecExit::Error("the session ended without an exit".into())),
+                    }
+                }
+            };
+            tokio::select! {
+                () = input => None,
+                exit = output => exit,
+            }
+        }
     };
     if let Some(exit) = status {
         let body = serde_json::to_vec(&exit_status(&exit, &command)).unwrap_or_default();
@@ -458,102 +493,6 @@ async fn exec_ws<S>(
         })))
         .await;
     let _ = sink.close().await;
-}
-
-/// Relays one session; returns how it ended (`None`: the client went away).
-async fn run_ws_session<S>(
-    s: ExecSession,
-    incoming: &mut futures::stream::SplitStream<WebSocketStream<S>>,
-    out_tx: mpsc::Sender<(u8, Bytes)>,
-    out_rx: &mut mpsc::Receiver<(u8, Bytes)>,
-    sink: &mut futures::stream::SplitSink<WebSocketStream<S>, Message>,
-    v5: bool,
-) -> Option<ExecExit>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let ExecSession {
-        mut stdin,
-        stdout,
-        stderr,
-        resize,
-        exit,
-    } = s;
-    if let Some(r) = stdout {
-        tokio::spawn(pump(r, 1, out_tx.clone()));
-    }
-    if let Some(r) = stderr {
-        tokio::spawn(pump(r, 2, out_tx.clone()));
-    }
-    drop(out_tx);
-    let mut exit = Box::pin(exit);
-    let mut outputs_done = false;
-    let mut code = None;
-    loop {
-        if outputs_done {
-            if let Some(c) = code.take() {
-                return Some(c);
-            }
-        }
-        tokio::select! {
-            out = out_rx.recv(), if !outputs_done => match out {
-                Some((ch, data)) => {
-                    let mut frame = Vec::with_capacity(data.len() + 1);
-                    frame.push(ch);
-                    frame.extend_from_slice(&data);
-                    if sink.send(Message::Binary(frame.into())).await.is_err() {
-                        return None;
-                    }
-                }
-                None => outputs_done = true,
-            },
-            c = &mut exit, if code.is_none() => {
-                code = Some(c);
-                // The outputs end when the process's last holder of them is gone; give them a
-                // moment to drain rather than wait for a descendant that keeps them open.
-                let drained = tokio::time::timeout(Duration::from_secs(2), async {
-                    while let Some((ch, data)) = out_rx.recv().await {
-                        let mut frame = Vec::with_capacity(data.len() + 1);
-                        frame.push(ch);
-                        frame.extend_from_slice(&data);
-                        if sink.send(Message::Binary(frame.into())).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                let _ = drained.await;
-                outputs_done = true;
-            }
-            msg = incoming.next() => match msg {
-                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
-                    0 => {
-                        if let Some(w) = stdin.as_mut() {
-                            if w.write_all(&b[1..]).await.is_err() {
-                                stdin = None;
-                            }
-                        }
-                    }
-                    4 => {
-                        if let (Some(tx), Ok(size)) = (&resize, serde_json::from_slice::<TerminalSize>(&b[1..])) {
-                            let _ = tx.try_send(size);
-                        }
-                    }
-                    255 if v5 && b.get(1) == Some(&0) => {
-                        if let Some(mut w) = stdin.take() {
-                            let _ = w.shutdown().await;
-                        }
-                    }
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    // The client is gone: the process sees its stdin end, as with the kubelet.
-                    drop(stdin.take());
-                    return None;
-                }
-                Some(Ok(_)) => {}
-            },
-        }
-    }
 }
 
 /// Runs an exec/attach session over SPDY: the client opens one stream per channel (`error`,

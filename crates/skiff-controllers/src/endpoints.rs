@@ -168,15 +168,17 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
         .await?;
 
     // One EndpointSlice per service (IPv4), with the service's port names and target ports.
+    // A named target port is resolved on the endpoints' pods; with none there is no number to
+    // list, and the port is left out (as upstream's placeholder slice has no ports).
     let slice_ports: Vec<serde_json::Value> = ports
         .iter()
-        .map(|sp| {
+        .filter_map(|sp| {
             let port = match sp.target_port.as_ref() {
                 Some(IntOrString::Int(p)) => Some(*p),
                 None => Some(sp.port),
                 Some(IntOrString::String(_)) => slice_endpoints.first().and_then(|(_, p)| target_port(p, sp.target_port.as_ref(), sp.port)),
-            };
-            json!({"name": sp.name.clone().unwrap_or_default(), "port": port, "protocol": sp.protocol.clone().unwrap_or_else(|| "TCP".into())})
+            }?;
+            Some(json!({"name": sp.name.clone().unwrap_or_default(), "port": port, "protocol": sp.protocol.clone().unwrap_or_else(|| "TCP".into())}))
         })
         .collect();
     let mut slice_labels = svc.labels().clone();

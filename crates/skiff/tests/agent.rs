@@ -863,7 +863,7 @@ fn exec_and_port_forward_with_both_kubectls() {
     if !inside_namespaces("exec_and_port_forward_with_both_kubectls") {
         return;
     }
-    let (server, _, _) = start_node();
+    let (server, agent_dir, _) = start_node();
     let new = Kubectl::new("1.33", &server);
     let old = Kubectl::new("1.27", &server);
     wait_for(60, "the node to be Ready", || {
@@ -1083,6 +1083,52 @@ fn exec_and_port_forward_with_both_kubectls() {
     assert!(!refused.is_empty());
     new.ok(&["delete", "service", "echo"]);
     new.ok(&["delete", "deployment", "echo"]);
+    // The quickstart's app: its image built by scripts/example-image.sh and imported with
+    // `skiff image`, then examples/hello.yaml (the Service, with a named target port, made
+    // before its pods are ready) answers on its node port.
+    let archive = agent_dir.join("hello-image.tar");
+    let built = Command::new("bash")
+        .arg(support::repo_file("scripts/example-image.sh"))
+        .arg(&archive)
+        .status()
+        .expect("bash");
+    assert!(built.success(), "scripts/example-image.sh");
+    let data_dir = agent_dir.parent().expect("data dir");
+    let imported = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("image")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("import")
+        .arg(&archive)
+        .output()
+        .expect("skiff image import");
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let hello = support::repo_file("examples/hello.yaml");
+    new.ok(&["apply", "-f", hello.to_str().expect("path")]);
+    new.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
+    let page = wait_for(10, "the example app on its node port", || {
+        http_get(SocketAddr::from(([127, 0, 0, 1], 30080))).ok()
+    });
+    assert!(page.contains("<h1>Hello from Skiff</h1>"), "{page}");
+    let ports = new.ok(&[
+        "get",
+        "endpointslice",
+        "-l",
+        "kubernetes.io/service-name=hello",
+        "-o",
+        "jsonpath={.items[*].ports}",
+    ]);
+    assert_eq!(
+        ports.trim(),
+        r#"[{"name":"http","port":8080,"protocol":"TCP"}]"#,
+        "one port, resolved from the pods' named port"
+    );
+    new.ok(&["delete", "-f", hello.to_str().expect("path")]);
+
     // The `kubernetes` service leads pods to the API server.
     let ep = wait_for(90, "the kubernetes service's endpoints", || {
         let out = new.run(&[
