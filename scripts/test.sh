@@ -7,6 +7,18 @@ cd "$(dirname "$0")/.."
 # Build artefacts live outside the checkout so repeated runs on one machine are fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/skiff-target}"
 export CARGO_TERM_COLOR=never
+# CI builds once from a clean checkout: incremental state would only take disk space.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# A shared machine's disk fills up: when less than 15 GiB is free, drop the target directory's
+# incremental state and then the test binaries (dependencies stay, they are the slow part).
+free_gib() { df -P --block-size=1G "$(dirname "$CARGO_TARGET_DIR")" | awk 'NR==2 {print $4}'; }
+if [ -d "$CARGO_TARGET_DIR" ] && [ "$(free_gib)" -lt 15 ]; then
+  echo "low on disk ($(free_gib) GiB free): pruning $CARGO_TARGET_DIR"
+  rm -rf "$CARGO_TARGET_DIR"/debug/incremental
+  if [ "$(free_gib)" -lt 15 ]; then
+    find "$CARGO_TARGET_DIR"/debug/deps -maxdepth 1 -type f -perm -u+x -delete
+  fi
+fi
 
 need_pkgs=()
 command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
