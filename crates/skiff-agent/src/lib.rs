@@ -3,11 +3,13 @@
 //! - [`node`]: the real agent: this machine as a Node (capacity, OS, kernel, runtime), its
 //!   lease, pod networking ([`skiff_net`]) and the pods bound to it ([`pods`]) run as OCI
 //!   containers through [`skiff_runtime::ContainerManager`].
-//!   Unused images are garbage collected by disk thresholds ([`image_gc`]).
+//!   Unused images are garbage collected by disk thresholds ([`image_gc`]). Services are
+//!   programmed into the kernel ([`proxy`]) and the cluster DNS server runs beside ([`dns`]).
 //! - [`simulated`]: simulated nodes (the kwok idea) whose bound pods move to Running/Ready
 //!   without containers; controller and scheduler tests run on them without root, and scale
 //!   is measured with them.
 
+pub mod dns;
 pub mod env;
 mod events;
 pub mod exec;

@@ -52,6 +52,11 @@ pub struct AgentConfig {
     pub egress: Vec<ipnet::Ipv4Net>,
     /// The cluster's service CIDR (ClusterIPs are allocated from it).
     pub service_cidr: ipnet::Ipv4Net,
+    /// Run the cluster DNS server on this node (at `cluster_dns`) with these credentials (a
+    /// kubeconfig); `None`: pods use whatever answers at `cluster_dns`.
+    pub dns_kubeconfig: Option<String>,
+    /// Where the cluster DNS server sends names outside the cluster (the node's resolvers).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -73,6 +78,8 @@ impl AgentConfig {
             image_gc: GcPolicy::default(),
             egress: Vec::new(),
             service_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 43, 0, 0), 16).unwrap_or_default(),
+            dns_kubeconfig: None,
+            dns_upstreams: Vec::new(),
         }
     }
 }
@@ -251,6 +258,11 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "routing the service CIDR");
     }
     let _proxy = crate::AbortOnDrop(tokio::spawn(crate::proxy::run(client.clone(), cidr)));
+    // Cluster DNS on this node (its own process: it outlives this task).
+    let _dns = cfg
+        .dns_kubeconfig
+        .clone()
+        .map(|kc| crate::AbortOnDrop(tokio::spawn(crate::dns::keep_running(Arc::new(cfg.clone()), kc))));
     register(&client, &cfg, node_ip, &runtime_version, true).await?;
     // The node's status is re-posted every minute (as the kubelet's status report).
     let status = {

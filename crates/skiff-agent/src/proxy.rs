@@ -17,6 +17,10 @@ use kube::{Api, Client, ResourceExt};
 use skiff_net::nat::Protocol;
 use skiff_net::services::{ServicePort, ServiceTable};
 
+/// Services with this label are answered by a server on every node at the service's own
+/// address (the agent gives each node that address): the proxy leaves them alone.
+pub const NODE_LOCAL_LABEL: &str = "skiff.dev/node-local";
+
 /// The service ports `services` and `slices` describe, with their ready endpoints.
 pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<ServicePort> {
     // Slices by (namespace, service name).
@@ -36,6 +40,10 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
         if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        // Served on every node at its own address (the cluster DNS): nothing to balance.
+        if svc.labels().get(NODE_LOCAL_LABEL).map(String::as_str) == Some("true") {
             continue;
         }
         let cluster_ip = spec
@@ -190,6 +198,12 @@ mod tests {
             ),
             svc(serde_json::json!({"metadata": {"name": "ext", "namespace": "default"},
                 "spec": {"type": "ExternalName", "externalName": "example.com"}})),
+            // The cluster DNS service: answered on every node itself, no rules.
+            svc(
+                serde_json::json!({"metadata": {"name": "kube-dns", "namespace": "kube-system",
+                                               "labels": {"skiff.dev/node-local": "true"}},
+                "spec": {"clusterIP": "10.43.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}),
+            ),
         ];
         let slices = vec![slice(serde_json::json!({
         "metadata": {"name": "web-abc", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},

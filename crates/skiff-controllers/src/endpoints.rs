@@ -113,7 +113,15 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
         if let Some(n) = &node {
             addr["nodeName"] = json!(n);
         }
-        if let Some(h) = p.spec.as_ref().and_then(|s| s.hostname.clone()) {
+        // A pod is named under the service only when its subdomain is the service (upstream's
+        // rule; a StatefulSet's pods get `serviceName` as subdomain).
+        let hostname = p
+            .spec
+            .as_ref()
+            .filter(|s| s.subdomain.as_deref() == Some(name.as_str()))
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty());
+        if let Some(h) = &hostname {
             addr["hostname"] = json!(h);
         }
         let ready = is_ready(p);
@@ -128,7 +136,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
         if let Some(n) = node {
             ep["nodeName"] = json!(n);
         }
-        if let Some(h) = p.spec.as_ref().and_then(|s| s.hostname.clone()) {
+        if let Some(h) = hostname {
             ep["hostname"] = json!(h);
         }
         slice_endpoints.push((ep, p.clone()));

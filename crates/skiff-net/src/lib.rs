@@ -18,7 +18,7 @@ use std::path::PathBuf;
 pub use files::{hosts_file, resolv_conf, ClusterDns, DnsConfig, DnsPolicy, HostAlias};
 pub use ipam::Ipam;
 pub use netns::Netns;
-pub use node::{host_veth_name, NodeNetwork, NodeNetworkConfig, PodNetwork};
+pub use node::{ensure_local_addresses, host_veth_name, NodeNetwork, NodeNetworkConfig, PodNetwork};
 
 /// What can go wrong setting up pod networking.
 #[derive(Debug, thiserror::Error)]

@@ -100,6 +100,7 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
+const EOPNOTSUPP: i32 = 95;
 
 fn nl(op: &'static str, what: &str) -> impl FnOnce(rtnetlink::Error) -> NetError {
     let what = what.to_string();
@@ -137,6 +138,51 @@ async fn addresses_of(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, 
             })
         })
         .collect())
+}
+
+/// Gives the node's own network namespace `addrs` (each as a /32 or /128) on a dummy
+/// interface `name`, created if missing and brought up: addresses that answer on every node
+/// for services served on the node itself (the cluster DNS address, as NodeLocal DNSCache
+/// does). Addresses already there are kept. A kernel without the dummy driver gets them on
+/// loopback instead, which serves as well (Linux answers for a local address whichever
+/// interface a packet comes in on). Returns the interface used.
+pub async fn ensure_local_addresses(name: &str, addrs: &[IpAddr]) -> Result<String, NetError> {
+    use rtnetlink::LinkDummy;
+    let handle = connect(None).await?;
+    let mut name = name.to_string();
+    let index = match link_index(&handle, &name).await? {
+        Some(i) => i,
+        None => {
+            match handle.link().add(LinkDummy::new(&name).build()).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) if errno(&e) == Some(EOPNOTSUPP) => name = "lo".into(),
+                Err(e) => return Err(nl("create dummy interface", &name)(e)),
+            }
+            link_index(&handle, &name)
+                .await?
+                .ok_or_else(|| NetError::Config(format!("interface {name} vanished after creation")))?
+        }
+    };
+    let have = addresses_of(&handle, index).await?;
+    for ip in addrs {
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        if have.contains(&(*ip, prefix)) {
+            continue;
+        }
+        match handle.address().add(index, *ip, prefix).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {}
+            Err(e) => return Err(nl("address", &name)(e)),
+        }
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl("bring up", &name))?;
+    Ok(name)
 }
 
 /// The host-side veth name of a pod: stable for the pod, within the 15 bytes Linux allows.

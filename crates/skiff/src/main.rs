@@ -33,6 +33,25 @@ enum Command {
     Agent(AgentArgs),
     /// Manage the node's images: ls, pull, import, rm.
     Image(image::ImageArgs),
+    /// The node's cluster DNS server (started and kept running by the agent).
+    #[command(hide = true)]
+    Dns(DnsArgs),
+}
+
+/// `skiff dns`: answers cluster names from a watch cache, relays the rest.
+#[derive(clap::Args)]
+struct DnsArgs {
+    /// Credentials for the watch (the agent writes them).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Address to answer on (UDP and TCP; repeatable).
+    #[arg(long, required = true)]
+    listen: Vec<std::net::SocketAddr>,
+    /// Resolver for names outside the cluster (repeatable; tried in order).
+    #[arg(long)]
+    upstream: Vec<std::net::SocketAddr>,
 }
 
 /// How this machine runs as a node (the embedded agent of `skiff server`, or `skiff agent`).
@@ -54,9 +73,13 @@ struct NodeArgs {
     /// State that a reboot clears (pod network namespaces, runtime state).
     #[arg(long, default_value = "/run/skiff")]
     run_dir: PathBuf,
-    /// The cluster DNS address written into pods' resolv.conf.
+    /// The cluster DNS address written into pods' resolv.conf; the node answers DNS on it.
     #[arg(long, default_value = "10.43.0.10")]
     cluster_dns: IpAddr,
+    /// Where the cluster DNS server sends names outside the cluster (`IP` or `IP:PORT`,
+    /// repeatable; default: the nameservers of the node's /etc/resolv.conf).
+    #[arg(long = "cluster-dns-upstream", value_parser = parse_upstream)]
+    cluster_dns_upstreams: Vec<std::net::SocketAddr>,
     /// Image garbage collection runs when the filesystem of the data dir is at least this
     /// full (percent; 100 turns it off), as the kubelet's flag.
     #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -90,11 +113,25 @@ impl NodeArgs {
         };
         cfg.node_ip = self.node_ip;
         cfg.cluster_dns = vec![self.cluster_dns];
+        cfg.dns_upstreams = if self.cluster_dns_upstreams.is_empty() {
+            skiff_agent::dns::upstreams_from_resolv_conf(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            )
+        } else {
+            self.cluster_dns_upstreams.clone()
+        };
         cfg.egress = self.egress_cidrs.clone();
         cfg.image_gc = skiff_runtime::GcPolicy::new(self.image_gc_high_threshold, self.image_gc_low_threshold)
             .map_err(|e| anyhow::anyhow!("--image-gc-high-threshold/--image-gc-low-threshold: {e}"))?;
         Ok(cfg)
     }
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 /// Capacity of each simulated node.
@@ -351,9 +388,11 @@ async fn server(args: ServerArgs) -> Result<()> {
             groups: vec!["system:masters".into()],
         };
         let client = kube::Client::new(server.in_process::<kube::client::Body>(identity), "default");
-        tokio::spawn(publish_kubernetes_endpoints(client, ip, server.addr.port()));
+        tokio::spawn(publish_kubernetes_endpoints(client.clone(), ip, server.addr.port()));
+        tokio::spawn(ensure_kube_dns_service(client, args.node.cluster_dns));
     }
-    if let Some(cfg) = agent_cfg {
+    if let Some(mut cfg) = agent_cfg {
+        cfg.dns_kubeconfig = Some(server.kubeconfig());
         if rustix::process::geteuid().is_root() {
             let identity = skiff_apiserver::Identity {
                 user: format!("system:node:{}", cfg.node_name),
@@ -422,6 +461,45 @@ async fn publish_kubernetes_endpoints(client: kube::Client, ip: IpAddr, port: u1
     }
 }
 
+/// Creates `kube-system/kube-dns` at the cluster DNS address (once; a user's changes stay), so
+/// tools that look for the cluster DNS service find it. Every node answers at that address
+/// itself (`skiff.dev/node-local`), so it has no selector and the service proxy leaves it be.
+async fn ensure_kube_dns_service(client: kube::Client, ip: IpAddr) {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, PostParams};
+    let svc: Service = match serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                       "kubernetes.io/name": "CoreDNS", "skiff.dev/node-local": "true"}},
+        "spec": {"clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                      {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}))
+    {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "building the kube-dns service"),
+    };
+    let api = Api::<Service>::namespaced(client, "kube-system");
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match api.get_opt("kube-dns").await {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "looking for the kube-dns service; retrying"),
+        }
+        match api.create(&PostParams::default(), &svc).await {
+            Ok(_) => return tracing::info!(%ip, "created the kube-dns service"),
+            Err(kube::Error::Api(s)) if s.code == 409 => return,
+            Err(kube::Error::Api(s)) if s.code == 422 => {
+                return tracing::warn!(%ip, message = %s.message, "cannot create the kube-dns service at the cluster DNS address")
+            }
+            Err(e) => tracing::debug!(error = %e, "creating the kube-dns service; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
 /// `skiff agent`: this machine joins a server as a node (or `--simulated` nodes do).
 async fn agent(args: AgentArgs) -> Result<()> {
     if !args.simulated && !rustix::process::geteuid().is_root() {
@@ -450,7 +528,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
         .context("contacting the server (are the URL, token and CA right?)")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     if !args.simulated {
-        let cfg = args.node.agent_config(&args.data_dir)?;
+        let mut cfg = args.node.agent_config(&args.data_dir)?;
+        cfg.dns_kubeconfig = Some(kubeconfig.clone());
         println!("Skiff agent running node {}", cfg.node_name);
         let streams = std::sync::Arc::new(skiff_agent::logs::AgentStreams::new(&cfg)?);
         tokio::spawn(skiff_agent::node::keep_tunnel(
@@ -479,6 +558,17 @@ async fn agent(args: AgentArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
     }
+}
+
+/// `skiff dns`, started by the agent: a session of its own (no signal for the agent's process
+/// group reaches it), then the watch cache and listeners until killed.
+async fn dns(args: DnsArgs) -> Result<()> {
+    let _ = rustix::process::setsid();
+    let kubeconfig =
+        std::fs::read_to_string(&args.kubeconfig).with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let client = client_from(&kubeconfig).await?;
+    tracing::info!(listen = ?args.listen, upstreams = ?args.upstream, "cluster DNS server starting");
+    skiff_dns::run(client, &args.cluster_domain, args.upstream, &args.listen).await
 }
 
 /// mimalloc commits whole arenas eagerly by default: every thread that allocates (the blocking
@@ -528,6 +618,7 @@ fn main() -> std::process::ExitCode {
             Command::Server(a) => server(a).await,
             Command::Agent(a) => agent(a).await,
             Command::Image(a) => image::run(a).await,
+            Command::Dns(a) => dns(a).await,
         }
     });
     match res {

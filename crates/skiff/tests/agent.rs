@@ -67,6 +67,9 @@ fn test_image() -> testing::TestImage {
             "stty",
             "wget",
             "ssl_client",
+            "nc",
+            "nslookup",
+            "printf",
         ] {
             l.symlink(&format!("bin/{a}"), "busybox");
         }
@@ -182,13 +185,19 @@ fn agent_flags(run_dir: &Path, registries: &Path) -> Vec<String> {
 /// agent (node `test-node` at 127.0.0.1). Returns the server, the agent's and the run
 /// directories.
 fn start_node() -> (SkiffServer, std::path::PathBuf, std::path::PathBuf) {
+    start_node_with(&[])
+}
+
+/// [`start_node`] with more `skiff server` flags.
+fn start_node_with(extra: &[&str]) -> (SkiffServer, std::path::PathBuf, std::path::PathBuf) {
     bring_up_loopback();
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_dir = dir.path().join("agent");
     import_test_image(&agent_dir);
     let run_dir = dir.path().join("run");
     let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend_from_slice(extra);
     (SkiffServer::start_with_agent(dir, &flags), agent_dir, run_dir)
 }
 
@@ -1244,4 +1253,239 @@ fn exec_and_port_forward_with_both_kubectls() {
     });
     let err = new.fails(&["exec", "done", "--", "true"]);
     assert!(err.contains("completed pod"), "{err}");
+}
+
+/// A resolver standing in for the node's (names outside the cluster), on loopback: `example.com`
+/// has A 192.0.2.1, every other name is NXDOMAIN. Hand-made answers: the test must not load the
+/// machine's real resolvers.
+fn fake_upstream_resolver() -> SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the fake resolver");
+    let addr = sock.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let q = &buf[..n];
+            // The question: labels from byte 12, then type and class.
+            let mut i = 12;
+            let mut labels = Vec::new();
+            while i < n && q[i] != 0 {
+                let len = q[i] as usize;
+                labels.push(String::from_utf8_lossy(&q[i + 1..(i + 1 + len).min(n)]).to_ascii_lowercase());
+                i += 1 + len;
+            }
+            if i + 5 > n {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+            let question = &q[12..i + 5];
+            let hit = labels.join(".") == "example.com" && qtype == 1;
+            let mut r = Vec::from(&q[..2]);
+            r.extend_from_slice(if hit || labels.join(".") == "example.com" {
+                &[0x81, 0x80]
+            } else {
+                &[0x81, 0x83]
+            });
+            r.extend_from_slice(&[0, 1, 0, u8::from(hit), 0, 0, 0, 0]);
+            r.extend_from_slice(question);
+            if hit {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+            }
+            let _ = sock.send_to(&r, from);
+        }
+    });
+    addr
+}
+
+/// Runs `script` with the machine's busybox inside a pod's network namespace: what the pod
+/// sees, without the API server (kubectl exec needs it).
+fn in_pod_netns(run_dir: &Path, uid: &str, script: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", run_dir.join("netns").join(uid).display()))
+        .args(["/bin/busybox", "sh", "-c", script])
+        .output()
+        .expect("nsenter (util-linux)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// An HTTP GET with busybox nc (its wget crashes in Debian's busybox-static 1.35).
+fn nc_get(host: &str, port: u16, path: &str) -> String {
+    format!("printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 {host} {port}")
+}
+
+const DNS_APP: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: nginx}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: web, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside}
+spec: {type: ExternalName, externalName: example.com}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: nginx
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: registry.test/busybox:1
+        imagePullPolicy: IfNotPresent
+        command: [httpd, -f, -p, "8080", -h, /srv]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+"#;
+
+#[test]
+fn cluster_dns_answers_pods_and_outlives_the_server() {
+    if !inside_namespaces("cluster_dns_answers_pods_and_outlives_the_server") {
+        return;
+    }
+    let upstream = fake_upstream_resolver().to_string();
+    let (server, _agent_dir, run_dir) = start_node_with(&["--cluster-dns-upstream", &upstream]);
+    let old = Kubectl::new("1.27", &server);
+    let new = Kubectl::new("1.33", &server);
+    wait_for(60, "the node Ready", || {
+        let row = new.ok(&["get", "node", "test-node", "--no-headers"]);
+        row.contains(" Ready ").then_some(row)
+    });
+    // The cluster DNS service is there for tools that look for it.
+    let dns_ip = wait_for(30, "the kube-dns service", || {
+        let out = new.run(&[
+            "get",
+            "svc",
+            "-n",
+            "kube-system",
+            "kube-dns",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    assert_eq!(dns_ip, "10.43.0.10");
+
+    old.ok_stdin(&["apply", "-f", "-"], DNS_APP);
+    old.ok(&["rollout", "status", "statefulset/web", "--timeout=90s"]);
+    new.ok(&[
+        "run",
+        "client",
+        "--image",
+        IMAGE,
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    new.ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"]);
+    let web0 = jsonpath(&new, "web-0", "{.status.podIP}");
+    let web1 = jsonpath(&new, "web-1", "{.status.podIP}");
+    let api_ip = new.ok(&["get", "svc", "api", "-o", "jsonpath={.spec.clusterIP}"]);
+    let sh = |k: &Kubectl, script: &str| -> String {
+        let out = k.run(&["exec", "client", "--", "sh", "-c", script]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // The pod resolves through the cluster DNS with Kubernetes' search path and ndots.
+    let resolv = sh(&new, "cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.43.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    // Headless: both pods; a StatefulSet pod by its stable name, served over HTTP.
+    let both = sh(&new, "nslookup nginx; true");
+    assert!(both.contains(&web0) && both.contains(&web1), "nslookup nginx: {both}");
+    let page = sh(
+        &old,
+        &nc_get("web-0.nginx.default.svc.cluster.local", 8080, "/index.html"),
+    );
+    assert!(page.contains("hello from a skiff pod"), "web-0 by name: {page}");
+    // A ClusterIP service by its short name, through the VIP.
+    let short = sh(&new, "nslookup api; true");
+    assert!(short.contains(&api_ip), "nslookup api: {short}");
+    let page = sh(&new, &nc_get("api", 80, "/index.html"));
+    assert!(page.contains("hello from a skiff pod"), "api by name: {page}");
+    // SRV of a named port, PTR of a pod, an ExternalName, and a name outside the cluster
+    // (from the fake upstream, not the machine's resolvers).
+    let srv = sh(
+        &new,
+        "nslookup -type=SRV _web._tcp.nginx.default.svc.cluster.local; true",
+    );
+    assert!(srv.contains("web-0.nginx.default.svc.cluster.local"), "SRV: {srv}");
+    let ptr = sh(&new, &format!("nslookup {web1}; true"));
+    assert!(ptr.contains("web-1.nginx.default.svc.cluster.local"), "PTR: {ptr}");
+    let ext = sh(&new, "nslookup outside.default.svc.cluster.local; true");
+    assert!(
+        ext.contains("example.com") && ext.contains("192.0.2.1"),
+        "ExternalName: {ext}"
+    );
+    let out = sh(&new, "nslookup example.com; true");
+    assert!(out.contains("192.0.2.1"), "forwarded: {out}");
+    let nx = sh(&new, "nslookup nothing-here.default.svc.cluster.local; true");
+    assert!(nx.contains("NXDOMAIN"), "{nx}");
+
+    // kill -9 of the whole server (API server and agent): names still resolve and the VIP still
+    // routes, seen from inside the client pod's network namespace.
+    let uid = jsonpath(&new, "client", "{.metadata.uid}");
+    let dns_pid = std::fs::read_to_string(run_dir.join("dns.json")).expect("the DNS process's record");
+    let dir = server.kill9();
+    let seen = in_pod_netns(
+        &run_dir,
+        &uid,
+        "nslookup web-1.nginx.default.svc.cluster.local 10.43.0.10; true",
+    );
+    assert!(seen.contains(&web1), "DNS with the server gone: {seen}");
+    let page = in_pod_netns(&run_dir, &uid, &nc_get(&api_ip, 80, "/index.html"));
+    assert!(
+        page.contains("hello from a skiff pod"),
+        "the VIP with the server gone: {page}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("dns.json")).expect("record"),
+        dns_pid,
+        "the same DNS process"
+    );
+
+    // The server comes back: new services resolve again.
+    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend_from_slice(&["--cluster-dns-upstream", &upstream]);
+    let server = SkiffServer::start_with_agent(dir, &flags);
+    let new = Kubectl::new("1.33", &server);
+    new.ok(&["create", "service", "clusterip", "late", "--tcp=80:8080"]);
+    let late_ip = new.ok(&["get", "svc", "late", "-o", "jsonpath={.spec.clusterIP}"]);
+    wait_for(60, "the new service to resolve", || {
+        let out = in_pod_netns(
+            &run_dir,
+            &uid,
+            "nslookup late.default.svc.cluster.local 10.43.0.10; true",
+        );
+        out.contains(&late_ip).then_some(out)
+    });
 }
