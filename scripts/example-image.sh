@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Builds the example app's image without any registry or internet: an OCI archive of
-# `registry.local/hello:1` made from this machine's busybox-static (/bin/busybox, Debian's
-# busybox-static package), serving a page with busybox httpd. Import it with
+# Builds the example apps' images without any registry or internet: an OCI archive of
+# `registry.local/hello:1` (examples/hello.yaml) and `registry.local/shop:1` (examples/shop/),
+# made from this machine's busybox-static (/bin/busybox, Debian's busybox-static package) and
+# served by busybox httpd. Both share one layer. Import them with
 # `skiff image import --data-dir DATA FILE` (the quickstart does).
+#
+# The shop's services talk REST (JSON over HTTP) to each other by their service names, resolved
+# by the cluster DNS: frontend -> http://api/cgi-bin/catalog -> http://store/cgi-bin/items. The HTTP client is
+# busybox nc (Debian's busybox-static wget crashes on start).
 #
 # Usage: scripts/example-image.sh OUT.tar
 set -euo pipefail
@@ -17,7 +22,7 @@ trap 'rm -rf "$work"' EXIT
 root="$work/rootfs"
 mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/www"
 cp "$busybox" "$root/bin/busybox"
-for a in sh httpd hostname cat echo ls wget sleep env date uname; do ln -s busybox "$root/bin/$a"; done
+for a in sh httpd hostname cat echo ls wget nc nslookup sed printf sleep env date uname; do ln -s busybox "$root/bin/$a"; done
 chmod 1777 "$root/tmp"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
@@ -36,6 +41,44 @@ echo "pod $(hostname)"
 CGI
 chmod 755 "$root/www/cgi-bin/whoami"
 
+# The shop: one document root per service, each with a /healthz for readiness probes.
+shop="$root/shop"
+mkdir -p "$shop/frontend/cgi-bin" "$shop/api/cgi-bin" "$shop/store/cgi-bin"
+for svc in frontend api store; do echo ok >"$shop/$svc/healthz"; done
+# GET http://HOST/PATH with the body only; the host name goes through the pod's resolver.
+cat >"$root/bin/http-get" <<'SH'
+#!/bin/sh
+printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$1" | nc -w 5 "$1" 80 | sed '1,/^\r*$/d'
+SH
+chmod 755 "$root/bin/http-get"
+cat >"$shop/store/cgi-bin/items" <<'CGI'
+#!/bin/sh
+# GET /cgi-bin/items: the store's stock, as JSON.
+printf 'Content-Type: application/json\r\n\r\n'
+printf '{"service":"store","pod":"%s","items":[{"id":1,"name":"kayak","price":499,"stock":3},{"id":2,"name":"paddle","price":59,"stock":12},{"id":3,"name":"life jacket","price":89,"stock":7}]}\n' "$(hostname)"
+CGI
+cat >"$shop/api/cgi-bin/catalog" <<'CGI'
+#!/bin/sh
+# GET /cgi-bin/catalog: asks the store service, by name, and says who answered.
+printf 'Content-Type: application/json\r\n\r\n'
+store="$(http-get store /cgi-bin/items)"
+printf '{"service":"api","pod":"%s","called":"http://store/cgi-bin/items","store":%s}\n' "$(hostname)" "${store:-null}"
+CGI
+cat >"$shop/frontend/cgi-bin/index.cgi" <<'CGI'
+#!/bin/sh
+# GET /: the shop page, from the api service (which asks the store service).
+printf 'Content-Type: text/plain\r\n\r\n'
+catalog="$(http-get api /cgi-bin/catalog)"
+echo "Skiff shop: served by frontend pod $(hostname)"
+echo "frontend -> http://api/cgi-bin/catalog (api.$(sed -n 's/^search \([^ ]*\).*/\1/p' /etc/resolv.conf), found by the cluster DNS)"
+if [ -n "$catalog" ]; then
+  echo "$catalog"
+else
+  echo "the api service did not answer"
+fi
+CGI
+chmod 755 "$shop"/*/cgi-bin/*
+
 blobs="$work/layout/blobs/sha256"
 mkdir -p "$blobs"
 # The layer: a reproducible gzip tarball of the root filesystem.
@@ -50,16 +93,23 @@ case "$(uname -m)" in
   aarch64) arch=arm64 ;;
   *) arch="$(uname -m)" ;;
 esac
-printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["httpd","-f","-p","8080","-h","/www"],"ExposedPorts":{"8080/tcp":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-  "$arch" "$diff_id" >"$work/config.json"
-config="$(sha256sum "$work/config.json" | cut -d' ' -f1)"
-cp "$work/config.json" "$blobs/$config"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-  "$config" "$(stat -c %s "$work/config.json")" "$layer" "$layer_size" >"$work/manifest.json"
-manifest="$(sha256sum "$work/manifest.json" | cut -d' ' -f1)"
-cp "$work/manifest.json" "$blobs/$manifest"
+# image NAME CMD-JSON: a config and manifest over the shared layer; prints the index entry.
+image() {
+  local name="$1" cmd="$2" config manifest
+  printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":%s,"ExposedPorts":{"8080/tcp":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$arch" "$cmd" "$diff_id" >"$work/config.json"
+  config="$(sha256sum "$work/config.json" | cut -d' ' -f1)"
+  cp "$work/config.json" "$blobs/$config"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "$config" "$(stat -c %s "$work/config.json")" "$layer" "$layer_size" >"$work/manifest.json"
+  manifest="$(sha256sum "$work/manifest.json" | cut -d' ' -f1)"
+  cp "$work/manifest.json" "$blobs/$manifest"
+  printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}' \
+    "$manifest" "$(stat -c %s "$work/manifest.json")" "$name"
+}
+hello="$(image registry.local/hello:1 '["httpd","-f","-p","8080","-h","/www"]')"
+shop_image="$(image registry.local/shop:1 '["httpd","-f","-p","8080","-h","/shop/frontend"]')"
 printf '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"registry.local/hello:1"}}]}' \
-  "$manifest" "$(stat -c %s "$work/manifest.json")" >"$work/layout/index.json"
+printf '{"schemaVersion":2,"manifests":[%s,%s]}' "$hello" "$shop_image" >"$work/layout/index.json"
 tar -C "$work/layout" -cf "$out" oci-layout index.json blobs
-echo "wrote $out (registry.local/hello:1)"
+echo "wrote $out (registry.local/hello:1, registry.local/shop:1)"

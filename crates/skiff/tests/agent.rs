@@ -108,9 +108,13 @@ fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> Option<String>) -> Str
 }
 
 fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+    http_get_path(addr, "/index.html")
+}
+
+fn http_get_path(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
@@ -1120,7 +1124,7 @@ fn exec_and_port_forward_with_both_kubectls() {
     new.ok(&["apply", "-f", hello.to_str().expect("path")]);
     new.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
     let page = wait_for(10, "the example app on its node port", || {
-        http_get(SocketAddr::from(([127, 0, 0, 1], 30080))).ok()
+        http_get(SocketAddr::from(([127, 0, 0, 1], 30081))).ok()
     });
     assert!(page.contains("<h1>Hello from Skiff</h1>"), "{page}");
     let ports = new.ok(&[
@@ -1327,7 +1331,7 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: api}
+metadata: {name: webvip}
 spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080}]
@@ -1401,7 +1405,7 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     new.ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"]);
     let web0 = jsonpath(&new, "web-0", "{.status.podIP}");
     let web1 = jsonpath(&new, "web-1", "{.status.podIP}");
-    let api_ip = new.ok(&["get", "svc", "api", "-o", "jsonpath={.spec.clusterIP}"]);
+    let vip = new.ok(&["get", "svc", "webvip", "-o", "jsonpath={.spec.clusterIP}"]);
     let sh = |k: &Kubectl, script: &str| -> String {
         let out = k.run(&["exec", "client", "--", "sh", "-c", script]);
         format!(
@@ -1427,10 +1431,10 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     );
     assert!(page.contains("hello from a skiff pod"), "web-0 by name: {page}");
     // A ClusterIP service by its short name, through the VIP.
-    let short = sh(&new, "nslookup api; true");
-    assert!(short.contains(&api_ip), "nslookup api: {short}");
-    let page = sh(&new, &nc_get("api", 80, "/index.html"));
-    assert!(page.contains("hello from a skiff pod"), "api by name: {page}");
+    let short = sh(&new, "nslookup webvip; true");
+    assert!(short.contains(&vip), "nslookup webvip: {short}");
+    let page = sh(&new, &nc_get("webvip", 80, "/index.html"));
+    assert!(page.contains("hello from a skiff pod"), "webvip by name: {page}");
     // SRV of a named port, PTR of a pod, an ExternalName, and a name outside the cluster
     // (from the fake upstream, not the machine's resolvers).
     let srv = sh(
@@ -1450,6 +1454,49 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     let nx = sh(&new, "nslookup nothing-here.default.svc.cluster.local; true");
     assert!(nx.contains("NXDOMAIN"), "{nx}");
 
+    // The shop (examples/shop/): frontend -> api -> store over their service names, its image
+    // built by scripts/example-image.sh and imported with `skiff image`.
+    let archive = run_dir.join("example-images.tar");
+    let built = Command::new("bash")
+        .arg(support::repo_file("scripts/example-image.sh"))
+        .arg(&archive)
+        .status()
+        .expect("bash");
+    assert!(built.success(), "scripts/example-image.sh");
+    let imported = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "--data-dir"])
+        .arg(server.dir.path())
+        .arg("import")
+        .arg(&archive)
+        .output()
+        .expect("skiff image import");
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let shop = support::repo_file("examples/shop");
+    old.ok(&["apply", "-f", shop.to_str().expect("path")]);
+    for d in ["store", "api", "frontend"] {
+        new.ok(&["rollout", "status", &format!("deployment/{d}"), "--timeout=90s"]);
+    }
+    let shop_page = || http_get_path(SocketAddr::from(([127, 0, 0, 1], 30080)), "/").unwrap_or_default();
+    let page = wait_for(30, "the shop on its node port", || {
+        let p = shop_page();
+        p.contains("\"service\":\"store\"").then_some(p)
+    });
+    assert!(page.contains("Skiff shop: served by frontend pod frontend-"), "{page}");
+    assert!(page.contains("frontend -> http://api/cgi-bin/catalog"), "{page}");
+    assert!(
+        page.contains("\"service\":\"api\",\"pod\":\"api-"),
+        "the api answered: {page}"
+    );
+    assert!(page.contains("\"called\":\"http://store/cgi-bin/items\""), "{page}");
+    assert!(
+        page.contains("\"pod\":\"store-") && page.contains("kayak"),
+        "the store answered: {page}"
+    );
+
     // kill -9 of the whole server (API server and agent): names still resolve and the VIP still
     // routes, seen from inside the client pod's network namespace.
     let uid = jsonpath(&new, "client", "{.metadata.uid}");
@@ -1461,7 +1508,7 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
         "nslookup web-1.nginx.default.svc.cluster.local 10.43.0.10; true",
     );
     assert!(seen.contains(&web1), "DNS with the server gone: {seen}");
-    let page = in_pod_netns(&run_dir, &uid, &nc_get(&api_ip, 80, "/index.html"));
+    let page = in_pod_netns(&run_dir, &uid, &nc_get(&vip, 80, "/index.html"));
     assert!(
         page.contains("hello from a skiff pod"),
         "the VIP with the server gone: {page}"
@@ -1470,6 +1517,11 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
         std::fs::read_to_string(run_dir.join("dns.json")).expect("record"),
         dns_pid,
         "the same DNS process"
+    );
+    let page = shop_page();
+    assert!(
+        page.contains("kayak") && page.contains("\"service\":\"api\""),
+        "the shop, all three services, with the control plane gone: {page}"
     );
 
     // The server comes back: new services resolve again.
