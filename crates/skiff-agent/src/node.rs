@@ -257,7 +257,11 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
     if let Err(e) = net.route_services(cfg.service_cidr).await {
         tracing::warn!(error = %e, "routing the service CIDR");
     }
-    let _proxy = crate::AbortOnDrop(tokio::spawn(crate::proxy::run(client.clone(), cidr)));
+    let _proxy = crate::AbortOnDrop(tokio::spawn(crate::proxy::run(
+        client.clone(),
+        cidr,
+        cfg.node_name.clone(),
+    )));
     // Cluster DNS on this node (its own process: it outlives this task).
     let _dns = cfg
         .dns_kubeconfig

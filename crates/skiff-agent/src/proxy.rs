@@ -21,8 +21,9 @@ use skiff_net::services::{ServicePort, ServiceTable};
 /// address (the agent gives each node that address): the proxy leaves them alone.
 pub const NODE_LOCAL_LABEL: &str = "skiff.dev/node-local";
 
-/// The service ports `services` and `slices` describe, with their ready endpoints.
-pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<ServicePort> {
+/// The service ports `services` and `slices` describe, with their ready endpoints, as node
+/// `node` programs them (traffic policies `Local` keep to its own endpoints).
+pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], node: &str) -> Vec<ServicePort> {
     // Slices by (namespace, service name).
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
@@ -71,6 +72,7 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
             };
             let Ok(port) = u16::try_from(p.port) else { continue };
             let mut endpoints: Vec<(Ipv4Addr, u16)> = Vec::new();
+            let mut local: Vec<(Ipv4Addr, u16)> = Vec::new();
             for slice in svc_slices.into_iter().flatten() {
                 let Some(target) = slice
                     .ports
@@ -93,15 +95,28 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
                     if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                         continue;
                     }
+                    let here = ep.node_name.as_deref() == Some(node);
                     for a in &ep.addresses {
                         if let Ok(ip) = a.parse::<Ipv4Addr>() {
                             endpoints.push((ip, target));
+                            if here {
+                                local.push((ip, target));
+                            }
                         }
                     }
                 }
             }
             endpoints.sort();
             endpoints.dedup();
+            local.sort();
+            local.dedup();
+            // `internalTrafficPolicy: Local`: the ClusterIP reaches this node's endpoints only
+            // (none here: refused, where kube-proxy drops).
+            if spec.internal_traffic_policy.as_deref() == Some("Local") {
+                endpoints = local.clone();
+            }
+            let external_local =
+                (node_ports && spec.external_traffic_policy.as_deref() == Some("Local")).then_some(local);
             out.push(ServicePort {
                 key: format!(
                     "{ns}/{name}:{}/{protocol:?}",
@@ -113,6 +128,7 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
                 node_port: p.node_port.filter(|_| node_ports).and_then(|n| u16::try_from(n).ok()),
                 endpoints,
                 affinity_seconds,
+                external_local,
             });
         }
     }
@@ -139,7 +155,7 @@ where
 }
 
 /// Keeps the node's service rules in step with the cluster until the process ends.
-pub async fn run(client: Client, pod_cidr: ipnet::Ipv4Net) {
+pub async fn run(client: Client, pod_cidr: ipnet::Ipv4Net, node: String) {
     let table = match tokio::task::spawn_blocking(move || ServiceTable::ensure(pod_cidr)).await {
         Ok(Ok(t)) => Arc::new(Mutex::new(t)),
         Ok(Err(e)) => {
@@ -156,7 +172,7 @@ pub async fn run(client: Client, pod_cidr: ipnet::Ipv4Net) {
     loop {
         // A short pause gathers a burst of changes (a rollout) into one update.
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let want = desired(&services.state(), &slices.state());
+        let want = desired(&services.state(), &slices.state(), &node);
         let t = table.clone();
         let applied =
             tokio::task::spawn_blocking(move || t.lock().unwrap_or_else(|p| p.into_inner()).apply(&want)).await;
@@ -214,7 +230,7 @@ mod tests {
             {"addresses": ["10.42.0.6"], "conditions": {"ready": false}},
             {"addresses": ["10.42.0.7"]}
         ]}))];
-        let got = desired(&services, &slices);
+        let got = desired(&services, &slices, "node-a");
         assert_eq!(got.len(), 2, "{got:?}");
         let http = got.iter().find(|p| p.port == 80).expect("http");
         assert_eq!(http.key, "default/web:http/Tcp");
@@ -235,11 +251,53 @@ mod tests {
                 "metadata": {"name": "one-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "one"}},
                 "addressType": "IPv4", "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
                 "endpoints": [{"addresses": ["10.42.0.9"], "conditions": {"ready": true}}]}))],
+            "node-a",
         );
         assert_eq!(unnamed[0].endpoints, vec![(Ipv4Addr::new(10, 42, 0, 9), 8080)]);
         let dns = got.iter().find(|p| p.port == 53).expect("dns");
         assert_eq!(dns.protocol, Protocol::Udp);
         assert_eq!(dns.node_port, None);
         assert_eq!(dns.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn local_traffic_policies_keep_to_this_nodes_endpoints() {
+        let policy = |internal: &str, external: &str| {
+            svc(serde_json::json!({"metadata": {"name": "web", "namespace": "default"},
+                "spec": {"type": "NodePort", "clusterIP": "10.43.0.20",
+                         "internalTrafficPolicy": internal, "externalTrafficPolicy": external,
+                         "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}]}}))
+        };
+        let slices = vec![slice(serde_json::json!({
+        "metadata": {"name": "web-abc", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.42.0.5"], "nodeName": "node-a", "conditions": {"ready": true}},
+            {"addresses": ["10.42.1.5"], "nodeName": "node-b", "conditions": {"ready": true}}
+        ]}))];
+        let a = Ipv4Addr::new(10, 42, 0, 5);
+        let b = Ipv4Addr::new(10, 42, 1, 5);
+        let cluster = desired(&[policy("Cluster", "Cluster")], &slices, "node-a");
+        assert_eq!(cluster[0].endpoints, vec![(a, 8080), (b, 8080)]);
+        assert_eq!(
+            cluster[0].external_local, None,
+            "Cluster: node ports go anywhere, masqueraded"
+        );
+        let external = desired(&[policy("Cluster", "Local")], &slices, "node-a");
+        assert_eq!(
+            external[0].endpoints,
+            vec![(a, 8080), (b, 8080)],
+            "the ClusterIP still goes anywhere"
+        );
+        assert_eq!(external[0].external_local, Some(vec![(a, 8080)]));
+        let on_c = desired(&[policy("Cluster", "Local")], &slices, "node-c");
+        assert_eq!(
+            on_c[0].external_local,
+            Some(vec![]),
+            "a node without endpoints drops node-port traffic"
+        );
+        let internal = desired(&[policy("Local", "Cluster")], &slices, "node-b");
+        assert_eq!(internal[0].endpoints, vec![(b, 8080)]);
     }
 }

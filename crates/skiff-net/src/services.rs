@@ -41,6 +41,10 @@ pub struct ServicePort {
     /// `sessionAffinity: ClientIP`: a client keeps its endpoint for this many seconds after
     /// its last connection (`sessionAffinityConfig.clientIP.timeoutSeconds`, default 10800).
     pub affinity_seconds: Option<u32>,
+    /// `externalTrafficPolicy: Local`: node-port traffic goes only to these endpoints (this
+    /// node's, a subset of `endpoints`) and keeps the client's address; with none it is
+    /// dropped, as kube-proxy does.
+    pub external_local: Option<Vec<(Ipv4Addr, u16)>>,
 }
 
 fn proto(p: Protocol) -> &'static str {
@@ -263,8 +267,43 @@ add rule ip {TABLE} filter-output ct state new fib daddr type local meta l4proto
             if sp.node_port.is_some() {
                 let np = format!("nodeport-{id}");
                 s.push_str(&format!("add chain ip {TABLE} {np}\nflush chain ip {TABLE} {np}\n"));
-                s.push_str(&format!("add rule ip {TABLE} {np} jump mark-for-masquerade\n"));
-                s.push_str(&format!("add rule ip {TABLE} {np} goto svc-{id}\n"));
+                match &sp.external_local {
+                    None => {
+                        s.push_str(&format!("add rule ip {TABLE} {np} jump mark-for-masquerade\n"));
+                        s.push_str(&format!("add rule ip {TABLE} {np} goto svc-{id}\n"));
+                    }
+                    Some(local) => {
+                        // The node itself and its pods go anywhere, as with Cluster (as
+                        // kube-proxy does).
+                        s.push_str(&format!(
+                            "add rule ip {TABLE} {np} fib saddr type local jump mark-for-masquerade\n"
+                        ));
+                        s.push_str(&format!(
+                            "add rule ip {TABLE} {np} fib saddr type local goto svc-{id}\n"
+                        ));
+                        s.push_str(&format!(
+                            "add rule ip {TABLE} {np} ip saddr {} goto svc-{id}\n",
+                            self.pod_cidr
+                        ));
+                        // Others reach this node's endpoints, without masquerade: the pod
+                        // sees the client.
+                        let picks: Vec<String> = local
+                            .iter()
+                            .filter_map(|ep| sp.endpoints.iter().position(|e| e == ep))
+                            .enumerate()
+                            .map(|(k, i)| format!("{k} : goto ep-{id}-{i}"))
+                            .collect();
+                        if picks.is_empty() {
+                            s.push_str(&format!("add rule ip {TABLE} {np} drop\n"));
+                        } else {
+                            s.push_str(&format!(
+                                "add rule ip {TABLE} {np} numgen random mod {} vmap {{ {} }}\n",
+                                picks.len(),
+                                picks.join(", ")
+                            ));
+                        }
+                    }
+                }
             }
         }
         self.add_elements(sp, s);

@@ -315,6 +315,7 @@ async fn service_vips_balance_over_ready_endpoints() {
         node_port: Some(30080),
         endpoints,
         affinity_seconds: None,
+        external_local: None,
     };
     node.route_services("10.43.0.0/16".parse().expect("cidr"))
         .await
@@ -379,6 +380,7 @@ async fn service_vips_balance_over_ready_endpoints() {
         node_port: None,
         endpoints: vec![(b.ip, 8080)],
         affinity_seconds: None,
+        external_local: None,
     };
     let mut table = ServiceTable::ensure(cidr).expect("service table again");
     table.apply(std::slice::from_ref(&other)).expect("reconcile");
@@ -397,4 +399,95 @@ async fn service_vips_balance_over_ready_endpoints() {
         call(SocketAddr::from((vip, 80)), "").is_err(),
         "the removed service no longer answers"
     );
+}
+
+/// Answers each connection with the address it came from.
+fn peer_server(ns: &Netns, port: u16) {
+    let listener = ns
+        .run(move || TcpListener::bind(("0.0.0.0", port)))
+        .expect("enter namespace")
+        .expect("listen in the pod");
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let peer = c.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let _ = c.write_all(peer.as_bytes());
+        }
+    });
+}
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0]).args(&args[1..]).status().expect(args[0]);
+    assert!(st.success(), "{args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_with_local_traffic_policy_keep_the_client_address() {
+    use skiff_net::nat::Protocol;
+    use skiff_net::services::{ServicePort, ServiceTable};
+    if !inside_namespaces("node_ports_with_local_traffic_policy_keep_the_client_address") {
+        return;
+    }
+    sh(&["ip", "link", "set", "lo", "up"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cidr: ipnet::Ipv4Net = "10.42.11.0/24".parse().expect("cidr");
+    let node = NodeNetwork::start(config(dir.path(), "10.42.11.0/24"))
+        .await
+        .expect("node network");
+    let a = node.setup_pod("uid-a").await.expect("pod a");
+    let b = node.setup_pod("uid-b").await.expect("pod b");
+    let (ns_a, ns_b) = (Netns::open(&a.netns).expect("a"), Netns::open(&b.netns).expect("b"));
+    peer_server(&ns_a, 8081);
+    peer_server(&ns_b, 8081);
+    // A client machine on another network, joined to the node by a veth.
+    let client = Netns::create(dir.path(), "client").expect("client netns");
+    let in_client = |args: &[&str]| {
+        let mut full = vec!["nsenter".to_string(), format!("--net={}", client.path().display())];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        sh(&full);
+    };
+    in_client(&["ip", "link", "add", "cl0", "type", "veth", "peer", "name", "eth0"]);
+    in_client(&["ip", "link", "set", "cl0", "netns", &std::process::id().to_string()]);
+    in_client(&["ip", "addr", "add", "192.168.200.2/24", "dev", "eth0"]);
+    in_client(&["ip", "link", "set", "eth0", "up"]);
+    in_client(&["ip", "link", "set", "lo", "up"]);
+    sh(&["ip", "addr", "add", "192.168.200.1/24", "dev", "cl0"]);
+    sh(&["ip", "link", "set", "cl0", "up"]);
+
+    let web = |external_local: Option<Vec<(Ipv4Addr, u16)>>| ServicePort {
+        key: "default/web:http/TCP".into(),
+        cluster_ip: Some(Ipv4Addr::new(10, 43, 0, 30)),
+        protocol: Protocol::Tcp,
+        port: 80,
+        node_port: Some(30090),
+        endpoints: vec![(a.ip, 8081), (b.ip, 8081)],
+        affinity_seconds: None,
+        external_local,
+    };
+    let node_port = SocketAddr::from(([192, 168, 200, 1], 30090));
+    let c = client.clone();
+    let from_client = move || -> BTreeSet<String> {
+        (0..30)
+            .map(|_| c.run(move || call(node_port, "")).expect("enter"))
+            .map(|r| r.expect("the node port answers"))
+            .collect()
+    };
+    let mut table = ServiceTable::ensure(cidr).expect("service table");
+    // Cluster: either pod answers, and sees the node (masqueraded), not the client.
+    table.apply(&[web(None)]).expect("apply");
+    let seen = from_client();
+    assert!(!seen.contains("192.168.200.2"), "masqueraded: {seen:?}");
+    // Local: only this node's endpoints (here: b) and they see the client's own address.
+    table.apply(&[web(Some(vec![(b.ip, 8081)]))]).expect("apply");
+    let seen = from_client();
+    assert_eq!(seen, ["192.168.200.2".to_string()].into(), "the client's address kept");
+    // The node itself still reaches the node port (treated as Cluster, as kube-proxy does).
+    assert!(call(SocketAddr::from(([127, 0, 0, 1], 30090)), "").is_ok());
+    // Local without endpoints on this node: dropped (a timeout, not a refusal).
+    table.apply(&[web(Some(vec![]))]).expect("apply");
+    let err = client
+        .run(move || call(node_port, ""))
+        .expect("enter")
+        .expect_err("no local endpoint");
+    assert_ne!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }
