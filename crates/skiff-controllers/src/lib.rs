@@ -3,7 +3,7 @@
 //! only and never touch the store; every restart is safe.
 //!
 //! This wave: ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob,
-//! Endpoints/EndpointSlices, the default ServiceAccount, the `kube-root-ca.crt` ConfigMap
+//! Endpoints/EndpointSlices (and mirroring of hand-written Endpoints), the default ServiceAccount, the `kube-root-ca.crt` ConfigMap
 //! per namespace, PersistentVolumeClaim provisioning
 //! (`local-path`), the garbage collector, node lifecycle (NotReady, unreachable taints,
 //! taint-based eviction) and node IPAM (pod CIDRs).
@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod job;
+pub mod mirroring;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcache;
@@ -74,6 +75,7 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         job::run(client.clone()),
         cronjob::run(client.clone()),
         endpoints::run(client.clone()),
+        mirroring::run(client.clone()),
         serviceaccount::run(client.clone()),
         root_ca::run(client.clone(), opts.root_ca_pem),
         gc::run(client.clone()),

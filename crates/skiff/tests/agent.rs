@@ -1435,6 +1435,15 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     assert!(short.contains(&vip), "nslookup webvip: {short}");
     let page = sh(&new, &nc_get("webvip", 80, "/index.html"));
     assert!(page.contains("hello from a skiff pod"), "webvip by name: {page}");
+    // A service without a selector, with Endpoints written by hand (mirrored into a slice).
+    let manual = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: manual}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: manual}}\nsubsets: [{{addresses: [{{ip: {web0}}}], ports: [{{name: http, port: 8080}}]}}]\n"
+    );
+    old.ok_stdin(&["apply", "-f", "-"], &manual);
+    wait_for(30, "the hand-made endpoints behind their service", || {
+        let page = sh(&new, &nc_get("manual", 80, "/index.html"));
+        page.contains("hello from a skiff pod").then_some(page)
+    });
     // SRV of a named port, PTR of a pod, an ExternalName, and a name outside the cluster
     // (from the fake upstream, not the machine's resolvers).
     let srv = sh(
