@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// hickory's DNS message types, for clients of the server (tests, benchmarks).
+pub use hickory_server::proto;
 pub use server::{exchange, Handler, Shared};
 pub use zone::Zone;
 
