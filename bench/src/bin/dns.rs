@@ -126,8 +126,11 @@ fn query(name: &str, id: u16) -> Vec<u8> {
     m.to_vec().expect("encode")
 }
 
-/// One round against `addr`: (queries/s, p50, p99, errors).
-fn round(addr: SocketAddr, services: usize, seconds: u64, concurrency: usize) -> (f64, Duration, Duration, usize) {
+/// One round's result: queries/s, p50, p99, errors.
+type Round = (f64, Duration, Duration, usize);
+
+/// One round against `addr`.
+fn round(addr: SocketAddr, services: usize, seconds: u64, concurrency: usize) -> Round {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,8 +201,7 @@ fn main() -> Result<()> {
     let (_dnsmasq, baseline) = start_dnsmasq(services, dir.path())?;
     std::thread::sleep(Duration::from_millis(300));
     println!("{services} services, {concurrency} clients, {rounds} rounds of {seconds} s each");
-    let mut results: Vec<(&str, Vec<(f64, Duration, Duration, usize)>)> =
-        vec![("skiff", Vec::new()), ("dnsmasq", Vec::new())];
+    let mut results: Vec<(&str, Vec<Round>)> = vec![("skiff", Vec::new()), ("dnsmasq", Vec::new())];
     for r in 0..rounds {
         for (name, addr) in [("skiff", skiff), ("dnsmasq", baseline)] {
             let res = round(addr, services, seconds, concurrency);
