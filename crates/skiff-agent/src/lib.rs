@@ -3,7 +3,8 @@
 //! - [`node`]: the real agent: this machine as a Node (capacity, OS, kernel, runtime), its
 //!   lease, pod networking ([`skiff_net`]) and the pods bound to it ([`pods`]) run as OCI
 //!   containers through [`skiff_runtime::ContainerManager`].
-//!   Unused images are garbage collected by disk thresholds ([`image_gc`]).
+//!   Unused images are garbage collected by disk thresholds ([`image_gc`]). Pods on other
+//!   nodes are reached through routes to their pod CIDRs ([`routes`]).
 //! - [`simulated`]: simulated nodes (the kwok idea) whose bound pods move to Running/Ready
 //!   without containers; controller and scheduler tests run on them without root, and scale
 //!   is measured with them.
@@ -17,6 +18,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod proxy;
+pub mod routes;
 pub mod simulated;
 pub mod tokens;
 pub mod volumes;

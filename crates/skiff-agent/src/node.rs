@@ -251,6 +251,11 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "routing the service CIDR");
     }
     let _proxy = crate::AbortOnDrop(tokio::spawn(crate::proxy::run(client.clone(), cidr)));
+    let _routes = crate::AbortOnDrop(tokio::spawn(crate::routes::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        node_ip,
+    )));
     register(&client, &cfg, node_ip, &runtime_version, true).await?;
     // The node's status is re-posted every minute (as the kubelet's status report).
     let status = {

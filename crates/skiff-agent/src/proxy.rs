@@ -112,7 +112,7 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<
 }
 
 /// Drives a reflector of `K` and wakes `notify` on every change.
-fn reflect<K>(api: Api<K>, notify: Arc<tokio::sync::Notify>) -> Store<K>
+pub(crate) fn reflect<K>(api: Api<K>, notify: Arc<tokio::sync::Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
