@@ -9,6 +9,7 @@
 //!   without containers; controller and scheduler tests run on them without root, and scale
 //!   is measured with them.
 
+pub mod drain;
 pub mod env;
 mod events;
 pub mod exec;
