@@ -317,6 +317,46 @@ fn three_nodes_route_pods_and_services_through_scaling_and_rollouts() {
         );
     }
 
+    // An agent restart reconciles its routes: one of Skiff's that no node wants any more goes,
+    // a route someone else made stays, and pods on the other nodes stay reachable.
+    cluster.kill(1);
+    let h1 = &cluster.hosts[1];
+    h1.ok(
+        "ip",
+        &["route", "add", "10.42.250.0/24", "via", "192.168.77.99", "proto", "115"],
+    );
+    h1.ok("ip", &["route", "add", "10.99.0.0/24", "via", "192.168.77.98"]);
+    cluster.restart(1);
+    let h1 = &cluster.hosts[1];
+    wait_for(20, "node-1's stale route removed after its restart", || {
+        (!h1.routes().iter().any(|r| r.starts_with("10.42.250.0/24"))).then_some(())
+    });
+    assert!(
+        h1.routes()
+            .iter()
+            .any(|r| r.starts_with("10.99.0.0/24 via 192.168.77.98")),
+        "a route Skiff did not make stays: {:?}",
+        h1.routes()
+    );
+    for peer in [&cluster.hosts[0], &cluster.hosts[2]] {
+        let want = format!("{} via {} dev eth0 proto 115", cidrs[&peer.node], peer.ip);
+        assert!(
+            h1.routes().iter().any(|r| r.starts_with(&want)),
+            "{want}: {:?}",
+            h1.routes()
+        );
+    }
+    let on_node_1: Vec<(String, String)> = ready_echo_pods(&new)
+        .into_iter()
+        .filter(|(_, (n, _))| n == "node-1")
+        .map(|(name, (_, ip))| (name, ip))
+        .collect();
+    for (name, ip) in &on_node_1 {
+        let body =
+            wget_in(&new, "probe", &format!("http://{ip}:8080/")).expect("a pod on node-1 after its agent restarted");
+        assert_eq!(&body, name);
+    }
+
     // A node leaves: its agent dies and its Node is deleted. The other nodes drop their route
     // to its pods, its pods leave the service, and the service keeps answering from the rest.
     let gone = cluster.hosts[2].node.clone();
