@@ -136,7 +136,12 @@ async fn inner(a: Args) -> Result<()> {
         .arg("--run-dir")
         .arg(work.path().join("run"))
         .args(["--node-name", "bench-node", "--node-ip", "127.0.0.1"])
-        .args(["--private-registry", "/nonexistent", "--cluster-dns-upstream", "127.0.0.1:1"])
+        .args([
+            "--private-registry",
+            "/nonexistent",
+            "--cluster-dns-upstream",
+            "127.0.0.1:1",
+        ])
         .env("SKIFF_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -172,11 +177,7 @@ async fn inner(a: Args) -> Result<()> {
                     "metadata": {"name": name},
                     "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))?;
                 let made = services.create(&PostParams::default(), &svc).await?;
-                let ip: Ipv4Addr = made
-                    .spec
-                    .and_then(|s| s.cluster_ip)
-                    .context("a ClusterIP")?
-                    .parse()?;
+                let ip: Ipv4Addr = made.spec.and_then(|s| s.cluster_ip).context("a ClusterIP")?.parse()?;
                 anyhow::Ok((name, ip))
             }
         })
@@ -201,7 +202,9 @@ async fn inner(a: Args) -> Result<()> {
         slices.create(&PostParams::default(), &body).await?;
         add.push(until(vip, Vip::Answers, t0, Duration::from_secs(10))?);
         let t0 = Instant::now();
-        slices.delete(&format!("{name}-bench"), &DeleteParams::default()).await?;
+        slices
+            .delete(&format!("{name}-bench"), &DeleteParams::default())
+            .await?;
         remove.push(until(vip, Vip::Refuses, t0, Duration::from_secs(10))?);
     }
     // Baseline: the kernel side alone, one nft transaction per change.

@@ -5,11 +5,13 @@
 //!   containers through [`skiff_runtime::ContainerManager`].
 //!   Unused images are garbage collected by disk thresholds ([`image_gc`]). Services are
 //!   programmed into the kernel ([`proxy`]) and the cluster DNS server runs beside ([`dns`]).
+//!   Pods on other nodes are reached through routes to their pod CIDRs ([`routes`]).
 //! - [`simulated`]: simulated nodes (the kwok idea) whose bound pods move to Running/Ready
 //!   without containers; controller and scheduler tests run on them without root, and scale
 //!   is measured with them.
 
 pub mod dns;
+pub mod drain;
 pub mod env;
 mod events;
 pub mod exec;
@@ -19,6 +21,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod proxy;
+pub mod routes;
 pub mod simulated;
 pub mod tokens;
 pub mod volumes;

@@ -257,10 +257,19 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
     if let Err(e) = net.route_services(cfg.service_cidr).await {
         tracing::warn!(error = %e, "routing the service CIDR");
     }
+    let proxy_wake = Arc::new(tokio::sync::Notify::new());
+    let slices = crate::proxy::endpoint_slices(client.clone(), proxy_wake.clone());
     let _proxy = crate::AbortOnDrop(tokio::spawn(crate::proxy::run(
         client.clone(),
         cidr,
         cfg.node_name.clone(),
+        slices.clone(),
+        proxy_wake,
+    )));
+    let _routes = crate::AbortOnDrop(tokio::spawn(crate::routes::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        node_ip,
     )));
     // Cluster DNS on this node (its own process: it outlives this task).
     let _dns = cfg
@@ -283,7 +292,7 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
         })
     };
     let _status = crate::AbortOnDrop(status);
-    crate::pods::run(client, Arc::new(cfg), Arc::new(net), node_ip).await
+    crate::pods::run(client, Arc::new(cfg), Arc::new(net), node_ip, slices).await
 }
 
 /// Keeps this agent's tunnel to the API server open, reconnecting with back-off, and serves

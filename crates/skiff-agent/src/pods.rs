@@ -2,8 +2,8 @@
 //! the sandbox (network namespace, address, hosts and resolver files, volumes), pulls images,
 //! runs init containers in order and then the containers through [`ContainerManager`], restarts
 //! them per `restartPolicy` with exponential back-off, reports status as kubectl shows it, and
-//! on deletion stops containers gracefully (SIGTERM, grace period, SIGKILL) before the pod
-//! object goes.
+//! on deletion takes them out of the Services' rotation ([`crate::drain`]) and stops containers
+//! gracefully (SIGTERM, grace period, SIGKILL) before the pod object goes.
 //!
 //! Containers are named `<pod-uid>-<container>-<attempt>`; their shims outlive the agent, so a
 //! restarted agent finds each pod's containers on disk and carries on without restarting them.
@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::Store;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
@@ -42,6 +44,9 @@ struct Ctx {
     containers: ContainerManager,
     /// The node's memory in bytes (for OOM score adjustments).
     node_memory: i128,
+    /// The cluster's EndpointSlices (the service proxy's watch): a terminating pod leaves the
+    /// rotation before it is stopped ([`crate::drain`]).
+    slices: Store<EndpointSlice>,
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -127,7 +132,13 @@ struct PodState {
 }
 
 /// Watch the pods bound to this node and keep one worker per pod.
-pub async fn run(client: Client, cfg: Arc<AgentConfig>, net: Arc<NodeNetwork>, node_ip: IpAddr) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    cfg: Arc<AgentConfig>,
+    net: Arc<NodeNetwork>,
+    node_ip: IpAddr,
+    slices: Store<EndpointSlice>,
+) -> anyhow::Result<()> {
     let store = ImageStore::open(&cfg.data_dir)?;
     let containers = ContainerManager::new(
         &cfg.data_dir,
@@ -149,6 +160,7 @@ pub async fn run(client: Client, cfg: Arc<AgentConfig>, net: Arc<NodeNetwork>, n
             .and_then(|t| t.lines().next()?.split_whitespace().nth(1)?.parse::<i128>().ok())
             .unwrap_or(0)
             * 1024,
+        slices,
     });
     // Image GC, with the images of the pods bound here kept as in use.
     let pod_images: crate::image_gc::PodImages = Default::default();
@@ -335,9 +347,11 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
         .into_iter()
         .filter(|id| id.starts_with(&prefix))
         .collect();
-    // preStop hooks of running containers first, all at once, within the grace period; the
-    // rest of it is SIGTERM's.
+    // Out of the Services' rotation first, then preStop hooks of running containers, all at
+    // once, within the grace period; the rest of it is SIGTERM's.
     let started = Instant::now();
+    crate::drain::out_of_rotation(&ctx.slices, pod, crate::drain::budget(grace)).await;
+    let hook_grace = grace.saturating_sub(started.elapsed());
     let spec = pod.spec.clone().unwrap_or_default();
     let mut hooks = Vec::new();
     for id in &ids {
@@ -352,12 +366,12 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
             continue;
         };
         let running = ctx.containers.state(id).is_ok_and(|s| s.status == ShimStatus::Running);
-        if !running || grace.is_zero() {
+        if !running || hook_grace.is_zero() {
             continue;
         }
         let (ctx, id, c, pod_ip, pod) = (ctx.clone(), id.clone(), c.clone(), st.pod_ip, pod.clone());
         hooks.push(tokio::spawn(async move {
-            if let Err(e) = probes::run_hook(&ctx.containers, &id, &c, &hook, pod_ip, grace).await {
+            if let Err(e) = probes::run_hook(&ctx.containers, &id, &c, &hook, pod_ip, hook_grace).await {
                 event(
                     &ctx.client,
                     &pod,

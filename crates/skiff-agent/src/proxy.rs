@@ -136,7 +136,7 @@ pub fn desired(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], node: &
 }
 
 /// Drives a reflector of `K` and wakes `notify` on every change.
-fn reflect<K>(api: Api<K>, notify: Arc<tokio::sync::Notify>) -> Store<K>
+pub(crate) fn reflect<K>(api: Api<K>, notify: Arc<tokio::sync::Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
@@ -154,8 +154,21 @@ where
     reader
 }
 
-/// Keeps the node's service rules in step with the cluster until the process ends.
-pub async fn run(client: Client, pod_cidr: ipnet::Ipv4Net, node: String) {
+/// The cluster's EndpointSlices, watched; `notify` is woken on every change. The proxy and
+/// the pod workers ([`crate::drain`]) share one watch.
+pub fn endpoint_slices(client: Client, notify: Arc<tokio::sync::Notify>) -> Store<EndpointSlice> {
+    reflect(Api::<EndpointSlice>::all(client), notify)
+}
+
+/// Keeps the node's service rules in step with the cluster until the process ends; `slices`
+/// is [`endpoint_slices`] with its `notify`; `node` is this node (traffic policies `Local`).
+pub async fn run(
+    client: Client,
+    pod_cidr: ipnet::Ipv4Net,
+    node: String,
+    slices: Store<EndpointSlice>,
+    notify: Arc<tokio::sync::Notify>,
+) {
     let table = match tokio::task::spawn_blocking(move || ServiceTable::ensure(pod_cidr)).await {
         Ok(Ok(t)) => Arc::new(Mutex::new(t)),
         Ok(Err(e)) => {
@@ -164,9 +177,7 @@ pub async fn run(client: Client, pod_cidr: ipnet::Ipv4Net, node: String) {
         }
         Err(_) => return,
     };
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let services = reflect(Api::<Service>::all(client.clone()), notify.clone());
-    let slices = reflect(Api::<EndpointSlice>::all(client), notify.clone());
+    let services = reflect(Api::<Service>::all(client), notify.clone());
     let _ = services.wait_until_ready().await;
     let _ = slices.wait_until_ready().await;
     loop {

@@ -1,6 +1,8 @@
 //! Endpoints and EndpointSlices from Services and their pods: ready pods are addresses (all of
 //! them with `publishNotReadyAddresses`), named target ports resolve to the container port of
-//! that name, and Services without a selector are left to their users.
+//! that name, and Services without a selector are left to their users. Terminating pods stay
+//! in EndpointSlices as `ready: false, terminating: true` (`serving` says whether they still
+//! pass readiness) and leave Endpoints, as upstream's controllers do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,7 +75,6 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
         .await?
         .items
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             p.status
                 .as_ref()
@@ -125,13 +126,19 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
             addr["hostname"] = json!(h);
         }
         let ready = is_ready(p);
-        let entry = subsets.entry(resolved).or_default();
-        if ready || publish_all {
-            entry.0.push(addr);
-        } else {
-            entry.1.push(addr);
+        let terminating = p.metadata.deletion_timestamp.is_some();
+        // Endpoints leave terminating pods out; slices keep them, not ready (unless every
+        // address is published), so that proxies drop them while their nodes know they are
+        // still there (the agent holds them until then: skiff-agent's `drain`).
+        if !terminating {
+            let entry = subsets.entry(resolved).or_default();
+            if ready || publish_all {
+                entry.0.push(addr);
+            } else {
+                entry.1.push(addr);
+            }
         }
-        let mut ep = json!({"addresses": [ip], "conditions": {"ready": ready || publish_all, "serving": ready, "terminating": false},
+        let mut ep = json!({"addresses": [ip], "conditions": {"ready": publish_all || (ready && !terminating), "serving": ready, "terminating": terminating},
                             "targetRef": target});
         if let Some(n) = node {
             ep["nodeName"] = json!(n);

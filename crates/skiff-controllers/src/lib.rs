@@ -6,7 +6,7 @@
 //! Endpoints/EndpointSlices (and mirroring of hand-written Endpoints), the default ServiceAccount, the `kube-root-ca.crt` ConfigMap
 //! per namespace, PersistentVolumeClaim provisioning
 //! (`local-path`), the garbage collector, node lifecycle (NotReady, unreachable taints,
-//! taint-based eviction) and node IPAM (pod CIDRs).
+//! taint-based eviction), node IPAM (pod CIDRs) and the pod GC of pods whose node is gone.
 
 pub mod cronjob;
 pub mod daemonset;
@@ -19,6 +19,7 @@ pub mod mirroring;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcache;
+pub mod podgc;
 pub mod replicaset;
 pub mod root_ca;
 pub mod serviceaccount;
@@ -81,6 +82,7 @@ pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
         gc::run(client.clone()),
         nodelifecycle::run(client.clone(), opts.node_lifecycle),
         nodeipam::run(client.clone(), nodeipam::default_cluster_cidr(), 24),
+        podgc::run(client.clone()),
         volumes::run(client, opts.volume_root),
     )?;
     Ok(())

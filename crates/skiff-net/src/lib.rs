@@ -1,7 +1,7 @@
 //! Skiff's pod networking, built in: a network namespace per pod held by the agent (no pause
 //! container), the node bridge `skiff0` with the node's pod CIDR, veth pairs, IPAM that never
 //! hands out an address twice and releases on delete (also across agent restarts), and the
-//! pod's `/etc/hosts` and `/etc/resolv.conf`.
+//! pod's `/etc/hosts` and `/etc/resolv.conf`; routes to other nodes' pods ([`routes`], host-gw).
 //!
 //! Netlink goes through `rtnetlink`; namespaces are plain `unshare`/`setns`/bind mounts through
 //! `rustix` (what `ip netns` does — no crate wraps it for a multi-threaded async process).
@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod nat;
 pub mod netns;
 pub mod node;
+pub mod routes;
 pub mod services;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub use files::{hosts_file, resolv_conf, ClusterDns, DnsConfig, DnsPolicy, HostA
 pub use ipam::Ipam;
 pub use netns::Netns;
 pub use node::{ensure_local_addresses, host_veth_name, NodeNetwork, NodeNetworkConfig, PodNetwork};
+pub use routes::{PeerRoute, PeerRoutes};
 
 /// What can go wrong setting up pod networking.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,8 @@
 //! - Egress: traffic from pods leaves the node masqueraded behind the node's address only to
 //!   the destinations the user configured (`--egress-cidr`); to anywhere else it is not
 //!   translated (and so, on a network that does not route the pod CIDR, does not get back).
+//!   Traffic to other nodes' pods (the `peer-pods` set, kept by [`crate::routes`]) is never
+//!   masqueraded: pod addresses are kept between nodes, as Kubernetes requires.
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -23,6 +25,10 @@ use crate::NetError;
 
 /// The table's name (family `ip`).
 pub const TABLE: &str = "skiff";
+
+/// The set of other nodes' pod CIDRs ([`crate::routes::exempt_from_masquerade`]): traffic
+/// from pods to pods keeps its address, whatever `--egress-cidr` says.
+pub const PEER_PODS: &str = "peer-pods";
 
 /// A protocol a host port can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,7 +147,8 @@ add rule ip {TABLE} postrouting ct status dnat ip saddr 127.0.0.0/8 masquerade
 add rule ip {TABLE} postrouting ct status dnat ip saddr {pod_cidr} ip daddr {pod_cidr} masquerade
 add set ip {TABLE} egress {{ type ipv4_addr ; flags interval ; auto-merge ; }}
 flush set ip {TABLE} egress
-add rule ip {TABLE} postrouting ip saddr {pod_cidr} oifname != \"{bridge}\" ip daddr @egress masquerade
+add set ip {TABLE} {PEER_PODS} {{ type ipv4_addr ; flags interval ; }}
+add rule ip {TABLE} postrouting ip saddr {pod_cidr} oifname != \"{bridge}\" ip daddr != @{PEER_PODS} ip daddr @egress masquerade
 {elements}"
     );
     nft(&script).map(drop)

@@ -401,6 +401,154 @@ async fn service_vips_balance_over_ready_endpoints() {
     );
 }
 
+/// The main table's IPv4 routes, as `ip route` prints them.
+fn ip_routes() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "route", "show", "table", "main"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_to_other_nodes_pods_are_reconciled_and_keep_pod_addresses() {
+    use skiff_net::routes::{self, PeerRoute, PeerRoutes};
+    if !inside_namespaces("routes_to_other_nodes_pods_are_reconciled_and_keep_pod_addresses") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Another node on the LAN (192.0.2.2), whose pod 10.42.8.5 answers with the address it
+    // saw the connection come from; it routes this node's pods back via 192.0.2.1.
+    let other = Netns::create(dir.path(), "other-node").expect("namespace");
+    let me = std::process::id().to_string();
+    ip_in(
+        &other,
+        &[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns", &me,
+        ],
+    );
+    ip_in(&other, &["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    ip_in(&other, &["link", "set", "eth0", "up"]);
+    ip_in(&other, &["link", "set", "lo", "up"]);
+    ip_in(&other, &["addr", "add", "10.42.8.5/32", "dev", "lo"]);
+    ip_in(&other, &["route", "add", "10.42.7.0/24", "via", "192.0.2.1"]);
+    for args in [
+        &["addr", "add", "192.0.2.1/24", "dev", "lan0"][..],
+        &["link", "set", "lan0", "up"],
+        // Someone else's routes: never touched.
+        &["route", "add", "198.51.100.0/24", "via", "192.0.2.9"],
+        &["route", "add", "10.42.10.0/24", "via", "192.0.2.5"],
+    ] {
+        let status = Command::new("ip").args(args).status();
+        assert!(status.is_ok_and(|s| s.success()), "ip {args:?}");
+    }
+    let listener = other
+        .run(|| TcpListener::bind("0.0.0.0:9000"))
+        .expect("enter the other node")
+        .expect("listen");
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let peer = c.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let _ = c.write_all(peer.as_bytes());
+        }
+    });
+
+    // This node masquerades its pods' traffic to anywhere (`--egress-cidr 0.0.0.0/0`).
+    let mut cfg = config(dir.path(), "10.42.7.0/24");
+    cfg.egress = vec!["0.0.0.0/0".parse().expect("cidr")];
+    let node = NodeNetwork::start(cfg).await.expect("node network");
+    let pod = node.setup_pod("uid-routed").await.expect("pod");
+    let pod_ns = Netns::open(&pod.netns).expect("pod namespace");
+
+    let table = PeerRoutes::connect().await.expect("netlink");
+    let connected = table.connected().await.expect("addresses");
+    assert!(
+        connected.contains(&"192.0.2.0/24".parse().expect("net")),
+        "{connected:?}"
+    );
+    assert!(!connected.iter().any(|n| n.network().is_loopback()), "{connected:?}");
+    assert!(routes::on_link("192.0.2.2".parse().expect("ip"), &connected));
+    assert!(!routes::on_link("203.0.113.2".parse().expect("ip"), &connected));
+
+    let r = |cidr: &str, via: &str| PeerRoute {
+        cidr: cidr.parse().expect("cidr"),
+        via: via.parse().expect("ip"),
+    };
+    let report = table
+        .reconcile(&[
+            r("10.42.8.0/24", "192.0.2.2"),
+            r("10.42.9.0/24", "192.0.2.3"),
+            r("10.42.10.0/24", "192.0.2.6"),
+        ])
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        report.added,
+        vec![r("10.42.8.0/24", "192.0.2.2"), r("10.42.9.0/24", "192.0.2.3")]
+    );
+    assert_eq!(
+        report.failed.len(),
+        1,
+        "someone else's route to 10.42.10.0/24 stays: {report:?}"
+    );
+    assert_eq!(
+        table.installed().await.expect("routes"),
+        vec![r("10.42.8.0/24", "192.0.2.2"), r("10.42.9.0/24", "192.0.2.3")]
+    );
+    let shown = ip_routes();
+    assert!(
+        shown.contains("10.42.8.0/24 via 192.0.2.2 dev lan0 proto 115"),
+        "{shown}"
+    );
+    assert!(shown.contains("10.42.10.0/24 via 192.0.2.5 dev lan0"), "{shown}");
+
+    // A pod reaches the other node's pod and keeps its address, though everything else it
+    // sends out is masqueraded.
+    tokio::task::spawn_blocking(|| routes::exempt_from_masquerade(&["10.42.8.0/24".parse().expect("cidr")]))
+        .await
+        .expect("thread")
+        .expect("exempt");
+    let pod_ip = pod.ip;
+    let seen = pod_ns
+        .run(|| call(SocketAddr::from(([10, 42, 8, 5], 9000)), ""))
+        .expect("enter pod")
+        .expect("the pod reaches a pod on the other node");
+    assert_eq!(seen, pod_ip.to_string(), "pod addresses are kept between nodes");
+    let seen = pod_ns
+        .run(|| call(SocketAddr::from(([192, 0, 2, 2], 9000)), ""))
+        .expect("enter pod")
+        .expect("the pod reaches the other node");
+    assert_eq!(seen, "192.0.2.1", "other destinations are masqueraded");
+
+    // After a restart: a node that went is no longer routed, one that moved is routed anew;
+    // other routes stay.
+    drop(table);
+    let table = PeerRoutes::connect().await.expect("netlink");
+    let report = table
+        .reconcile(&[r("10.42.9.0/24", "192.0.2.4")])
+        .await
+        .expect("reconcile");
+    assert_eq!(report.removed, vec![r("10.42.8.0/24", "192.0.2.2")]);
+    assert_eq!(report.added, vec![r("10.42.9.0/24", "192.0.2.4")]);
+    assert_eq!(
+        table.installed().await.expect("routes"),
+        vec![r("10.42.9.0/24", "192.0.2.4")]
+    );
+    let report = table.reconcile(&[]).await.expect("reconcile");
+    assert_eq!(report.removed, vec![r("10.42.9.0/24", "192.0.2.4")]);
+    let shown = ip_routes();
+    assert!(!shown.contains("proto 115"), "{shown}");
+    assert!(shown.contains("198.51.100.0/24 via 192.0.2.9"), "{shown}");
+    assert!(shown.contains("10.42.10.0/24 via 192.0.2.5"), "{shown}");
+    assert!(
+        pod_ns
+            .run(|| call(SocketAddr::from(([10, 42, 8, 5], 9000)), ""))
+            .expect("enter pod")
+            .is_err(),
+        "no route to a node that left"
+    );
+}
+
 /// Answers each connection with the address it came from.
 fn peer_server(ns: &Netns, port: u16) {
     let listener = ns

@@ -14,111 +14,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skiff_runtime::testing::{self, layer, Compression, ManifestKind};
-use skiff_runtime::{ImageStore, Platform};
+use skiff_runtime::testing;
+use support::node::{
+    bring_up_loopback, http_get, http_get_path, import_test_image, inside_namespaces, test_image, wait_for, IMAGE,
+};
 use support::{Kubectl, SkiffServer};
-
-const INNER: &str = "SKIFF_AGENT_TEST_INNER";
-const IMAGE: &str = "registry.test/busybox:1";
-
-/// True in the copy inside the namespaces; otherwise runs that copy and checks its result.
-fn inside_namespaces(test: &str) -> bool {
-    if std::env::var_os(INNER).is_some() {
-        return true;
-    }
-    assert!(
-        testing::is_root(),
-        "{test} needs root: it runs containers and makes network namespaces, a bridge and mounts"
-    );
-    let exe = std::env::current_exe().expect("test binary");
-    let out = testing::in_node_namespaces(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INNER, "1")
-        .output()
-        .expect("unshare (util-linux)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    print!("{stdout}");
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{test} failed inside its namespaces");
-    assert!(stdout.contains("1 passed"), "{test} did not run inside its namespaces");
-    false
-}
-
-/// busybox with the applets the pods use, and a page for httpd.
-fn test_image() -> testing::TestImage {
-    let base = layer(|l| {
-        l.dir("bin", 0o755).busybox("bin/busybox");
-        for a in [
-            "sh",
-            "httpd",
-            "sleep",
-            "cat",
-            "echo",
-            "env",
-            "hostname",
-            "ls",
-            "touch",
-            "rm",
-            "grep",
-            "head",
-            "tr",
-            "true",
-            "tty",
-            "stty",
-            "wget",
-            "ssl_client",
-            "nc",
-            "nslookup",
-            "printf",
-        ] {
-            l.symlink(&format!("bin/{a}"), "busybox");
-        }
-        l.dir("etc", 0o755)
-            .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-            .file("etc/group", b"root:x:0:\n", 0o644)
-            .dir("tmp", 0o1777)
-            .dir("srv", 0o755)
-            .file("srv/index.html", b"hello from a skiff pod\n", 0o644);
-    });
-    testing::image(
-        ManifestKind::Oci,
-        &Platform::host().architecture,
-        &[(base, Compression::Gzip)],
-    )
-}
-
-fn import_test_image(agent_dir: &Path) {
-    let img = test_image();
-    let archive = agent_dir.join("image.tar");
-    std::fs::create_dir_all(agent_dir).expect("agent dir");
-    testing::write_oci_archive(&archive, &[(IMAGE, &img)]);
-    let store = ImageStore::open(agent_dir).expect("image store");
-    skiff_runtime::import_archive(&store, &archive, &Platform::host()).expect("import");
-}
-
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> Option<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn http_get(addr: SocketAddr) -> std::io::Result<String> {
-    http_get_path(addr, "/index.html")
-}
-
-fn http_get_path(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
 
 fn jsonpath(k: &Kubectl, pod: &str, path: &str) -> String {
     let out = k.run(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
@@ -158,15 +58,6 @@ fn run_web(k: &Kubectl) {
         "-h",
         "/srv",
     ]);
-}
-
-/// A fresh network namespace has its loopback down; the API server listens on it.
-fn bring_up_loopback() {
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("ip (iproute2)");
-    assert!(up.success(), "bring up loopback in the test's namespace");
 }
 
 /// The embedded agent's flags: node `test-node` at 127.0.0.1.

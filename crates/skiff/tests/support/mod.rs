@@ -1,7 +1,12 @@
 //! Test support: a real `skiff server` process on a free port with its own data dir, and the
-//! real kubectl binaries the machine ships (found beside `readlink -f $(which kubectl)`).
+//! real kubectl binaries the machine ships (found beside `readlink -f $(which kubectl)`);
+//! what root tests of real nodes share ([`node`]) and several nodes on one machine
+//! ([`cluster`]).
 
 #![allow(dead_code)]
+
+pub mod cluster;
+pub mod node;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -142,11 +147,16 @@ pub struct Kubectl {
 
 impl Kubectl {
     pub fn new(version: &str, server: &SkiffServer) -> Self {
+        Self::at(version, &server.kubeconfig)
+    }
+
+    /// kubectl `version` with the kubeconfig at `kubeconfig`.
+    pub fn at(version: &str, kubeconfig: &Path) -> Self {
         let bin = kubectl_dir().join(format!("kubectl.{version}"));
         assert!(bin.exists(), "{} missing", bin.display());
         Kubectl {
             bin,
-            kubeconfig: server.kubeconfig.clone(),
+            kubeconfig: kubeconfig.to_path_buf(),
             cache: tempfile::tempdir().expect("tempdir"),
         }
     }
