@@ -79,37 +79,9 @@ fi
 CGI
 chmod 755 "$shop"/*/cgi-bin/*
 
-blobs="$work/layout/blobs/sha256"
-mkdir -p "$blobs"
-# The layer: a reproducible gzip tarball of the root filesystem.
-tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2026-01-01 00:00Z' -C "$root" -cf "$work/layer.tar" .
-diff_id="$(sha256sum "$work/layer.tar" | cut -d' ' -f1)"
-gzip -n -c "$work/layer.tar" >"$work/layer.tar.gz"
-layer="$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1)"
-layer_size="$(stat -c %s "$work/layer.tar.gz")"
-cp "$work/layer.tar.gz" "$blobs/$layer"
-case "$(uname -m)" in
-  x86_64) arch=amd64 ;;
-  aarch64) arch=arm64 ;;
-  *) arch="$(uname -m)" ;;
-esac
-# image NAME CMD-JSON: a config and manifest over the shared layer; prints the index entry.
-image() {
-  local name="$1" cmd="$2" config manifest
-  printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":%s,"ExposedPorts":{"8080/tcp":{}}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$arch" "$cmd" "$diff_id" >"$work/config.json"
-  config="$(sha256sum "$work/config.json" | cut -d' ' -f1)"
-  cp "$work/config.json" "$blobs/$config"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-    "$config" "$(stat -c %s "$work/config.json")" "$layer" "$layer_size" >"$work/manifest.json"
-  manifest="$(sha256sum "$work/manifest.json" | cut -d' ' -f1)"
-  cp "$work/manifest.json" "$blobs/$manifest"
-  printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}' \
-    "$manifest" "$(stat -c %s "$work/manifest.json")" "$name"
-}
-hello="$(image registry.local/hello:1 '["httpd","-f","-p","8080","-h","/www"]')"
-shop_image="$(image registry.local/shop:1 '["httpd","-f","-p","8080","-h","/shop/frontend"]')"
-printf '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
-printf '{"schemaVersion":2,"manifests":[%s,%s]}' "$hello" "$shop_image" >"$work/layout/index.json"
-tar -C "$work/layout" -cf "$out" oci-layout index.json blobs
+# shellcheck source=scripts/oci-archive.sh
+. "$(dirname "$0")/oci-archive.sh"
+oci_archive "$out" "$root" /bin \
+  'registry.local/hello:1|["httpd","-f","-p","8080","-h","/www"]|8080' \
+  'registry.local/shop:1|["httpd","-f","-p","8080","-h","/shop/frontend"]|8080'
 echo "wrote $out (registry.local/hello:1, registry.local/shop:1)"

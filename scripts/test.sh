@@ -20,6 +20,11 @@ if [ -d "$CARGO_TARGET_DIR" ] && [ "$(free_gib)" -lt 15 ]; then
   fi
 fi
 
+# scripts/nginx-image.sh (examples/nginx.yaml's image) fetches Debian's nginx package with
+# `apt-get download`, which needs package lists that know it.
+if ! apt-cache show nginx >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq >/dev/null
+fi
 need_pkgs=()
 command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
 command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)

@@ -464,6 +464,61 @@ pub fn write_oci_archive(path: &Path, images: &[(&str, &TestImage)]) {
     std::fs::write(path, t.into_inner().expect("tar")).expect("write archive");
 }
 
+/// The image `name` of an OCI-archive tarball (as the repository's image scripts write them),
+/// to push to a [`Registry`]. Layers' uncompressed tars are left empty.
+pub fn read_oci_archive(path: &Path, name: &str) -> TestImage {
+    let mut files = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("open archive"));
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("tar entry");
+        let p = entry.path().expect("path").to_string_lossy().trim_start_matches("./").to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("read entry");
+        files.insert(p, data);
+    }
+    let json = |p: &str| -> serde_json::Value { serde_json::from_slice(&files[p]).expect("json") };
+    let blob = |d: &str| -> Vec<u8> {
+        files
+            .get(&format!("blobs/sha256/{}", d.trim_start_matches("sha256:")))
+            .cloned()
+            .unwrap_or_else(|| panic!("blob {d} in {}", path.display()))
+    };
+    let index = json("index.json");
+    let entry = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {}", path.display()));
+    let digest = entry["digest"].as_str().expect("digest");
+    let manifest_bytes = blob(digest);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).expect("manifest");
+    let config_digest = manifest["config"]["digest"].as_str().expect("config digest");
+    let config_bytes = blob(config_digest);
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes).expect("config");
+    let layers: Vec<(Digest, Vec<u8>, Vec<u8>)> = manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            let d = l["digest"].as_str().expect("layer digest");
+            (Digest::parse(d).expect("digest"), blob(d), Vec::new())
+        })
+        .collect();
+    let config_digest = Digest::parse(config_digest).expect("digest");
+    let mut blobs = vec![(config_digest.clone(), config_bytes.clone())];
+    blobs.extend(layers.iter().map(|(d, b, _)| (d.clone(), b.clone())));
+    TestImage {
+        manifest: manifest_bytes,
+        media_type: "application/vnd.oci.image.manifest.v1+json",
+        digest: Digest::parse(digest).expect("digest"),
+        config: (config_digest, config_bytes),
+        layers,
+        blobs,
+        architecture: config["architecture"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
 fn add(t: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
     let mut h = tar::Header::new_gnu();
     h.set_size(data.len() as u64);

@@ -80,17 +80,17 @@ fn agent_flags(run_dir: &Path, registries: &Path) -> Vec<String> {
 /// agent (node `test-node` at 127.0.0.1). Returns the server, the agent's and the run
 /// directories.
 fn start_node() -> (SkiffServer, std::path::PathBuf, std::path::PathBuf) {
-    start_node_with(&[])
+    start_node_with(Path::new("/nonexistent/registries.yaml"), &[])
 }
 
-/// [`start_node`] with more `skiff server` flags.
-fn start_node_with(extra: &[&str]) -> (SkiffServer, std::path::PathBuf, std::path::PathBuf) {
+/// [`start_node`] with a registries.yaml and more `skiff server` flags.
+fn start_node_with(registries: &Path, extra: &[&str]) -> (SkiffServer, std::path::PathBuf, std::path::PathBuf) {
     bring_up_loopback();
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_dir = dir.path().join("agent");
     import_test_image(&agent_dir);
     let run_dir = dir.path().join("run");
-    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
+    let flags = agent_flags(&run_dir, registries);
     let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     flags.extend_from_slice(extra);
     (SkiffServer::start_with_agent(dir, &flags), agent_dir, run_dir)
@@ -1211,53 +1211,57 @@ fn nc_get(host: &str, port: u16, path: &str) -> String {
     format!("printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 {host} {port}")
 }
 
-const DNS_APP: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: nginx}
-spec:
-  clusterIP: None
-  selector: {app: web}
-  ports: [{name: web, port: 80, targetPort: 8080}]
----
+/// Beside examples/nginx.yaml: a ClusterIP service over its pods and an ExternalName.
+const DNS_EXTRAS: &str = r#"
 apiVersion: v1
 kind: Service
 metadata: {name: webvip}
 spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: 8080}]
+  selector: {app: nginx}
+  ports: [{name: http, port: 80}]
 ---
 apiVersion: v1
 kind: Service
 metadata: {name: outside}
 spec: {type: ExternalName, externalName: example.com}
 ---
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: web}
-spec:
-  serviceName: nginx
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: web
-        image: registry.test/busybox:1
-        imagePullPolicy: IfNotPresent
-        command: [httpd, -f, -p, "8080", -h, /srv]
-        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: managed-nfs-storage}
+provisioner: skiff.dev/local-path
 "#;
 
+/// The services issue's user session with kubectl 1.27 and 1.33: examples/nginx.yaml (the real
+/// nginx, image built by scripts/nginx-image.sh and pulled through a docker.io mirror on
+/// loopback; PVCs bound once the StorageClass it names exists), a client pod resolving and
+/// calling it by its cluster names, the shop, and DNS and VIPs outliving `kill -9`.
 #[test]
 fn cluster_dns_answers_pods_and_outlives_the_server() {
     if !inside_namespaces("cluster_dns_answers_pods_and_outlives_the_server") {
         return;
     }
+    bring_up_loopback();
     let upstream = fake_upstream_resolver().to_string();
-    let (server, _agent_dir, run_dir) = start_node_with(&["--cluster-dns-upstream", &upstream]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let nginx_tar = work.path().join("nginx.tar");
+    let built = Command::new("bash")
+        .arg(support::repo_file("scripts/nginx-image.sh"))
+        .arg(&nginx_tar)
+        .status()
+        .expect("bash");
+    assert!(built.success(), "scripts/nginx-image.sh");
+    let registry = testing::Registry::start(None);
+    let nginx = testing::read_oci_archive(&nginx_tar, "docker.io/library/nginx:latest");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(registry.push("library/nginx", "latest", &nginx));
+    let registries = work.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!("mirrors:\n  docker.io:\n    endpoint:\n      - http://{}\n", registry.addr),
+    )
+    .expect("registries.yaml");
+    let (server, _agent_dir, run_dir) = start_node_with(&registries, &["--cluster-dns-upstream", &upstream]);
     let old = Kubectl::new("1.27", &server);
     let new = Kubectl::new("1.33", &server);
     wait_for(60, "the node Ready", || {
@@ -1281,8 +1285,22 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     });
     assert_eq!(dns_ip, "10.43.0.10");
 
-    old.ok_stdin(&["apply", "-f", "-"], DNS_APP);
-    old.ok(&["rollout", "status", "statefulset/web", "--timeout=90s"]);
+    let nginx_yaml = support::repo_file("examples/nginx.yaml");
+    old.ok_stdin(&["apply", "-f", "-"], DNS_EXTRAS);
+    old.ok(&["apply", "-f", nginx_yaml.to_str().expect("path")]);
+    old.ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
+    let pvcs = new.ok(&["get", "pvc", "--no-headers"]);
+    for claim in ["www-web-0", "www-web-1"] {
+        assert!(
+            pvcs.lines().any(|l| l.starts_with(claim) && l.contains("Bound")),
+            "{claim} bound: {pvcs}"
+        );
+    }
+    // The claim is mounted over nginx's html directory: give each pod a page.
+    for pod in ["web-0", "web-1"] {
+        let script = format!("echo 'hello from {pod}' > /usr/share/nginx/html/index.html");
+        new.ok(&["exec", pod, "--", "sh", "-c", &script]);
+    }
     new.ok(&[
         "run",
         "client",
@@ -1316,24 +1334,21 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     // Headless: both pods; a StatefulSet pod by its stable name, served over HTTP.
     let both = sh(&new, "nslookup nginx; true");
     assert!(both.contains(&web0) && both.contains(&web1), "nslookup nginx: {both}");
-    let page = sh(
-        &old,
-        &nc_get("web-0.nginx.default.svc.cluster.local", 8080, "/index.html"),
-    );
-    assert!(page.contains("hello from a skiff pod"), "web-0 by name: {page}");
+    let page = sh(&old, "wget -qO- http://web-0.nginx.default.svc.cluster.local");
+    assert!(page.contains("hello from web-0"), "web-0 by name: {page}");
     // A ClusterIP service by its short name, through the VIP.
     let short = sh(&new, "nslookup webvip; true");
     assert!(short.contains(&vip), "nslookup webvip: {short}");
-    let page = sh(&new, &nc_get("webvip", 80, "/index.html"));
-    assert!(page.contains("hello from a skiff pod"), "webvip by name: {page}");
+    let page = sh(&new, &nc_get("webvip", 80, "/"));
+    assert!(page.contains("hello from web-"), "webvip by name: {page}");
     // A service without a selector, with Endpoints written by hand (mirrored into a slice).
     let manual = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: manual}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: manual}}\nsubsets: [{{addresses: [{{ip: {web0}}}], ports: [{{name: http, port: 8080}}]}}]\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: manual}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: manual}}\nsubsets: [{{addresses: [{{ip: {web0}}}], ports: [{{name: http, port: 80}}]}}]\n"
     );
     old.ok_stdin(&["apply", "-f", "-"], &manual);
     wait_for(30, "the hand-made endpoints behind their service", || {
-        let page = sh(&new, &nc_get("manual", 80, "/index.html"));
-        page.contains("hello from a skiff pod").then_some(page)
+        let page = sh(&new, &nc_get("manual", 80, "/"));
+        page.contains("hello from web-0").then_some(page)
     });
     // SRV of a named port, PTR of a pod, an ExternalName, and a name outside the cluster
     // (from the fake upstream, not the machine's resolvers).
@@ -1408,9 +1423,9 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
         "nslookup web-1.nginx.default.svc.cluster.local 10.43.0.10; true",
     );
     assert!(seen.contains(&web1), "DNS with the server gone: {seen}");
-    let page = in_pod_netns(&run_dir, &uid, &nc_get(&vip, 80, "/index.html"));
+    let page = in_pod_netns(&run_dir, &uid, &nc_get(&vip, 80, "/"));
     assert!(
-        page.contains("hello from a skiff pod"),
+        page.contains("hello from web-"),
         "the VIP with the server gone: {page}"
     );
     assert_eq!(
@@ -1425,7 +1440,7 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     );
 
     // The server comes back: new services resolve again.
-    let flags = agent_flags(&run_dir, Path::new("/nonexistent/registries.yaml"));
+    let flags = agent_flags(&run_dir, &registries);
     let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     flags.extend_from_slice(&["--cluster-dns-upstream", &upstream]);
     let server = SkiffServer::start_with_agent(dir, &flags);

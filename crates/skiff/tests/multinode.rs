@@ -231,6 +231,16 @@ fn three_nodes_route_pods_and_services_through_scaling_and_rollouts() {
         "every pod answers node-0 through the ClusterIP: {from_host:?}"
     );
 
+    // The cluster DNS answers on every node (each node's own server): the service's name from
+    // a pod, and from every host at the cluster DNS address.
+    let by_name = wget_in(&new, "probe", "http://echo/").expect("probe -> http://echo/");
+    assert!(pods.contains_key(&by_name), "answered by an echo pod: {by_name}");
+    for h in &cluster.hosts {
+        let out = h.exec("busybox", &["nslookup", "echo.default.svc.cluster.local.", "10.43.0.10"]);
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(answer.contains(&cluster_ip), "{}'s DNS: {answer}", h.node);
+    }
+
     // Scaling and a rolling update under load: a client on node-0 GETs the ClusterIP in a
     // loop, retrying a failed GET once; not one request may fail.
     new.ok_stdin(

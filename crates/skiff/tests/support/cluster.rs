@@ -205,6 +205,9 @@ impl Cluster {
             // Whether image GC would run depends on how full the test machine's disk is.
             "--image-gc-high-threshold",
             "100",
+            // Names outside the cluster go nowhere: tests never load the machine's resolvers.
+            "--cluster-dns-upstream",
+            "127.0.0.1:9",
         ]
         .map(str::to_string)
         .to_vec();
