@@ -300,11 +300,23 @@ async fn host_path_for_claim(client: &Client, ns: &str, claim: &str) -> Result<P
         .await
         .map_err(|e| format!("persistentvolume {pv_name:?}: {e}"))?;
     let spec = pv.spec.unwrap_or_default();
-    spec.local
-        .map(|l| l.path)
-        .or(spec.host_path.map(|h| h.path))
-        .map(PathBuf::from)
-        .ok_or_else(|| format!("persistentvolume {pv_name:?} is neither a local nor a hostPath volume"))
+    if let Some(l) = spec.local {
+        return Ok(PathBuf::from(l.path));
+    }
+    let h = spec
+        .host_path
+        .ok_or_else(|| format!("persistentvolume {pv_name:?} is neither a local nor a hostPath volume"))?;
+    let path = PathBuf::from(&h.path);
+    // The local-path provisioner's volumes are `DirectoryOrCreate`: made on the node that
+    // first mounts them (the provisioner runs in the control plane, not on the node).
+    if h.type_.as_deref() == Some("DirectoryOrCreate") && !path.exists() {
+        std::fs::create_dir_all(&path)
+            .map_err(|e| format!("persistentvolume {pv_name:?}: creating {}: {e}", h.path))?;
+        use std::os::unix::fs::PermissionsExt;
+        // As the local-path provisioner makes them: writable by any container user.
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777));
+    }
+    Ok(path)
 }
 
 /// Make every volume of the pod and return where each one is on the host. An error is the

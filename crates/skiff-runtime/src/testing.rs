@@ -471,7 +471,12 @@ pub fn read_oci_archive(path: &Path, name: &str) -> TestImage {
     let mut archive = tar::Archive::new(std::fs::File::open(path).expect("open archive"));
     for entry in archive.entries().expect("tar") {
         let mut entry = entry.expect("tar entry");
-        let p = entry.path().expect("path").to_string_lossy().trim_start_matches("./").to_string();
+        let p = entry
+            .path()
+            .expect("path")
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut entry, &mut data).expect("read entry");
         files.insert(p, data);

@@ -1237,19 +1237,17 @@ provisioner: skiff.dev/local-path
 /// calling it by its cluster names, the shop, and DNS and VIPs outliving `kill -9`.
 #[test]
 fn cluster_dns_answers_pods_and_outlives_the_server() {
+    if std::env::var_os(support::node::INNER).is_none() {
+        // Downloads Debian's nginx package: before the namespaces, which have no network.
+        support::node::build_nginx_image();
+    }
     if !inside_namespaces("cluster_dns_answers_pods_and_outlives_the_server") {
         return;
     }
     bring_up_loopback();
     let upstream = fake_upstream_resolver().to_string();
     let work = tempfile::tempdir().expect("tempdir");
-    let nginx_tar = work.path().join("nginx.tar");
-    let built = Command::new("bash")
-        .arg(support::repo_file("scripts/nginx-image.sh"))
-        .arg(&nginx_tar)
-        .status()
-        .expect("bash");
-    assert!(built.success(), "scripts/nginx-image.sh");
+    let nginx_tar = support::node::nginx_image_path();
     let registry = testing::Registry::start(None);
     let nginx = testing::read_oci_archive(&nginx_tar, "docker.io/library/nginx:latest");
     tokio::runtime::Runtime::new()
@@ -1258,7 +1256,10 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     let registries = work.path().join("registries.yaml");
     std::fs::write(
         &registries,
-        format!("mirrors:\n  docker.io:\n    endpoint:\n      - http://{}\n", registry.addr),
+        format!(
+            "mirrors:\n  docker.io:\n    endpoint:\n      - http://{}\n",
+            registry.addr
+        ),
     )
     .expect("registries.yaml");
     let (server, _agent_dir, run_dir) = start_node_with(&registries, &["--cluster-dns-upstream", &upstream]);
@@ -1424,10 +1425,7 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     );
     assert!(seen.contains(&web1), "DNS with the server gone: {seen}");
     let page = in_pod_netns(&run_dir, &uid, &nc_get(&vip, 80, "/"));
-    assert!(
-        page.contains("hello from web-"),
-        "the VIP with the server gone: {page}"
-    );
+    assert!(page.contains("hello from web-"), "the VIP with the server gone: {page}");
     assert_eq!(
         std::fs::read_to_string(run_dir.join("dns.json")).expect("record"),
         dns_pid,

@@ -236,7 +236,10 @@ fn three_nodes_route_pods_and_services_through_scaling_and_rollouts() {
     let by_name = wget_in(&new, "probe", "http://echo/").expect("probe -> http://echo/");
     assert!(pods.contains_key(&by_name), "answered by an echo pod: {by_name}");
     for h in &cluster.hosts {
-        let out = h.exec("busybox", &["nslookup", "echo.default.svc.cluster.local.", "10.43.0.10"]);
+        let out = h.exec(
+            "busybox",
+            &["nslookup", "echo.default.svc.cluster.local.", "10.43.0.10"],
+        );
         let answer = String::from_utf8_lossy(&out.stdout);
         assert!(answer.contains(&cluster_ip), "{}'s DNS: {answer}", h.node);
     }

@@ -137,3 +137,36 @@ pub fn http_get_path(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+/// Where the nginx image of scripts/nginx-image.sh is kept between runs: named by a hash of the
+/// scripts that make it, so a changed script makes a new one.
+pub fn nginx_image_path() -> std::path::PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for script in ["scripts/nginx-image.sh", "scripts/oci-archive.sh"] {
+        std::fs::read(super::repo_file(script))
+            .expect("image script")
+            .hash(&mut h);
+    }
+    std::path::PathBuf::from(format!("/var/tmp/skiff-test-images/nginx-{:016x}.tar", h.finish()))
+}
+
+/// Builds the nginx image archive unless it is there. It downloads Debian's nginx package, so
+/// it runs before a test enters its namespaces (which have no network).
+pub fn build_nginx_image() -> std::path::PathBuf {
+    let path = nginx_image_path();
+    if path.exists() {
+        return path;
+    }
+    let dir = path.parent().expect("parent");
+    std::fs::create_dir_all(dir).expect("image cache dir");
+    let tmp = dir.join(format!("building-{}.tar", std::process::id()));
+    let built = Command::new("bash")
+        .arg(super::repo_file("scripts/nginx-image.sh"))
+        .arg(&tmp)
+        .status()
+        .expect("bash");
+    assert!(built.success(), "scripts/nginx-image.sh");
+    std::fs::rename(&tmp, &path).expect("keep the nginx image");
+    path
+}
