@@ -33,7 +33,7 @@ mkdir -p "$data"
 # A registry on loopback mirrors docker.io for nginx:latest (no internet: the image is built here).
 mirror=""
 if command -v docker-registry >/dev/null 2>&1 && command -v skopeo >/dev/null 2>&1 \
-  && ./scripts/nginx-image.sh "$data/nginx-image.tar"; then
+  && { [ -s "$data/nginx-image.tar" ] || ./scripts/nginx-image.sh "$data/nginx-image.tar"; }; then
   mkdir -p "$data/registry"
   printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:5000\n' \
     "$data/registry" >"$data/registry.yml"

@@ -52,7 +52,9 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
         h = h.wrapping_mul(0x01000193);
     };
     bytes.iter().for_each(|b| feed(*b));
-    if let Some(c) = collision_count {
+    // No collision yet reads the same whether the status says 0 or nothing: a set's first
+    // status write (collisionCount 0) must not change its revision and roll its pods.
+    if let Some(c) = collision_count.filter(|c| *c != 0) {
         c.to_string().bytes().for_each(feed);
     }
     h.to_string()
@@ -689,5 +691,10 @@ mod tests {
         t2.spec.as_mut().expect("spec").containers[0].image = Some("i:2".into());
         assert_ne!(h, template_hash(&t2, None));
         assert_ne!(h, template_hash(&t, Some(1)));
+        assert_eq!(
+            h,
+            template_hash(&t, Some(0)),
+            "a first status (collisionCount 0) keeps the revision"
+        );
     }
 }

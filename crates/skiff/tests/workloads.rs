@@ -366,6 +366,10 @@ fn statefulset_example(version: &str) {
         ]),
         "web-1.nginx"
     );
+    // One revision: creating the set does not roll it (its first status must not change the
+    // revision's hash).
+    let revisions = k.ok(&["get", "controllerrevisions", "-l", "app=nginx", "-o", "name"]);
+    assert_eq!(revisions.lines().count(), 1, "{revisions}");
     // The headless service's endpoints list both pods, by hostname, on port 80.
     let eps = (0..50)
         .map(|_| {
