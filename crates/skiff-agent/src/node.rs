@@ -270,6 +270,7 @@ pub async fn run(client: Client, cfg: AgentConfig) -> anyhow::Result<()> {
         client.clone(),
         cfg.node_name.clone(),
         node_ip,
+        cidr,
     )));
     // Cluster DNS on this node (its own process: it outlives this task).
     let _dns = cfg

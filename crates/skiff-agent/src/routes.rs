@@ -4,8 +4,8 @@
 //! are reconciled, not flushed, so traffic between pods keeps flowing across an agent restart
 //! and while the API server is away.
 //!
-//! Nodes whose address is not on a subnet this node is connected to would need an overlay
-//! (VXLAN), which Skiff does not have yet: they are left out, with a warning.
+//! Nodes whose address is not on a subnet this node is connected to are reached through the
+//! VXLAN overlay ([`skiff_net::overlay`]), made the first time such a node shows up.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,6 +15,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client, ResourceExt};
+use skiff_net::overlay::{self, FarNode, Overlay};
 use skiff_net::routes::{self, PeerRoute, PeerRoutes};
 
 /// Another node's pods, as its Node object says.
@@ -53,8 +54,9 @@ pub fn peers(nodes: &[Arc<Node>], me: &str, my_ips: &[IpAddr]) -> Vec<Peer> {
 }
 
 /// Keeps this node's routes to other nodes' pods in step with the cluster until the process
-/// ends. `node_ip` is this node's own address (nodes sharing it are not routed to).
-pub async fn run(client: Client, node_name: String, node_ip: IpAddr) {
+/// ends. `node_ip` is this node's own address (nodes sharing it are not routed to), `pod_cidr`
+/// its own pod CIDR (the overlay device's address).
+pub async fn run(client: Client, node_name: String, node_ip: IpAddr, pod_cidr: Ipv4Net) {
     let table = match PeerRoutes::connect().await {
         Ok(t) => t,
         Err(e) => {
@@ -67,6 +69,7 @@ pub async fn run(client: Client, node_name: String, node_ip: IpAddr) {
     // Nothing is removed before the whole list of nodes is known.
     let _ = nodes.wait_until_ready().await;
     let mut off_link_seen: BTreeSet<Peer> = BTreeSet::new();
+    let mut overlay: Option<Overlay> = None;
     let mut exempt: Option<Vec<Ipv4Net>> = None;
     loop {
         // A short pause gathers a burst of changes into one pass.
@@ -76,22 +79,50 @@ pub async fn run(client: Client, node_name: String, node_ip: IpAddr) {
             Ok(connected) => {
                 let (near, far): (Vec<&Peer>, Vec<&Peer>) = all.iter().partition(|p| routes::on_link(p.ip, &connected));
                 let far: BTreeSet<Peer> = far.into_iter().cloned().collect();
-                if !far.is_empty() && far != off_link_seen {
-                    let names: Vec<String> = far.iter().take(10).map(|p| format!("{} ({})", p.node, p.ip)).collect();
-                    tracing::warn!(
-                        count = far.len(),
-                        nodes = %names.join(", "),
-                        "nodes not on a directly connected subnet: their pods are unreachable from this node's pods (Skiff has no VXLAN overlay yet)"
-                    );
+                // Nodes on other networks: through the overlay, made when first needed.
+                if overlay.is_none() && !far.is_empty() {
+                    match node_ip {
+                        IpAddr::V4(ip) => match Overlay::ensure(ip, pod_cidr).await {
+                            Ok(o) => {
+                                tracing::info!(
+                                    device = overlay::DEVICE,
+                                    "VXLAN overlay up for nodes on other networks"
+                                );
+                                overlay = Some(o);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot make the VXLAN overlay: pods on nodes on other networks are unreachable")
+                            }
+                        },
+                        IpAddr::V6(_) => tracing::warn!("the VXLAN overlay needs an IPv4 node address"),
+                    }
                 }
-                off_link_seen = far;
-                let want: Vec<PeerRoute> = near
+                if far != off_link_seen {
+                    let names: Vec<String> = far.iter().take(10).map(|p| format!("{} ({})", p.node, p.ip)).collect();
+                    if !far.is_empty() {
+                        tracing::info!(count = far.len(), nodes = %names.join(", "), "nodes on other networks, reached over VXLAN");
+                    }
+                }
+                off_link_seen = far.clone();
+                let mut want: Vec<PeerRoute> = near
                     .iter()
                     .map(|p| PeerRoute {
                         cidr: p.cidr,
                         via: p.ip,
+                        dev: None,
                     })
                     .collect();
+                if let Some(o) = &overlay {
+                    let far_nodes: Vec<FarNode> = far.iter().map(|p| FarNode { cidr: p.cidr, ip: p.ip }).collect();
+                    match o.reconcile(&far_nodes).await {
+                        Ok(()) => want.extend(far_nodes.iter().map(|f| PeerRoute {
+                            cidr: f.cidr,
+                            via: f.vtep_ip(),
+                            dev: Some(o.index()),
+                        })),
+                        Err(e) => tracing::warn!(error = %e, "programming the VXLAN overlay failed; retrying"),
+                    }
+                }
                 match table.reconcile(&want).await {
                     Ok(report) => {
                         for r in &report.added {

@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod nat;
 pub mod netns;
 pub mod node;
+pub mod overlay;
 pub mod routes;
 pub mod services;
 

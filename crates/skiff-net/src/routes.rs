@@ -6,8 +6,8 @@
 //! Every route Skiff makes carries its own routing protocol number ([`ROUTE_PROTOCOL`], shown
 //! by `ip route` as `proto 115`), so [`PeerRoutes::reconcile`] recognises its own — also the
 //! ones an earlier run of the agent left — and removes those no longer wanted, while routes
-//! anyone else made are never touched. Nodes on other subnets are left out: they would need an
-//! overlay (VXLAN), which Skiff does not have yet.
+//! anyone else made are never touched. Nodes on other subnets are reached through the VXLAN
+//! overlay ([`crate::overlay`]): their routes go out of its device, on-link.
 //!
 //! The node's NAT must not hide a pod's address from pods on other nodes: their pod CIDRs are
 //! kept in the `peer-pods` set of the `ip skiff` table ([`exempt_from_masquerade`]), which the
@@ -18,7 +18,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
+};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -33,8 +35,11 @@ pub const ROUTE_PROTOCOL: u8 = 115;
 pub struct PeerRoute {
     /// The other node's pod CIDR.
     pub cidr: Ipv4Net,
-    /// The other node's address.
+    /// The next hop: the other node's address (host-gw), or its overlay address.
     pub via: Ipv4Addr,
+    /// Through the overlay: out of this device, the next hop taken as on its link
+    /// ([`crate::overlay`]). `None`: via the node's connected network.
+    pub dev: Option<u32>,
 }
 
 /// What one [`PeerRoutes::reconcile`] changed, and what it could not.
@@ -58,26 +63,28 @@ pub struct RoutePlan {
 
 /// The plan from `installed` to `desired`. Of two desired routes to one CIDR the first wins.
 pub fn plan(installed: &[PeerRoute], desired: &[PeerRoute]) -> RoutePlan {
-    let mut want: BTreeMap<Ipv4Net, Ipv4Addr> = BTreeMap::new();
+    type Hop = (Ipv4Addr, Option<u32>);
+    let mut want: BTreeMap<Ipv4Net, Hop> = BTreeMap::new();
     for r in desired {
-        want.entry(r.cidr).or_insert(r.via);
+        want.entry(r.cidr).or_insert((r.via, r.dev));
     }
-    let mut have: BTreeMap<Ipv4Net, Vec<Ipv4Addr>> = BTreeMap::new();
+    let mut have: BTreeMap<Ipv4Net, Vec<Hop>> = BTreeMap::new();
     for r in installed {
-        have.entry(r.cidr).or_default().push(r.via);
+        have.entry(r.cidr).or_default().push((r.via, r.dev));
     }
+    let route = |cidr: Ipv4Net, (via, dev): Hop| PeerRoute { cidr, via, dev };
     let mut out = RoutePlan::default();
-    for (cidr, via) in &want {
+    for (cidr, hop) in &want {
         match have.get(cidr) {
-            None => out.add.push(PeerRoute { cidr: *cidr, via: *via }),
-            Some(vias) if vias.len() == 1 && vias[0] == *via => {}
-            Some(vias) if vias.contains(via) => {
+            None => out.add.push(route(*cidr, *hop)),
+            Some(hops) if hops.len() == 1 && hops[0] == *hop => {}
+            Some(hops) if hops.contains(hop) => {
                 // Duplicates (made by hand with another metric?): keep ours, drop the rest.
-                for v in vias.iter().filter(|v| *v != via) {
-                    out.delete.push(PeerRoute { cidr: *cidr, via: *v });
+                for h in hops.iter().filter(|h| *h != hop) {
+                    out.delete.push(route(*cidr, *h));
                 }
             }
-            Some(_) => out.replace.push(PeerRoute { cidr: *cidr, via: *via }),
+            Some(_) => out.replace.push(route(*cidr, *hop)),
         }
     }
     for r in installed {
@@ -114,11 +121,18 @@ const ESRCH: i32 = 3;
 const EEXIST: i32 = 17;
 
 fn route_message(r: &PeerRoute) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
+    let b = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(r.cidr.network(), r.cidr.prefix_len())
         .gateway(r.via)
-        .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
-        .build()
+        .protocol(RouteProtocol::from(ROUTE_PROTOCOL));
+    match r.dev {
+        None => b.build(),
+        Some(dev) => {
+            let mut m = b.output_interface(dev).build();
+            m.header.flags |= RouteFlags::Onlink;
+            m
+        }
+    }
 }
 
 /// A route of the main table made by Skiff, if `m` is one.
@@ -127,20 +141,23 @@ fn ours(m: &RouteMessage) -> Option<PeerRoute> {
         return None;
     }
     let mut table = u32::from(m.header.table);
-    let (mut dst, mut via) = (None, None);
+    let (mut dst, mut via, mut oif) = (None, None, None);
     for a in &m.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
             RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+            RouteAttribute::Oif(i) => oif = Some(*i),
             _ => {}
         }
     }
+    // Overlay routes are the on-link ones.
+    let dev = oif.filter(|_| m.header.flags.contains(RouteFlags::Onlink));
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
     let cidr = Ipv4Net::new(dst.unwrap_or(Ipv4Addr::UNSPECIFIED), m.header.destination_prefix_length).ok()?;
-    Some(PeerRoute { cidr, via: via? })
+    Some(PeerRoute { cidr, via: via?, dev })
 }
 
 impl PeerRoutes {
@@ -260,6 +277,7 @@ mod tests {
         PeerRoute {
             cidr: cidr.parse().expect("cidr"),
             via: via.parse().expect("ip"),
+            dev: None,
         }
     }
 

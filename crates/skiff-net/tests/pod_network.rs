@@ -473,6 +473,7 @@ async fn routes_to_other_nodes_pods_are_reconciled_and_keep_pod_addresses() {
     let r = |cidr: &str, via: &str| PeerRoute {
         cidr: cidr.parse().expect("cidr"),
         via: via.parse().expect("ip"),
+        dev: None,
     };
     let report = table
         .reconcile(&[

@@ -410,3 +410,82 @@ fn three_nodes_route_pods_and_services_through_scaling_and_rollouts() {
     }
     assert!(seen.len() >= 2, "answers from more than one pod: {seen:?}");
 }
+
+/// A node on another network (not on the LAN's segment: routed through a router) is reached
+/// over the VXLAN overlay: pods on the LAN and on the far node call each other at their own
+/// addresses and through a ClusterIP, and the DNS works there too; when the far node leaves,
+/// its overlay entries and route go.
+#[test]
+fn a_node_on_another_network_is_reached_over_vxlan() {
+    if !inside_namespaces("a_node_on_another_network_is_reached_over_vxlan") {
+        return;
+    }
+    let mut cluster = Cluster::start_with(2, 1);
+    let new = cluster.kubectl("1.33");
+    let old = cluster.kubectl("1.27");
+    let far = &cluster.hosts[2];
+    assert_eq!(far.ip.to_string(), "192.168.80.10", "node-2 is on a network of its own");
+    let far_cidr = jsonpath(&new, &["get", "node", "node-2"], "{.spec.podCIDR}");
+    // node-0 reaches node-2's pods over the overlay, node-1 directly.
+    let via_overlay = wait_for(20, "node-0's overlay route to node-2's pods", || {
+        cluster.hosts[0]
+            .routes()
+            .into_iter()
+            .find(|r| r.starts_with(&far_cidr) && r.contains("dev skiff.vxlan") && r.contains("onlink"))
+    });
+    assert!(via_overlay.contains("proto 115"), "{via_overlay}");
+    let lan_cidr = jsonpath(&new, &["get", "node", "node-1"], "{.spec.podCIDR}");
+    assert!(
+        cluster.hosts[0]
+            .routes()
+            .iter()
+            .any(|r| r.starts_with(&format!("{lan_cidr} via 192.168.77.11 dev eth0"))),
+        "node-1 stays direct"
+    );
+    let fdb = cluster.hosts[0].ok("bridge", &["fdb", "show", "dev", "skiff.vxlan"]);
+    assert!(fdb.contains("0e:5f:c0:a8:50:0a dst 192.168.80.10"), "{fdb}");
+
+    old.ok_stdin(&["apply", "-f", "-"], &echo_deployment());
+    old.ok_stdin(&["apply", "-f", "-"], SERVICE);
+    new.ok(&["rollout", "status", "deployment/echo", "--timeout=120s"]);
+    let pods = wait_for(60, "3 ready echo pods, one per node", || {
+        let p = ready_echo_pods(&new);
+        let nodes: BTreeSet<&String> = p.values().map(|(n, _)| n).collect();
+        (p.len() == 3 && nodes.len() == 3).then_some(p)
+    });
+    let (far_pod, (_, far_ip)) = pods.iter().find(|(_, (n, _))| n == "node-2").expect("a pod on node-2");
+    new.ok_stdin(&["apply", "-f", "-"], &pod_on("probe", "node-0", &["sleep", "3600"]));
+    new.ok(&["wait", "--for=condition=Ready", "pod/probe", "--timeout=60s"]);
+    let probe_ip = jsonpath(&new, &["get", "pod", "probe"], "{.status.podIP}");
+    let body = wget_in(&new, "probe", &format!("http://{far_ip}:8080/")).expect("probe -> the far pod");
+    assert_eq!(&body, far_pod);
+    assert!(
+        old.ok(&["logs", far_pod]).contains(&probe_ip),
+        "the far pod saw the client's own address"
+    );
+    // The other way: a pod on the far node reaches every pod through the ClusterIP, by name.
+    new.ok_stdin(
+        &["apply", "-f", "-"],
+        &pod_on("far-probe", "node-2", &["sleep", "3600"]),
+    );
+    new.ok(&["wait", "--for=condition=Ready", "pod/far-probe", "--timeout=60s"]);
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 3 && Instant::now() < deadline {
+        seen.insert(wget_in(&new, "far-probe", "http://echo/").expect("far-probe -> http://echo/"));
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "every pod answers the far node through the ClusterIP: {seen:?}"
+    );
+
+    // The far node leaves: its route and overlay entries go from node-0.
+    cluster.kill(2);
+    new.ok(&["delete", "node", "node-2"]);
+    wait_for(30, "node-0's overlay entries for node-2 removed", || {
+        let routes = cluster.hosts[0].routes();
+        let fdb = cluster.hosts[0].ok("bridge", &["fdb", "show", "dev", "skiff.vxlan"]);
+        (!routes.iter().any(|r| r.starts_with(&far_cidr)) && !fdb.contains("192.168.80.10")).then_some(())
+    });
+}

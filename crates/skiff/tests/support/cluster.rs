@@ -32,6 +32,12 @@ pub fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 77, 10 + u8::try_from(i).expect("fewer than 245 hosts"))
 }
 
+/// The address of the `k`-th host on a network of its own (192.168.(80+k).10/24), reached
+/// through the test's namespace as a router: not on the LAN's segment.
+pub fn far_host_ip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 80 + u8::try_from(k).expect("fewer than 16 far hosts"), 10)
+}
+
 /// One host: a network namespace on the LAN, running one Skiff node.
 pub struct Host {
     pub index: usize,
@@ -117,7 +123,15 @@ impl Cluster {
     /// server on host 0 and an agent on every other host, and waits until every node is
     /// Ready. Only inside namespaces the test made.
     pub fn start(n: usize) -> Cluster {
-        assert!(n >= 1, "a cluster has a server");
+        Self::start_with(n, 0)
+    }
+
+    /// [`Cluster::start`] with `lan` hosts on the LAN (at least 1: the server's) and `far` more
+    /// hosts each on a network of its own ([`far_host_ip`]), routed through the test's
+    /// namespace: nodes that are not on one segment, as in different racks or sites.
+    pub fn start_with(lan: usize, far: usize) -> Cluster {
+        let n = lan + far;
+        assert!(lan >= 1, "a cluster has a server");
         super::node::bring_up_loopback();
         let dir = tempfile::tempdir().expect("tempdir");
         let ns_dir = dir.path().join("netns");
@@ -125,13 +139,21 @@ impl Cluster {
         run("ip", &["link", "add", LAN_BRIDGE, "type", "bridge"]);
         run("ip", &["addr", "add", "192.168.77.1/24", "dev", LAN_BRIDGE]);
         run("ip", &["link", "set", LAN_BRIDGE, "up"]);
+        if far > 0 {
+            // The test's namespace routes between the LAN and the far hosts' networks.
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("ip_forward in the test's namespace");
+        }
         let mut hosts = Vec::new();
         for i in 0..n {
+            let far_k = i.checked_sub(lan);
             let netns = ns_dir.join(format!("host-{i}"));
             std::fs::write(&netns, b"").expect("netns file");
             // A persistent namespace bound to the file (in the test's private mount namespace).
             run("unshare", &[&format!("--net={}", netns.display()), "true"]);
-            let lan_end = format!("lan-h{i}");
+            let lan_end = match far_k {
+                None => format!("lan-h{i}"),
+                Some(k) => format!("far-h{k}"),
+            };
             run(
                 "ip",
                 &[
@@ -147,11 +169,22 @@ impl Cluster {
                     netns.to_str().expect("path"),
                 ],
             );
-            run("ip", &["link", "set", &lan_end, "master", LAN_BRIDGE, "up"]);
+            let ip = match far_k {
+                None => {
+                    run("ip", &["link", "set", &lan_end, "master", LAN_BRIDGE, "up"]);
+                    host_ip(i)
+                }
+                Some(k) => {
+                    let gw = Ipv4Addr::new(192, 168, 80 + u8::try_from(k).expect("far host"), 1);
+                    run("ip", &["addr", "add", &format!("{gw}/24"), "dev", &lan_end]);
+                    run("ip", &["link", "set", &lan_end, "up"]);
+                    far_host_ip(k)
+                }
+            };
             let host = Host {
                 index: i,
                 node: format!("node-{i}"),
-                ip: host_ip(i),
+                ip,
                 netns,
                 data_dir: dir.path().join(format!("host-{i}")),
                 run_dir: dir.path().join(format!("host-{i}/run")),
@@ -160,6 +193,20 @@ impl Cluster {
             host.ok("ip", &["link", "set", "lo", "up"]);
             host.ok("ip", &["addr", "add", &format!("{}/24", host.ip), "dev", "eth0"]);
             host.ok("ip", &["link", "set", "eth0", "up"]);
+            match far_k {
+                // A far host goes everywhere through its router; LAN hosts reach far networks
+                // through the test's namespace on the LAN.
+                Some(k) => {
+                    host.ok(
+                        "ip",
+                        &["route", "add", "default", "via", &format!("192.168.{}.1", 80 + k)],
+                    );
+                }
+                None if far > 0 => {
+                    host.ok("ip", &["route", "add", "192.168.80.0/20", "via", "192.168.77.1"]);
+                }
+                None => {}
+            }
             import_test_image(&host.data_dir.join("agent"));
             hosts.push(host);
         }
