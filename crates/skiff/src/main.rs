@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 mod image;
+mod trim;
 
 #[derive(Parser)]
 #[command(name = "skiff", version, about = "The cloud-native platform in one binary")]
@@ -532,6 +533,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         cfg.dns_kubeconfig = Some(kubeconfig.clone());
         println!("Skiff agent running node {}", cfg.node_name);
         let streams = std::sync::Arc::new(skiff_agent::logs::AgentStreams::new(&cfg)?);
+        tokio::spawn(trim_after_start());
         tokio::spawn(skiff_agent::node::keep_tunnel(
             client.clone(),
             cfg.node_name.clone(),
@@ -560,6 +562,14 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
 }
 
+/// Once a long-running process is up (its node registered, its caches filled), drops the
+/// start-up code from its resident set ([`trim::code_pages`]).
+async fn trim_after_start() {
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let bytes = trim::code_pages();
+    tracing::debug!(bytes, "gave back start-up code pages");
+}
+
 /// `skiff dns`, started by the agent: a session of its own (no signal for the agent's process
 /// group reaches it), then the watch cache and listeners until killed.
 async fn dns(args: DnsArgs) -> Result<()> {
@@ -568,6 +578,7 @@ async fn dns(args: DnsArgs) -> Result<()> {
         std::fs::read_to_string(&args.kubeconfig).with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let client = client_from(&kubeconfig).await?;
     tracing::info!(listen = ?args.listen, upstreams = ?args.upstream, "cluster DNS server starting");
+    tokio::spawn(trim_after_start());
     skiff_dns::run(client, &args.cluster_domain, args.upstream, &args.listen).await
 }
 
