@@ -33,10 +33,15 @@ impl Drop for Server {
 
 /// Start `skiff server` (without the agent, logging warnings only) with `extra` flags.
 pub fn start(skiff: &Path, extra: &[&str]) -> Result<Server> {
+    start_on(skiff, "127.0.0.1", extra)
+}
+
+/// [`start`] listening on `bind` (an address other nodes reach).
+pub fn start_on(skiff: &Path, bind: &str, extra: &[&str]) -> Result<Server> {
     let dir = tempfile::tempdir()?;
     let t0 = Instant::now();
     let mut child = Command::new(skiff)
-        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
+        .args(["server", "--disable-agent", "--bind-address", bind])
         .args(["--https-listen-port", "0", "--data-dir"])
         .arg(dir.path())
         .args(extra)

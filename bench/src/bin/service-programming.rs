@@ -12,8 +12,12 @@
 //!   API request to the first probe that sees the change;
 //! - baseline in the same run: one `nft` transaction adding and one deleting a set element in
 //!   the same table (the floor of programming the kernel the way the proxy does).
+//! - with `--nodes N`, N-1 more agents each in a network namespace of its own on a bridge
+//!   (192.168.77.0/24; the server on 192.168.77.1), every node with the backend address; each
+//!   sample then waits until the change is seen on every node and reports the slowest node
+//!   ("in effect on every node"), and each node's own.
 //!
-//! `service-programming --skiff target/release/skiff [--services 1000] [--samples 100]`
+//! `service-programming --skiff target/release/skiff [--services 1000] [--samples 100] [--nodes 1]`
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -36,6 +40,7 @@ struct Args {
     skiff: PathBuf,
     services: usize,
     samples: usize,
+    nodes: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -43,6 +48,7 @@ fn parse_args() -> Result<Args> {
         skiff: PathBuf::from("target/release/skiff"),
         services: 1000,
         samples: 100,
+        nodes: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +57,7 @@ fn parse_args() -> Result<Args> {
             "--skiff" => a.skiff = v.into(),
             "--services" => a.services = v.parse()?,
             "--samples" => a.samples = v.parse()?,
+            "--nodes" => a.nodes = v.parse::<usize>()?.max(1),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -85,7 +92,50 @@ fn until(vip: SocketAddr, want: Vip, since: Instant, limit: Duration) -> Result<
         if since.elapsed() > limit {
             bail!("{vip} not {want:?} after {limit:?}");
         }
+        // Room for the agents on a small machine.
+        std::thread::sleep(Duration::from_micros(200));
     }
+}
+
+/// A node other than the first: its network namespace and its agent.
+struct Peer {
+    ns: skiff_net::Netns,
+    agent: std::process::Child,
+}
+
+/// [`until`] on every node at once (the first in this namespace, the others in theirs): each
+/// node's time.
+fn until_everywhere(peers: &[Peer], vip: SocketAddr, want: Vip, since: Instant) -> Result<Vec<Duration>> {
+    let limit = Duration::from_secs(10);
+    let mut waits = vec![std::thread::spawn(move || until(vip, want, since, limit))];
+    for p in peers {
+        let ns = p.ns.clone();
+        waits.push(std::thread::spawn(move || {
+            ns.run(move || until(vip, want, since, limit))
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+        }));
+    }
+    waits
+        .into_iter()
+        .map(|w| w.join().map_err(|_| anyhow::anyhow!("a probe panicked"))?)
+        .collect()
+}
+
+fn run_in(ns: Option<&skiff_net::Netns>, args: &[&str]) -> Result<()> {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.path().display())).arg("--");
+            c.arg(args[0]);
+            c
+        }
+        None => Command::new(args[0]),
+    };
+    if !cmd.args(&args[1..]).status()?.success() {
+        bail!("{args:?} failed");
+    }
+    Ok(())
 }
 
 fn nft(script: &str) -> Result<()> {
@@ -120,7 +170,17 @@ async fn inner(a: Args) -> Result<()> {
     std::thread::spawn(move || for _ in listener.incoming() {});
 
     let work = tempfile::tempdir()?;
-    let server = start(&a.skiff, &[])?;
+    let multi = a.nodes > 1;
+    if multi {
+        run_in(None, &["ip", "link", "add", "lan0", "type", "bridge"])?;
+        run_in(None, &["ip", "addr", "add", "192.168.77.1/24", "dev", "lan0"])?;
+        run_in(None, &["ip", "link", "set", "lan0", "up"])?;
+    }
+    let server = if multi {
+        skiff_bench::start_on(&a.skiff, "192.168.77.1", &[])?
+    } else {
+        start(&a.skiff, &[])?
+    };
     let kc = std::fs::read_to_string(&server.kubeconfig)?;
     let url = kc
         .lines()
@@ -135,7 +195,12 @@ async fn inner(a: Args) -> Result<()> {
         .arg(work.path().join("agent-data"))
         .arg("--run-dir")
         .arg(work.path().join("run"))
-        .args(["--node-name", "bench-node", "--node-ip", "127.0.0.1"])
+        .args([
+            "--node-name",
+            "bench-node",
+            "--node-ip",
+            if multi { "192.168.77.1" } else { "127.0.0.1" },
+        ])
         .args([
             "--private-registry",
             "/nonexistent",
@@ -147,16 +212,72 @@ async fn inner(a: Args) -> Result<()> {
         .stderr(Stdio::inherit())
         .spawn()
         .context("starting the agent")?;
+    // More nodes: a namespace each on the bridge, the backend address, a joined agent.
+    let mut peers: Vec<Peer> = Vec::new();
+    for i in 1..a.nodes {
+        let ns = skiff_net::Netns::create(&work.path().join("netns"), &format!("node-{i}"))?;
+        let path = ns.path().display().to_string();
+        let ip = format!("192.168.77.{}", 10 + i);
+        let lan_end = format!("lan-n{i}");
+        run_in(
+            None,
+            &[
+                "ip", "link", "add", &lan_end, "type", "veth", "peer", "name", "eth0", "netns", &path,
+            ],
+        )?;
+        run_in(None, &["ip", "link", "set", &lan_end, "master", "lan0", "up"])?;
+        let addr = format!("{ip}/24");
+        for args in [
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "addr", "add", addr.as_str(), "dev", "eth0"],
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"],
+        ] {
+            run_in(Some(&ns), &args)?;
+        }
+        let l = ns.run(|| TcpListener::bind((BACKEND, 8080)))??;
+        std::thread::spawn(move || for _ in l.incoming() {});
+        let agent = Command::new("nsenter")
+            .arg(format!("--net={path}"))
+            .arg("--")
+            .arg(&a.skiff)
+            .args(["agent", "--server", &url, "--token", token.trim(), "--ca-file"])
+            .arg(server.data_dir().join("tls/ca.crt"))
+            .arg("--data-dir")
+            .arg(work.path().join(format!("agent-data-{i}")))
+            .arg("--run-dir")
+            .arg(work.path().join(format!("run-{i}")))
+            .args(["--node-name", &format!("bench-node-{i}"), "--node-ip", &ip])
+            .args([
+                "--private-registry",
+                "/nonexistent",
+                "--cluster-dns-upstream",
+                "127.0.0.1:1",
+            ])
+            .env("SKIFF_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting an agent")?;
+        peers.push(Peer { ns, agent });
+    }
     let client = client(&server).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let t = Instant::now();
     loop {
-        let ready = nodes.get_opt("bench-node").await?.is_some_and(|n| {
-            n.status
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
-        if ready {
+        let ready = nodes
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        if ready == a.nodes {
             break;
         }
         if t.elapsed() > Duration::from_secs(60) {
@@ -190,22 +311,40 @@ async fn inner(a: Args) -> Result<()> {
     // Every one programmed (refusing: no endpoints yet).
     let last = SocketAddr::from((vips.last().context("services")?.1, 80));
     let programmed = until(last, Vip::Refuses, t, Duration::from_secs(120))?;
-    println!("all {} programmed {programmed:?} after the first create", vips.len());
+    for p in &peers {
+        let ns = p.ns.clone();
+        ns.run(move || until(last, Vip::Refuses, t, Duration::from_secs(120)))??;
+    }
+    println!(
+        "all {} programmed {programmed:?} after the first create ({} node(s))",
+        vips.len(),
+        a.nodes
+    );
 
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let (mut add, mut remove) = (Vec::new(), Vec::new());
+    // Per node, both directions: each node's own times.
+    let mut per_node: Vec<Vec<Duration>> = vec![Vec::new(); a.nodes];
     for s in 0..a.samples {
         let (name, ip) = &vips[(s * 7) % vips.len()];
         let vip = SocketAddr::from((*ip, 80));
         let body = slice(name)?;
         let t0 = Instant::now();
         slices.create(&PostParams::default(), &body).await?;
-        add.push(until(vip, Vip::Answers, t0, Duration::from_secs(10))?);
+        let seen = until_everywhere(&peers, vip, Vip::Answers, t0)?;
+        add.push(seen.iter().copied().max().unwrap_or_default());
+        for (n, d) in seen.into_iter().enumerate() {
+            per_node[n].push(d);
+        }
         let t0 = Instant::now();
         slices
             .delete(&format!("{name}-bench"), &DeleteParams::default())
             .await?;
-        remove.push(until(vip, Vip::Refuses, t0, Duration::from_secs(10))?);
+        let seen = until_everywhere(&peers, vip, Vip::Refuses, t0)?;
+        remove.push(seen.iter().copied().max().unwrap_or_default());
+        for (n, d) in seen.into_iter().enumerate() {
+            per_node[n].push(d);
+        }
     }
     // Baseline: the kernel side alone, one nft transaction per change.
     let mut floor = Vec::new();
@@ -218,10 +357,19 @@ async fn inner(a: Args) -> Result<()> {
     }
     let _ = agent.kill();
     let _ = agent.wait();
+    for p in &mut peers {
+        let _ = p.agent.kill();
+        let _ = p.agent.wait();
+    }
     for v in [&mut add, &mut remove, &mut floor] {
         v.sort();
     }
-    println!("{} samples with {} services:", a.samples, vips.len());
+    println!(
+        "{} samples with {} services on {} node(s) (the slowest node per change):",
+        a.samples,
+        vips.len(),
+        a.nodes
+    );
     for (what, v) in [
         ("endpoint added -> VIP answers", &add),
         ("endpoint removed -> VIP refuses", &remove),
@@ -233,6 +381,16 @@ async fn inner(a: Args) -> Result<()> {
             percentile(v, 0.99).as_secs_f64() * 1e3,
             v.last().copied().unwrap_or_default().as_secs_f64() * 1e3
         );
+    }
+    if a.nodes > 1 {
+        for (n, v) in per_node.iter_mut().enumerate() {
+            v.sort();
+            println!(
+                "  node {n}, both directions:              p50 {:>7.1} ms  p99 {:>7.1} ms",
+                percentile(v, 0.5).as_secs_f64() * 1e3,
+                percentile(v, 0.99).as_secs_f64() * 1e3
+            );
+        }
     }
     Ok(())
 }
