@@ -30,6 +30,13 @@ pub const TABLE: &str = "skiff";
 /// from pods to pods keeps its address, whatever `--egress-cidr` says.
 pub const PEER_PODS: &str = "peer-pods";
 
+/// Marks a connection's first packet that a host port DNATed in `prerouting`, so only those
+/// are masqueraded when a pod reaches a pod on the same bridge through a host port. Matching
+/// every DNATed pod-to-pod connection instead would also catch service VIPs
+/// ([`crate::services`] DNATs them in its own table), which must keep the client pod's
+/// address, as kube-proxy keeps it.
+const HOST_PORT_MARK: u32 = 0x2000;
+
 /// A protocol a host port can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -141,10 +148,11 @@ add chain ip {TABLE} postrouting {{ type nat hook postrouting priority srcnat ; 
 flush chain ip {TABLE} prerouting
 flush chain ip {TABLE} output
 flush chain ip {TABLE} postrouting
+add rule ip {TABLE} prerouting fib daddr type local meta l4proto . th dport @ports meta mark set meta mark | {HOST_PORT_MARK:#x}
 add rule ip {TABLE} prerouting fib daddr type local dnat ip to meta l4proto . th dport map @ports
 add rule ip {TABLE} output fib daddr type local dnat ip to meta l4proto . th dport map @ports
 add rule ip {TABLE} postrouting ct status dnat ip saddr 127.0.0.0/8 masquerade
-add rule ip {TABLE} postrouting ct status dnat ip saddr {pod_cidr} ip daddr {pod_cidr} masquerade
+add rule ip {TABLE} postrouting meta mark & {HOST_PORT_MARK:#x} == {HOST_PORT_MARK:#x} ip saddr {pod_cidr} ip daddr {pod_cidr} masquerade
 add set ip {TABLE} egress {{ type ipv4_addr ; flags interval ; auto-merge ; }}
 flush set ip {TABLE} egress
 add set ip {TABLE} {PEER_PODS} {{ type ipv4_addr ; flags interval ; }}

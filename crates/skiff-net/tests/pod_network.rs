@@ -640,3 +640,59 @@ async fn node_ports_with_local_traffic_policy_keep_the_client_address() {
         .expect_err("no local endpoint");
     assert_ne!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_keep_their_address_through_a_cluster_ip_and_host_port_hairpins_are_masqueraded() {
+    use skiff_net::nat::{HostPort, Protocol};
+    use skiff_net::services::{ServicePort, ServiceTable};
+    if !inside_namespaces("pods_keep_their_address_through_a_cluster_ip_and_host_port_hairpins_are_masqueraded") {
+        return;
+    }
+    sh(&["ip", "link", "set", "lo", "up"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cidr: ipnet::Ipv4Net = "10.42.12.0/24".parse().expect("cidr");
+    let node = NodeNetwork::start(config(dir.path(), "10.42.12.0/24"))
+        .await
+        .expect("node network");
+    let a = node.setup_pod("uid-a").await.expect("pod a");
+    let b = node.setup_pod("uid-b").await.expect("pod b");
+    let (ns_a, ns_b) = (Netns::open(&a.netns).expect("a"), Netns::open(&b.netns).expect("b"));
+    peer_server(&ns_b, 8081);
+    node.route_services("10.43.0.0/16".parse().expect("cidr"))
+        .await
+        .expect("route");
+    let mut table = ServiceTable::ensure(cidr).expect("service table");
+    table
+        .apply(&[ServicePort {
+            key: "default/peer:http/TCP".into(),
+            cluster_ip: Some(Ipv4Addr::new(10, 43, 0, 40)),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+            endpoints: vec![(b.ip, 8081)],
+            affinity_seconds: None,
+            external_local: None,
+        }])
+        .expect("apply");
+    node.publish_host_ports(vec![HostPort {
+        protocol: Protocol::Tcp,
+        host_port: 18081,
+        pod_ip: b.ip,
+        container_port: 8081,
+    }])
+    .await
+    .expect("host port");
+    let from_a = |to: SocketAddr| ns_a.run(move || call(to, "")).expect("enter pod").expect("answers");
+    // Through the ClusterIP, the endpoint sees the client pod (Kubernetes' e2e "should
+    // preserve source pod IP for traffic thru service cluster IP"): with br_netfilter the
+    // answer is un-NATed on the bridge; without it the service rules have to masquerade.
+    let bridged =
+        std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").is_ok_and(|v| v.trim() == "1");
+    let expected = if bridged { a.ip } else { node.gateway() };
+    assert_eq!(from_a(SocketAddr::from(([10, 43, 0, 40], 80))), expected.to_string());
+    // A host port reached from a pod on the same bridge: masqueraded (hairpin), as before.
+    assert_eq!(
+        from_a(SocketAddr::from((node.gateway(), 18081))),
+        node.gateway().to_string()
+    );
+}
