@@ -104,3 +104,23 @@ pub fn proc_cpu_seconds(pid: u32) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// For benchmarks that play a node (root): outside, runs this benchmark again inside fresh
+/// network, mount and PID namespaces (`unshare`) with the same arguments and exits with its
+/// status; inside, returns so the benchmark goes on. `needs` says why root is needed.
+pub fn enter_node_namespaces(bench: &str, needs: &str) -> Result<()> {
+    const INNER: &str = "SKIFF_BENCH_INNER";
+    if std::env::var_os(INNER).is_some() {
+        return Ok(());
+    }
+    if !skiff_runtime::testing::is_root() {
+        anyhow::bail!("{bench} needs root: it {needs}");
+    }
+    let exe = std::env::current_exe()?;
+    let status = skiff_runtime::testing::in_node_namespaces(&exe)
+        .args(std::env::args().skip(1))
+        .env(INNER, "1")
+        .status()
+        .context("unshare (util-linux)")?;
+    std::process::exit(status.code().unwrap_or(1));
+}

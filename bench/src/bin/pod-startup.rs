@@ -35,7 +35,6 @@ use skiff_bench::{client, proc_status_kib, start};
 use skiff_runtime::testing::{self, layer, Compression, ManifestKind};
 use skiff_runtime::{ImageStore, Platform};
 
-const INNER: &str = "SKIFF_BENCH_INNER";
 const IMAGE: &str = "registry.bench/busybox:1";
 
 struct Args {
@@ -396,18 +395,10 @@ async fn inner(a: Args) -> Result<()> {
 
 fn main() -> Result<()> {
     let a = parse_args()?;
-    if std::env::var_os(INNER).is_none() {
-        if !testing::is_root() {
-            bail!("pod-startup needs root: it runs containers and makes namespaces, a bridge and mounts");
-        }
-        let exe = std::env::current_exe()?;
-        let status = testing::in_node_namespaces(&exe)
-            .args(std::env::args().skip(1))
-            .env(INNER, "1")
-            .status()
-            .context("unshare (util-linux)")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    skiff_bench::enter_node_namespaces(
+        "pod-startup",
+        "runs containers and makes namespaces, a bridge and mounts",
+    )?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -30,9 +30,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use skiff_bench::{client, start};
-use skiff_runtime::testing;
 
-const INNER: &str = "SKIFF_BENCH_INNER";
 /// The endpoint every service gets: a listener on a local address of the node.
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 
@@ -397,18 +395,7 @@ async fn inner(a: Args) -> Result<()> {
 
 fn main() -> Result<()> {
     let a = parse_args()?;
-    if std::env::var_os(INNER).is_none() {
-        if !testing::is_root() {
-            bail!("service-programming needs root: it makes namespaces and nftables rules");
-        }
-        let exe = std::env::current_exe()?;
-        let status = testing::in_node_namespaces(&exe)
-            .args(std::env::args().skip(1))
-            .env(INNER, "1")
-            .status()
-            .context("unshare (util-linux)")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    skiff_bench::enter_node_namespaces("service-programming", "makes namespaces and nftables rules")?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -40,11 +40,9 @@ use anyhow::{bail, Context, Result};
 use skiff_net::nat::Protocol;
 use skiff_net::services::{ServicePort, ServiceTable};
 use skiff_net::{Netns, NodeNetwork, NodeNetworkConfig};
-use skiff_runtime::testing;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const INNER: &str = "SKIFF_BENCH_INNER";
 const POD_CIDR: &str = "10.42.0.0/24";
 const SERVICE_CIDR: &str = "10.43.0.0/16";
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 10);
@@ -465,17 +463,9 @@ fn inner(a: Args) -> Result<()> {
 
 fn main() -> Result<()> {
     let a = parse_args()?;
-    if std::env::var_os(INNER).is_none() {
-        if !testing::is_root() {
-            bail!("service-routing needs root: it makes namespaces, a bridge, veth pairs and nftables rules");
-        }
-        let exe = std::env::current_exe()?;
-        let status = testing::in_node_namespaces(&exe)
-            .args(std::env::args().skip(1))
-            .env(INNER, "1")
-            .status()
-            .context("unshare (util-linux)")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    skiff_bench::enter_node_namespaces(
+        "service-routing",
+        "makes namespaces, a bridge, veth pairs and nftables rules",
+    )?;
     inner(a)
 }

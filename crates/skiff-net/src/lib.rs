@@ -23,6 +23,20 @@ pub use netns::Netns;
 pub use node::{ensure_local_addresses, host_veth_name, NodeNetwork, NodeNetworkConfig, PodNetwork};
 pub use routes::{PeerRoute, PeerRoutes};
 
+/// The errno of a netlink error, if it is one.
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
+        _ => None,
+    }
+}
+
+/// Maps a netlink error to [`NetError::Netlink`] for operation `op` on `what`.
+pub(crate) fn nl(op: &'static str, what: impl std::fmt::Display) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let what = what.to_string();
+    move |source| NetError::Netlink { op, what, source }
+}
+
 /// What can go wrong setting up pod networking.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

@@ -13,7 +13,7 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use crate::ipam::Ipam;
 use crate::nat;
 use crate::netns::Netns;
-use crate::NetError;
+use crate::{errno, nl, NetError};
 
 /// What the node's pod network is made of.
 #[derive(Clone, Debug)]
@@ -91,21 +91,9 @@ async fn connect(ns: Option<&Netns>) -> Result<Handle, NetError> {
     Ok(handle)
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
-        _ => None,
-    }
-}
-
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
 const EOPNOTSUPP: i32 = 95;
-
-fn nl(op: &'static str, what: &str) -> impl FnOnce(rtnetlink::Error) -> NetError {
-    let what = what.to_string();
-    move |source| NetError::Netlink { op, what, source }
-}
 
 /// The index of link `name`, if it exists.
 async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {

@@ -19,7 +19,7 @@ use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, N
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
-use crate::NetError;
+use crate::{errno, nl, NetError};
 
 /// The overlay device.
 pub const DEVICE: &str = "skiff.vxlan";
@@ -49,18 +49,6 @@ impl FarNode {
     /// The address its overlay device holds (its pod CIDR's network address).
     pub fn vtep_ip(&self) -> Ipv4Addr {
         self.cidr.network()
-    }
-}
-
-fn nl(op: &'static str, what: impl std::fmt::Display) -> impl FnOnce(rtnetlink::Error) -> NetError {
-    let what = what.to_string();
-    move |source| NetError::Netlink { op, what, source }
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
-        _ => None,
     }
 }
 

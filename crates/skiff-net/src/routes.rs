@@ -24,7 +24,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use crate::NetError;
+use crate::{errno, nl, NetError};
 
 /// The routing protocol number of Skiff's routes (`proto 115`; unassigned in iproute2's
 /// `rt_protos`, where 80 is Calico's and 186 BGP's).
@@ -103,18 +103,6 @@ pub fn on_link(ip: Ipv4Addr, connected: &[Ipv4Net]) -> bool {
 /// Routes to other nodes' pods in this network namespace's main table.
 pub struct PeerRoutes {
     handle: Handle,
-}
-
-fn nl(op: &'static str, what: impl std::fmt::Display) -> impl FnOnce(rtnetlink::Error) -> NetError {
-    let what = what.to_string();
-    move |source| NetError::Netlink { op, what, source }
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
-        _ => None,
-    }
 }
 
 const ESRCH: i32 = 3;
