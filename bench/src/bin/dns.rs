@@ -10,8 +10,12 @@
 //! - Rounds alternate (skiff, dnsmasq, …), `--seconds` each (default 3), `--rounds` (default 5);
 //!   reported: median queries/s and median p50/p99 latency per server.
 //!
-//! `dns [--services 1000] [--rounds 5] [--seconds 3] [--concurrency 16]` (installs dnsmasq with
-//! apt when missing and root).
+//! - The clients run in a pod's network namespace on Skiff's bridge (as root, in namespaces the
+//!   benchmark makes), the servers answer at 10.43.0.10 and 10.43.0.11 on the node, as pods
+//!   reach the cluster DNS; `--loopback` queries both on 127.0.0.1 instead, without root.
+//!
+//! `dns [--services 1000] [--rounds 5] [--seconds 3] [--concurrency 16] [--loopback]` (installs
+//! dnsmasq with apt when missing and root).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -44,7 +48,7 @@ fn free_port() -> u16 {
     }
 }
 
-fn start_skiff(services: usize) -> Result<SocketAddr> {
+fn start_skiff(services: usize, addr: SocketAddr) -> Result<SocketAddr> {
     let svcs: Vec<k8s_openapi::api::core::v1::Service> = (0..services)
         .map(|i| {
             serde_json::from_value(serde_json::json!({
@@ -55,7 +59,6 @@ fn start_skiff(services: usize) -> Result<SocketAddr> {
     let zone = skiff_dns::Zone::build("cluster.local", &svcs, []);
     let shared = skiff_dns::Shared::new("cluster.local");
     shared.publish(zone);
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -79,7 +82,7 @@ impl Drop for Dnsmasq {
     }
 }
 
-fn start_dnsmasq(services: usize, dir: &std::path::Path) -> Result<(Dnsmasq, SocketAddr)> {
+fn start_dnsmasq(services: usize, dir: &std::path::Path, addr: SocketAddr) -> Result<(Dnsmasq, SocketAddr)> {
     if Command::new("dnsmasq").arg("--version").output().is_err() {
         let ok = Command::new("apt-get")
             .args(["install", "-y", "-qq", "dnsmasq-base"])
@@ -96,7 +99,7 @@ fn start_dnsmasq(services: usize, dir: &std::path::Path) -> Result<(Dnsmasq, Soc
         .map(|i| format!("{} svc-{i}.bench.svc.cluster.local\n", ip_of(i)))
         .collect();
     std::fs::write(&hosts, text)?;
-    let port = free_port();
+    let port = addr.port();
     let child = Command::new("dnsmasq")
         .args([
             "--keep-in-foreground",
@@ -104,7 +107,7 @@ fn start_dnsmasq(services: usize, dir: &std::path::Path) -> Result<(Dnsmasq, Soc
             "--no-resolv",
             "--no-hosts",
             "--bind-interfaces",
-            "--listen-address=127.0.0.1",
+            &format!("--listen-address={}", addr.ip()),
             "--local-ttl=5",
             "--user=root",
             "--pid-file",
@@ -115,7 +118,7 @@ fn start_dnsmasq(services: usize, dir: &std::path::Path) -> Result<(Dnsmasq, Soc
         .stderr(Stdio::null())
         .spawn()
         .context("starting dnsmasq")?;
-    Ok((Dnsmasq(child), SocketAddr::from(([127, 0, 0, 1], port))))
+    Ok((Dnsmasq(child), addr))
 }
 
 fn query(name: &str, id: u16) -> Vec<u8> {
@@ -140,7 +143,7 @@ fn round(addr: SocketAddr, services: usize, seconds: u64, concurrency: usize) ->
         let mut tasks = Vec::new();
         for c in 0..concurrency {
             tasks.push(tokio::spawn(async move {
-                let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+                let sock = tokio::net::UdpSocket::bind("0.0.0.0:0").await.expect("bind");
                 sock.connect(addr).await.expect("connect");
                 let mut lat = Vec::new();
                 let mut errors = 0usize;
@@ -196,15 +199,60 @@ fn main() -> Result<()> {
     let rounds = arg("--rounds", 5);
     let seconds = arg("--seconds", 3) as u64;
     let concurrency = arg("--concurrency", 16);
+    let loopback = std::env::args().any(|a| a == "--loopback");
+    if !loopback {
+        skiff_bench::enter_node_namespaces(
+            "dns",
+            "makes a pod network (use --loopback to query on loopback without root)",
+        )?;
+    }
     let dir = tempfile::tempdir()?;
-    let skiff = start_skiff(services)?;
-    let (_dnsmasq, baseline) = start_dnsmasq(services, dir.path())?;
+    // From a pod (default): the servers answer at service addresses on the node, the clients
+    // run in a pod's network namespace behind the node's bridge, as pods reach the cluster DNS.
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut _network = None;
+    let (skiff_addr, dnsmasq_addr, pod) = if loopback {
+        let a = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let b = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        (a, b, None)
+    } else {
+        let (net, pod) = rt.block_on(async {
+            let up = Command::new("ip").args(["link", "set", "lo", "up"]).status()?;
+            if !up.success() {
+                bail!("bringing up loopback failed");
+            }
+            let cfg = skiff_net::NodeNetworkConfig::new(
+                "10.42.0.0/24".parse()?,
+                &dir.path().join("data"),
+                &dir.path().join("run"),
+            );
+            let net = skiff_net::NodeNetwork::start(cfg).await?;
+            let pod = net.setup_pod("dns-client").await?;
+            let ips = [Ipv4Addr::new(10, 43, 0, 10).into(), Ipv4Addr::new(10, 43, 0, 11).into()];
+            skiff_net::ensure_local_addresses("skiff-dns", &ips).await?;
+            anyhow::Ok((net, pod))
+        })?;
+        _network = Some(net);
+        (
+            SocketAddr::from(([10, 43, 0, 10], 53)),
+            SocketAddr::from(([10, 43, 0, 11], 53)),
+            Some(skiff_net::Netns::open(&pod.netns)?),
+        )
+    };
+    let skiff = start_skiff(services, skiff_addr)?;
+    let (_dnsmasq, baseline) = start_dnsmasq(services, dir.path(), dnsmasq_addr)?;
     std::thread::sleep(Duration::from_millis(300));
-    println!("{services} services, {concurrency} clients, {rounds} rounds of {seconds} s each");
+    println!(
+        "{services} services, {concurrency} clients {}, {rounds} rounds of {seconds} s each",
+        if pod.is_some() { "in a pod" } else { "on loopback" }
+    );
     let mut results: Vec<(&str, Vec<Round>)> = vec![("skiff", Vec::new()), ("dnsmasq", Vec::new())];
     for r in 0..rounds {
         for (name, addr) in [("skiff", skiff), ("dnsmasq", baseline)] {
-            let res = round(addr, services, seconds, concurrency);
+            let res = match &pod {
+                Some(ns) => ns.run(move || round(addr, services, seconds, concurrency))?,
+                None => round(addr, services, seconds, concurrency),
+            };
             println!(
                 "round {r} {name:8} {:>9.0} q/s  p50 {:>6} µs  p99 {:>6} µs  errors {}",
                 res.0,
