@@ -383,6 +383,27 @@ fn timed_delete(k: &Kubectl, pod: &str) -> Duration {
     t.elapsed()
 }
 
+/// A registry on loopback holding `image` as `repo:tag`, and a registries.yaml in `dir` that
+/// makes it docker.io's mirror. The registry stops when dropped.
+fn docker_io_mirror(
+    dir: &Path,
+    repo: &str,
+    tag: &str,
+    image: &testing::TestImage,
+) -> (testing::Registry, std::path::PathBuf) {
+    let registry = testing::Registry::start(None);
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(registry.push(repo, tag, image));
+    let registries = dir.join("registries.yaml");
+    let yaml = format!(
+        "mirrors:\n  docker.io:\n    endpoint:\n      - http://{}\n",
+        registry.addr
+    );
+    std::fs::write(&registries, yaml).expect("registries.yaml");
+    (registry, registries)
+}
+
 #[test]
 fn pulls_through_a_mirror_and_keeps_pods_across_agent_restarts() {
     if !inside_namespaces("pulls_through_a_mirror_and_keeps_pods_across_agent_restarts") {
@@ -391,22 +412,10 @@ fn pulls_through_a_mirror_and_keeps_pods_across_agent_restarts() {
     bring_up_loopback();
     // A registry on loopback serves busybox as docker.io/library/busybox:1.36 through a
     // registries.yaml mirror; nothing is imported beforehand.
-    let registry = testing::Registry::start(None);
     let dir = tempfile::tempdir().expect("tempdir");
     let agent_dir = dir.path().join("agent");
     let img = test_image();
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(registry.push("library/busybox", "1.36", &img));
-    let registries = dir.path().join("registries.yaml");
-    std::fs::write(
-        &registries,
-        format!(
-            "mirrors:\n  docker.io:\n    endpoint:\n      - http://{}\n",
-            registry.addr
-        ),
-    )
-    .expect("registries.yaml");
+    let (registry, registries) = docker_io_mirror(dir.path(), "library/busybox", "1.36", &img);
     let run_dir = dir.path().join("run");
     let flags = agent_flags(&run_dir, &registries);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -1248,20 +1257,8 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     let upstream = fake_upstream_resolver().to_string();
     let work = tempfile::tempdir().expect("tempdir");
     let nginx_tar = support::node::nginx_image_path();
-    let registry = testing::Registry::start(None);
     let nginx = testing::read_oci_archive(&nginx_tar, "docker.io/library/nginx:latest");
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(registry.push("library/nginx", "latest", &nginx));
-    let registries = work.path().join("registries.yaml");
-    std::fs::write(
-        &registries,
-        format!(
-            "mirrors:\n  docker.io:\n    endpoint:\n      - http://{}\n",
-            registry.addr
-        ),
-    )
-    .expect("registries.yaml");
+    let (_registry, registries) = docker_io_mirror(work.path(), "library/nginx", "latest", &nginx);
     let (server, _agent_dir, run_dir) = start_node_with(&registries, &["--cluster-dns-upstream", &upstream]);
     let old = Kubectl::new("1.27", &server);
     let new = Kubectl::new("1.33", &server);
