@@ -209,14 +209,11 @@ impl Handler {
     fn resolve(&self, name: &str, qtype: RecordType) -> Resolution {
         let zone = self.shared.zone();
         match resolve_in_zone(&zone, name, qtype) {
-            Some(local) if !self.shared.synced() => {
-                // Nothing to answer from yet: a failure the client retries, never a false NXDOMAIN.
-                let _ = local;
-                Resolution::Local(Local {
-                    rcode: ResponseCode::ServFail,
-                    ..Local::default()
-                })
-            }
+            // Nothing to answer from yet: a failure the client retries, never a false NXDOMAIN.
+            Some(_) if !self.shared.synced() => Resolution::Local(Local {
+                rcode: ResponseCode::ServFail,
+                ..Local::default()
+            }),
             Some(local) => Resolution::Local(local),
             None => Resolution::Forward,
         }

@@ -217,3 +217,37 @@ async fn an_unreachable_upstream_is_a_servfail_not_a_hang() {
     let a = ask(&dns, "api.shop.svc.cluster.local.", RecordType::A, false).await;
     assert_eq!(ips(&a), vec![IpAddr::from([10, 43, 0, 20])]);
 }
+
+#[tokio::test]
+async fn bad_requests_get_errors_and_the_server_keeps_serving() {
+    use hickory_server::proto::op::OpCode;
+    let dns = start().await;
+    dns.shared.publish(zone());
+    // An UPDATE (a client trying to change the cluster's records): not implemented.
+    let mut update = Message::query();
+    update.metadata.id = 7;
+    update.metadata.op_code = OpCode::Update;
+    update.add_query(Query::query(
+        Name::from_ascii("cluster.local.").expect("name"),
+        RecordType::SOA,
+    ));
+    let answer = exchange(&[dns.addr], &update.to_vec().expect("encode"), false)
+        .await
+        .expect("an answer to an update");
+    let answer = Message::from_vec(&answer).expect("decode");
+    assert_eq!(answer.metadata.response_code, ResponseCode::NotImp);
+    assert!(answer.answers.is_empty());
+    // Garbage datagrams, over UDP and TCP: no crash, the next query is answered.
+    let garbage = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    for junk in [&b"\x00"[..], b"not a dns message at all", &[0xff; 300]] {
+        garbage.send_to(junk, dns.addr).await.expect("send");
+    }
+    if let Ok(mut tcp) = tokio::net::TcpStream::connect(dns.addr).await {
+        use tokio::io::AsyncWriteExt;
+        let _ = tcp.write_all(b"\x00\x05hello").await;
+    }
+    let a = ask(&dns, "api.shop.svc.cluster.local.", RecordType::A, false).await;
+    assert_eq!(ips(&a), vec![IpAddr::from([10, 43, 0, 20])]);
+    let a = ask(&dns, "api.shop.svc.cluster.local.", RecordType::A, true).await;
+    assert_eq!(ips(&a), vec![IpAddr::from([10, 43, 0, 20])]);
+}

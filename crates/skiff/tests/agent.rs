@@ -383,6 +383,30 @@ fn timed_delete(k: &Kubectl, pod: &str) -> Duration {
     t.elapsed()
 }
 
+/// The example images (scripts/example-image.sh) imported with `skiff image import` into the
+/// node whose server data dir is `data_dir`, as the quickstart does.
+fn import_example_images(data_dir: &Path) {
+    let archive = data_dir.join("example-images.tar");
+    let built = Command::new("bash")
+        .arg(support::repo_file("scripts/example-image.sh"))
+        .arg(&archive)
+        .status()
+        .expect("bash");
+    assert!(built.success(), "scripts/example-image.sh");
+    let imported = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "--data-dir"])
+        .arg(data_dir)
+        .arg("import")
+        .arg(&archive)
+        .output()
+        .expect("skiff image import");
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+}
+
 /// A registry on loopback holding `image` as `repo:tag`, and a registries.yaml in `dir` that
 /// makes it docker.io's mirror. The registry stops when dropped.
 fn docker_io_mirror(
@@ -999,27 +1023,7 @@ fn exec_and_port_forward_with_both_kubectls() {
     // The quickstart's app: its image built by scripts/example-image.sh and imported with
     // `skiff image`, then examples/hello.yaml (the Service, with a named target port, made
     // before its pods are ready) answers on its node port.
-    let archive = agent_dir.join("hello-image.tar");
-    let built = Command::new("bash")
-        .arg(support::repo_file("scripts/example-image.sh"))
-        .arg(&archive)
-        .status()
-        .expect("bash");
-    assert!(built.success(), "scripts/example-image.sh");
-    let data_dir = agent_dir.parent().expect("data dir");
-    let imported = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg("image")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("import")
-        .arg(&archive)
-        .output()
-        .expect("skiff image import");
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    import_example_images(agent_dir.parent().expect("data dir"));
     let hello = support::repo_file("examples/hello.yaml");
     new.ok(&["apply", "-f", hello.to_str().expect("path")]);
     new.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
@@ -1369,25 +1373,7 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
 
     // The shop (examples/shop/): frontend -> api -> store over their service names, its image
     // built by scripts/example-image.sh and imported with `skiff image`.
-    let archive = run_dir.join("example-images.tar");
-    let built = Command::new("bash")
-        .arg(support::repo_file("scripts/example-image.sh"))
-        .arg(&archive)
-        .status()
-        .expect("bash");
-    assert!(built.success(), "scripts/example-image.sh");
-    let imported = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["image", "--data-dir"])
-        .arg(server.dir.path())
-        .arg("import")
-        .arg(&archive)
-        .output()
-        .expect("skiff image import");
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    import_example_images(server.dir.path());
     let shop = support::repo_file("examples/shop");
     old.ok(&["apply", "-f", shop.to_str().expect("path")]);
     for d in ["store", "api", "frontend"] {
