@@ -306,17 +306,35 @@ async fn host_path_for_claim(client: &Client, ns: &str, claim: &str) -> Result<P
     let h = spec
         .host_path
         .ok_or_else(|| format!("persistentvolume {pv_name:?} is neither a local nor a hostPath volume"))?;
-    let path = PathBuf::from(&h.path);
-    // The local-path provisioner's volumes are `DirectoryOrCreate`: made on the node that
-    // first mounts them (the provisioner runs in the control plane, not on the node).
-    if h.type_.as_deref() == Some("DirectoryOrCreate") && !path.exists() {
-        std::fs::create_dir_all(&path)
-            .map_err(|e| format!("persistentvolume {pv_name:?}: creating {}: {e}", h.path))?;
+    // The hostPath type is honoured as for a pod's hostPath volume: the local-path
+    // provisioner's volumes are `DirectoryOrCreate`, made on the node that first mounts them
+    // (the provisioner runs in the control plane, not on the node).
+    let existed = std::path::Path::new(&h.path).exists();
+    let path = host_path(&h.path, h.type_.as_deref()).map_err(|e| format!("persistentvolume {pv_name:?}: {e}"))?;
+    if !existed && h.type_.as_deref() == Some("DirectoryOrCreate") {
         use std::os::unix::fs::PermissionsExt;
         // As the local-path provisioner makes them: writable by any container user.
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777));
     }
     Ok(path)
+}
+
+/// A hostPath on the node, checked or made according to its `type` as the kubelet does.
+fn host_path(path: &str, type_: Option<&str>) -> Result<PathBuf, String> {
+    let p = PathBuf::from(path);
+    match type_.unwrap_or("") {
+        "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(|e| format!("hostPath {path}: {e}"))?,
+        "FileOrCreate" if !p.exists() => {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("hostPath {path}: {e}"))?;
+            }
+            std::fs::write(&p, b"").map_err(|e| format!("hostPath {path}: {e}"))?;
+        }
+        "Directory" if !p.is_dir() => return Err(format!("hostPath type check failed: {path} is not a directory")),
+        "File" if !p.is_file() => return Err(format!("hostPath type check failed: {path} is not a file")),
+        _ => {}
+    }
+    Ok(p)
 }
 
 /// Make every volume of the pod and return where each one is on the host. An error is the
@@ -346,22 +364,7 @@ pub async fn prepare(
             }
             dir
         } else if let Some(h) = &v.host_path {
-            let p = PathBuf::from(&h.path);
-            match h.type_.as_deref().unwrap_or("") {
-                "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(|e| format!("hostPath {}: {e}", h.path))?,
-                "FileOrCreate" if !p.exists() => {
-                    if let Some(parent) = p.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| format!("hostPath {}: {e}", h.path))?;
-                    }
-                    std::fs::write(&p, b"").map_err(|e| format!("hostPath {}: {e}", h.path))?;
-                }
-                "Directory" if !p.is_dir() => {
-                    return Err(format!("hostPath type check failed: {} is not a directory", h.path))
-                }
-                "File" if !p.is_file() => return Err(format!("hostPath type check failed: {} is not a file", h.path)),
-                _ => {}
-            }
-            p
+            host_path(&h.path, h.type_.as_deref())?
         } else if let Some(c) = &v.config_map {
             let mode = c.default_mode.map_or(0o644, |m| m as u32);
             let optional = c.optional == Some(true);
