@@ -726,7 +726,11 @@ fn exec_on_a_terminal(runtime: &str) {
     let (p, _, _) = node.run("termd", &c);
     eventually("ready", || p.stdout().contains(&"ready".to_string()));
     let spec = bundle::read_config(&p.dir).expect("config");
-    let script = "tty; stty size; read x; stty size; echo got-$x; exit 4";
+    // The runtime makes the container's terminal and sizes it once the process has it (runc
+    // and the built-in runtime alike, as containerd's shim does): a process that asks at
+    // once can see no size yet (busybox's stty then fails), so it asks until it has one.
+    let script = "tty; until [ -n \"$(stty size 2>/dev/null)\" ]; do sleep 0.1; done; stty size; \
+                  read x; stty size; echo got-$x; exit 4";
     let process = bundle::exec_process(&spec, vec!["sh".into(), "-c".into(), script.into()], true).expect("process");
     let (master, slave) = terminal();
     set_size(&master, 33, 101);
