@@ -200,6 +200,7 @@ async fn inner(a: Args) -> Result<()> {
         .spawn()
         .context("starting skiff agent")?;
     let agent_pid = agent.id();
+    let agent_started = Instant::now();
     let c = client(&server).await?;
     let nodes: Api<Node> = Api::all(c.clone());
     let t_node = Instant::now();
@@ -222,11 +223,29 @@ async fn inner(a: Args) -> Result<()> {
         t_node.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle_rss = proc_status_kib(agent_pid, "VmRSS:");
-    let idle_pss = pss_kib(agent_pid);
     println!(
-        "agent idle: RSS {:.1} MiB (PSS {:.1} MiB)",
+        "agent just started: RSS {:.1} MiB (PSS {:.1} MiB)",
+        proc_status_kib(agent_pid, "VmRSS:") as f64 / 1024.0,
+        pss_kib(agent_pid) as f64 / 1024.0
+    );
+    // Idle is the steady state: after the agent has dropped its start-up code (20 s after
+    // start, crates/skiff/src/trim.rs) and its first image GC run (30 s), the median of ten
+    // readings a second apart.
+    tokio::time::sleep_until((agent_started + Duration::from_secs(40)).into()).await;
+    let mut readings = Vec::new();
+    for _ in 0..10 {
+        readings.push((proc_status_kib(agent_pid, "VmRSS:"), pss_kib(agent_pid)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    readings.sort();
+    let (idle_rss, _) = readings[readings.len() / 2];
+    let mut pss: Vec<u64> = readings.iter().map(|r| r.1).collect();
+    pss.sort();
+    let idle_pss = pss[pss.len() / 2];
+    println!(
+        "agent idle (40-50 s after start, median): RSS {:.1} MiB (max {:.1}), PSS {:.1} MiB",
         idle_rss as f64 / 1024.0,
+        readings.last().map_or(0, |r| r.0) as f64 / 1024.0,
         idle_pss as f64 / 1024.0
     );
     if std::env::var_os("SKIFF_BENCH_SMAPS").is_some() {

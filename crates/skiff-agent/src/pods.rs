@@ -264,11 +264,26 @@ async fn remove_orphans(ctx: &Arc<Ctx>, known: &HashSet<String>) {
             .await;
         }
     }
+    let mut gone = Vec::new();
     for uid in ctx.net.pods().unwrap_or_default() {
         if !known.contains(&uid) {
             let _ = ctx.net.teardown_pod(&uid).await;
+            gone.push(uid);
         }
     }
+    remove_pod_cgroups(ctx, gone).await;
+}
+
+/// The pod cgroups (`/kubepods/…/pod<uid>`) of these pods, once their containers are gone.
+async fn remove_pod_cgroups(ctx: &Arc<Ctx>, uids: Vec<String>) {
+    if uids.is_empty() {
+        return;
+    }
+    let root = ctx.cfg.cgroup_root.clone();
+    let names: HashSet<String> = uids.iter().map(|u| qos::cgroup_uid(u)).collect();
+    let removed =
+        blocking(move || qos::remove_pod_cgroups(Path::new("/sys/fs/cgroup"), &root, |u| names.contains(u))).await;
+    tracing::debug!(pods = ?uids, removed, "pod cgroups removed");
 }
 
 async fn worker(ctx: Arc<Ctx>, uid: String, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
@@ -402,6 +417,7 @@ async fn terminate(ctx: &Arc<Ctx>, pod: &Pod, st: &mut PodState, grace: Duration
     for s in stops {
         let _ = s.await;
     }
+    remove_pod_cgroups(ctx, vec![uid.clone()]).await;
     if let Err(e) = ctx.net.teardown_pod(&uid).await {
         tracing::warn!(pod = %pod.name_any(), error = %e, "tearing down the pod network");
     }

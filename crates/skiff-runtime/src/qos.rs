@@ -99,15 +99,60 @@ pub fn oom_score_adj(class: QosClass, container: &Container, node_memory_bytes: 
 /// `/kubepods/burstable/pod<uid>`, `/kubepods/besteffort/pod<uid>`.
 pub fn pod_cgroup(root: &str, class: QosClass, pod_uid: &str) -> String {
     let root = root.trim_end_matches('/');
-    let uid: String = pod_uid
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-        .collect();
+    let uid = cgroup_uid(pod_uid);
     match class {
         QosClass::Guaranteed => format!("{root}/pod{uid}"),
         QosClass::Burstable => format!("{root}/burstable/pod{uid}"),
         QosClass::BestEffort => format!("{root}/besteffort/pod{uid}"),
     }
+}
+
+/// A pod UID as its cgroup's name has it (`pod<this>`): anything but ASCII letters, digits
+/// and `-` becomes `_`.
+pub fn cgroup_uid(pod_uid: &str) -> String {
+    pod_uid
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect()
+}
+
+/// Removes the empty pod cgroups under `root` (every QoS class, every hierarchy mounted under
+/// `mount`: each v1 controller's, or the one v2 tree) of the pods for which `gone(uid)` holds,
+/// as the kubelet does once a pod's containers are gone: runtimes remove a container's own
+/// cgroup, never the pod's parent of it. A cgroup still in use (a container in it) is not
+/// empty, and the kernel refuses to remove it; that is left for the next call. Returns how
+/// many were removed.
+pub fn remove_pod_cgroups(mount: &std::path::Path, root: &str, gone: impl Fn(&str) -> bool) -> usize {
+    let root = root.trim_matches('/');
+    let hierarchies: Vec<std::path::PathBuf> = if mount.join("cgroup.controllers").exists() {
+        vec![mount.to_path_buf()]
+    } else {
+        std::fs::read_dir(mount)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let mut removed = 0;
+    for h in hierarchies {
+        for parent in [
+            h.join(root),
+            h.join(root).join("burstable"),
+            h.join(root).join("besteffort"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(uid) = name.to_str().and_then(|n| n.strip_prefix("pod")) else {
+                    continue;
+                };
+                if gone(uid) && e.path().is_dir() && std::fs::remove_dir(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -216,5 +261,35 @@ mod tests {
             pod_cgroup("/skiff", QosClass::BestEffort, "../x"),
             "/skiff/besteffort/pod___x"
         );
+    }
+
+    #[test]
+    fn pod_cgroups_of_gone_pods_are_removed_when_empty() {
+        // v1: a hierarchy per controller.
+        let v1 = tempfile::tempdir().expect("tmp");
+        let dirs = [
+            "memory/kubepods/burstable/poda",
+            "pids/kubepods/besteffort/poda",
+            "memory/kubepods/podb/container-1",
+            "memory/kubepods/podkept",
+            "memory/other/podc",
+        ];
+        for d in dirs {
+            std::fs::create_dir_all(v1.path().join(d)).expect("mkdir");
+        }
+        let gone = |uid: &str| uid != "kept";
+        assert_eq!(remove_pod_cgroups(v1.path(), "/kubepods", gone), 2);
+        assert!(!v1.path().join("memory/kubepods/burstable/poda").exists());
+        assert!(!v1.path().join("pids/kubepods/besteffort/poda").exists());
+        // Still in use (a container's cgroup in it), kept by the caller, or not Skiff's.
+        assert!(v1.path().join("memory/kubepods/podb/container-1").exists());
+        assert!(v1.path().join("memory/kubepods/podkept").exists());
+        assert!(v1.path().join("memory/other/podc").exists());
+        // v2: one tree.
+        let v2 = tempfile::tempdir().expect("tmp");
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpu memory pids\n").expect("write");
+        std::fs::create_dir_all(v2.path().join("kubepods/podx")).expect("mkdir");
+        assert_eq!(remove_pod_cgroups(v2.path(), "kubepods/", |u| u == "x"), 1);
+        assert!(!v2.path().join("kubepods/podx").exists());
     }
 }

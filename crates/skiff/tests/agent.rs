@@ -376,6 +376,29 @@ fn container_pids(agent_dir: &Path, uid: &str) -> Vec<(String, i64)> {
     out
 }
 
+/// The pod's cgroup directories (`…/kubepods/[class/]pod<uid>`) in every cgroup hierarchy.
+fn pod_cgroups(uid: &str) -> Vec<std::path::PathBuf> {
+    let name = format!("pod{uid}");
+    let mut found = Vec::new();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let hierarchies: Vec<std::path::PathBuf> = if v2 {
+        vec!["/sys/fs/cgroup".into()]
+    } else {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for h in hierarchies {
+        for class in ["", "burstable", "besteffort"] {
+            let p = h.join("kubepods").join(class).join(&name);
+            if p.is_dir() {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
 /// How long `kubectl delete pod NAME` takes.
 fn timed_delete(k: &Kubectl, pod: &str) -> Duration {
     let t = Instant::now();
@@ -520,8 +543,20 @@ fn pulls_through_a_mirror_and_keeps_pods_across_agent_restarts() {
         "pod/polite",
         "--timeout=60s",
     ]);
+    let uids = [
+        jsonpath(&k, "stubborn", "{.metadata.uid}"),
+        jsonpath(&k, "polite", "{.metadata.uid}"),
+    ];
+    assert!(
+        uids.iter().all(|u| !pod_cgroups(u).is_empty()),
+        "each pod has a cgroup of its own (per hierarchy): {uids:?}"
+    );
     let slow = timed_delete(&k, "stubborn");
     let fast = timed_delete(&k, "polite");
+    // The pods' cgroups go with them (runtimes remove only the containers' own).
+    wait_for(10, "the deleted pods' cgroups to be removed", || {
+        uids.iter().all(|u| pod_cgroups(u).is_empty()).then_some(())
+    });
     assert!(
         slow >= Duration::from_millis(4500) && slow < Duration::from_secs(12),
         "SIGTERM-ignoring pod took {slow:?}"
