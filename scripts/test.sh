@@ -37,6 +37,13 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 # Container tests: the conformance suite runs on the built-in runtime and on runc.
 command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
+# The cgroup v2 VM test (containers.rs): qemu without its GUI and firmware extras (it boots
+# Debian's kernel directly, fetched by the test itself with `apt-get download`).
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing: qemu-system-x86"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
+fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need_pkgs[*]}"

@@ -987,6 +987,7 @@ async fn start_container(
         },
         pid: NamespaceMode::New,
         cgroup_namespace: skiff_runtime::oci::cgroup_v2_host(),
+        cgroup_v2: skiff_runtime::oci::cgroup_v2_host(),
         pids_limit: None,
         oom_score_adj: Some(qos::oom_score_adj(p.class, c, p.node_memory)),
     };

@@ -145,6 +145,11 @@ pub struct PodContext {
     pub pid: NamespaceMode,
     /// Give the container a cgroup namespace (as containerd does on cgroup v2 hosts).
     pub cgroup_namespace: bool,
+    /// The host runs cgroup v2 only ([`crate::oci::cgroup_v2_host`]): the spec sets
+    /// `cpu.weight` itself (`unified`, by [`cpu_weight`]), so every runtime gives a container
+    /// the same weight (each converts `shares` its own way: runc 1.1 linearly, youki and
+    /// runc ≥ 1.3.2 as [`cpu_weight`] does).
+    pub cgroup_v2: bool,
     /// The node's pod PID limit, applied to each container's cgroup.
     pub pids_limit: Option<i64>,
     /// The OOM score adjustment for the pod's QoS class.
@@ -342,7 +347,7 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<Spec, BundleError> {
 
     let mut linux_b = LinuxBuilder::default()
         .namespaces(namespaces(input.pod).map_err(spec_err)?)
-        .resources(resources(name, c, input.pod.pids_limit, privileged)?)
+        .resources(resources(name, c, input.pod, privileged)?)
         .cgroups_path(PathBuf::from(&input.cgroups_path));
     if !privileged {
         linux_b = linux_b
@@ -800,10 +805,26 @@ fn device_rule(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Opt
     b.build().expect("a device rule with every field set always builds")
 }
 
+/// `cpu.shares` (2…262144) → cgroup v2 `cpu.weight` (1…10000), as youki, crun ≥ 1.23 and
+/// runc ≥ 1.3.2 convert it: a quadratic in log2(shares) through the ends of both ranges and
+/// the defaults (1024 → 100), so that a container asking for one CPU weighs as much as the
+/// services beside it (the old linear conversion gave it 39).
+pub fn cpu_weight(shares: u64) -> u64 {
+    if shares <= MIN_SHARES {
+        return 1;
+    }
+    if shares >= MAX_SHARES {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
+}
+
 fn resources(
     name: &str,
     c: &Container,
-    pids_limit: Option<i64>,
+    pod: &PodContext,
     privileged: bool,
 ) -> Result<oci_spec::runtime::LinuxResources, BundleError> {
     let spec_err = |source| BundleError::Spec {
@@ -819,8 +840,16 @@ fn resources(
     if let Some(m) = v.memory_limit {
         r = r.memory(LinuxMemoryBuilder::default().limit(m).build().map_err(spec_err)?);
     }
-    if let Some(p) = pids_limit.filter(|p| *p > 0) {
+    if let Some(p) = pod.pids_limit.filter(|p| *p > 0) {
         r = r.pids(LinuxPidsBuilder::default().limit(p).build().map_err(spec_err)?);
+    }
+    if pod.cgroup_v2 {
+        // Written after the runtime's own conversion of `shares` (runc and youki apply
+        // `unified` last).
+        r = r.unified(HashMap::from([(
+            "cpu.weight".to_string(),
+            cpu_weight(v.cpu_shares).to_string(),
+        )]));
     }
     // Devices: everything for privileged containers; otherwise none but the standard set.
     let devices = if privileged {

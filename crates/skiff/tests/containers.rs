@@ -25,6 +25,9 @@ use skiff_runtime::shim::{self, log::parse, ShimConfig, ShimState, ShimStatus};
 use skiff_runtime::testing::{self, layer, Compression, ManifestKind};
 use skiff_runtime::{rootfs, ImageRecord, ImageStore, Platform};
 
+#[path = "support/vm.rs"]
+mod vm;
+
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 const IN_NS: &str = "SKIFF_CONTAINER_TEST_IN_NS";
 const WAIT: Duration = Duration::from_secs(30);
@@ -274,6 +277,10 @@ fn pod() -> PodContext {
     PodContext {
         hostname: Some("test-pod".into()),
         host_capabilities: skiff_runtime::oci::host_capabilities(),
+        // As the agent decides them: on a cgroup v2 host, a cgroup namespace of its own and
+        // the CPU weight set in the spec.
+        cgroup_namespace: skiff_runtime::oci::cgroup_v2_host(),
+        cgroup_v2: skiff_runtime::oci::cgroup_v2_host(),
         ..Default::default()
     }
 }
@@ -924,7 +931,16 @@ fn capabilities_reach_the_process(runtime: &str) {
 
 fn cgroup_limits_are_applied(runtime: &str) {
     let node = Node::new(runtime);
-    let mut c = sh("limited", "echo ready; while true; do sleep 1; done");
+    // The container's own view: its cgroup membership and the limits it can read (what a
+    // JVM or Go runtime sizes itself by).
+    let script = "cat /proc/self/cgroup; echo --; \
+                  if [ -e /sys/fs/cgroup/cgroup.controllers ]; then \
+                    cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; \
+                  else \
+                    cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes \
+                        /sys/fs/cgroup/pids/pids.max; \
+                  fi; echo ready; while true; do sleep 1; done";
+    let mut c = sh("limited", script);
     c.resources = Some(ResourceRequirements {
         requests: Some([("cpu".to_string(), Quantity("250m".into()))].into()),
         limits: Some(
@@ -948,10 +964,22 @@ fn cgroup_limits_are_applied(runtime: &str) {
             .trim()
             .to_string()
     };
-    if skiff_runtime::oci::cgroup_v2_host() {
+    let out = p.stdout();
+    let split = out.iter().position(|l| l == "--").expect("the container's output");
+    let ready = out.iter().position(|l| l == "ready").expect("ready");
+    let (membership, limits) = (&out[..split], &out[split + 1..ready]);
+    let init = shim::read_state(&p.dir).expect("state").pid.expect("pid");
+    let v2 = skiff_runtime::oci::cgroup_v2_host();
+    let procs = if v2 {
         assert_eq!(read(format!("{cg}/cpu.max")), "50000 100000");
+        // The same weight from both runtimes (Skiff sets it; see `PodContext::cgroup_v2`).
+        assert_eq!(read(format!("{cg}/cpu.weight")), bundle::cpu_weight(256).to_string());
         assert_eq!(read(format!("{cg}/memory.max")), (64u64 << 20).to_string());
         assert_eq!(read(format!("{cg}/pids.max")), "64");
+        // A cgroup namespace: the container is at the root of its own hierarchy, and its
+        // /sys/fs/cgroup is its own cgroup.
+        assert_eq!(membership, ["0::/"], "{out:?}");
+        read(format!("{cg}/cgroup.procs"))
     } else {
         assert_eq!(read(format!("cpu/{cg}/cpu.shares")), "256");
         assert_eq!(read(format!("cpu/{cg}/cpu.cfs_quota_us")), "50000");
@@ -961,13 +989,26 @@ fn cgroup_limits_are_applied(runtime: &str) {
             (64u64 << 20).to_string()
         );
         assert_eq!(read(format!("pids/{cg}/pids.max")), "64");
-        let procs = read(format!("memory/{cg}/cgroup.procs"));
-        let init = shim::read_state(&p.dir).expect("state").pid.expect("pid");
-        assert!(
-            procs.lines().any(|l| l == init.to_string()),
-            "init in its cgroup: {procs}"
-        );
-    }
+        for controller in ["memory", "pids"] {
+            assert!(
+                membership
+                    .iter()
+                    .any(|l| l.contains(controller) && l.ends_with(&format!(":/{cg}"))),
+                "{controller}: {out:?}"
+            );
+        }
+        read(format!("memory/{cg}/cgroup.procs"))
+    };
+    let quota = if v2 { "50000 100000" } else { "50000" };
+    assert_eq!(
+        limits,
+        [quota.to_string(), (64u64 << 20).to_string(), "64".to_string()],
+        "the limits as the container sees them: {out:?}"
+    );
+    assert!(
+        procs.lines().any(|l| l == init.to_string()),
+        "init in its cgroup: {procs}"
+    );
 }
 
 fn memory_limit_oom_is_recorded(runtime: &str) {
@@ -1225,6 +1266,133 @@ fn helper_agent_process() {
     loop {
         std::thread::sleep(Duration::from_secs(60));
     }
+}
+
+/// The conformance cases `cgroup_v2_in_a_vm` runs, for both runtimes: the cgroup ones and a
+/// plain run and exec (the VM may be emulated, so not all of them).
+const IN_THE_VM: &[&str] = &[
+    "echo_exit_code_and_logs",
+    "exec_runs_as_the_container",
+    "cgroup_limits_are_applied",
+    "memory_limit_oom_is_recorded",
+];
+
+/// The conformance suite on a **cgroup v2-only** kernel, whatever the host has: boots Debian's
+/// stock kernel in qemu (`support/vm.rs`: KVM where it runs a stock kernel, else TCG) with
+/// `cgroup_no_v1=all`, the host's root read-only over 9p and cgroup2 alone at
+/// `/sys/fs/cgroup`, and runs this test binary there, filtered to [`IN_THE_VM`] for both
+/// runtimes. A share written by the VM brings back the test output and exit status, the
+/// root cgroup's controllers and cgroup mounts (to prove it was v2) and the cgroups left
+/// afterwards. The kernel is downloaded once (`apt-get download`) and cached under
+/// `/var/tmp/skiff-test-images`. `SKIFF_VM_TESTS="builtin:: runc::"` runs other filters
+/// (here: the whole suite); `SKIFF_VM_ACCEL=kvm|tcg` picks the accelerator.
+#[test]
+fn cgroup_v2_in_a_vm() {
+    assert!(
+        testing::is_root(),
+        "the VM test needs root (it shares the host's whole root filesystem with the VM)"
+    );
+    let exe = std::env::current_exe().expect("test binary");
+    for bin in [exe.as_path(), Path::new(SKIFF)] {
+        assert!(
+            !bin.starts_with("/tmp") && !bin.starts_with("/run"),
+            "{} is under /tmp or /run, which the VM replaces with its own tmpfs",
+            bin.display()
+        );
+    }
+    let (filters, expected): (Vec<String>, Vec<String>) = match std::env::var("SKIFF_VM_TESTS") {
+        Ok(f) => (f.split_whitespace().map(String::from).collect(), Vec::new()),
+        Err(_) => {
+            let names: Vec<String> = ["builtin", "runc"]
+                .iter()
+                .flat_map(|r| IN_THE_VM.iter().map(move |c| format!("{r}::{c}")))
+                .collect();
+            (names.iter().cloned().chain(["--exact".to_string()]).collect(), names)
+        }
+    };
+    let kernel = vm::debian_kernel();
+    let share = tempfile::tempdir().expect("share");
+    let out = vm::SHARE;
+    let job = format!(
+        "cd /\n\
+         export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root RUST_BACKTRACE=1\n\
+         cat /sys/fs/cgroup/cgroup.controllers > {out}/controllers\n\
+         grep cgroup /proc/mounts > {out}/cgroup-mounts\n\
+         '{exe}' {filters} --test-threads=2 > {out}/tests.log 2>&1\n\
+         echo $? > {out}/tests.status\n\
+         ls /sys/fs/cgroup > {out}/cgroups-after\n\
+         /bin/busybox sync\n\
+         /bin/busybox poweroff -f\n",
+        exe = exe.display(),
+        filters = filters.join(" "),
+    );
+    std::fs::write(share.path().join("job.sh"), job).expect("job.sh");
+    let accel = vm::Accel::detect();
+    let timeout = match accel {
+        vm::Accel::Kvm => Duration::from_secs(180),
+        vm::Accel::Tcg => Duration::from_secs(600),
+    };
+    let booted = vm::boot(&kernel, share.path(), accel, timeout);
+    let read = |f: &str| std::fs::read_to_string(share.path().join(f));
+    let log = read("tests.log").unwrap_or_default();
+    let booted = booted.unwrap_or_else(|e| panic!("{e}\n--- the tests' output so far ---\n{log}"));
+    println!("{log}");
+    let status = read("tests.status").unwrap_or_else(|_| {
+        panic!(
+            "the tests in the VM did not finish\n--- console ---\n{}\n--- the tests' output ---\n{log}",
+            booted.console
+        )
+    });
+    assert_eq!(status.trim(), "0", "the tests in the VM failed; their output is above");
+    let read = |f: &str| read(f).unwrap_or_else(|e| panic!("{f} from the VM: {e}"));
+
+    // It was cgroup v2, and only that.
+    let controllers = read("controllers");
+    for c in ["cpu", "memory", "pids", "io"] {
+        assert!(
+            controllers.split_whitespace().any(|w| w == c),
+            "the {c} controller on cgroup2: {controllers:?}"
+        );
+    }
+    let mounts = read("cgroup-mounts");
+    let types: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert!(
+        !types.is_empty() && types.iter().all(|t| *t == "cgroup2"),
+        "cgroup2 alone is mounted: {mounts:?}"
+    );
+
+    // The tests ran, and passed.
+    let result = log
+        .lines()
+        .rfind(|l| l.starts_with("test result: "))
+        .unwrap_or_else(|| panic!("no test result in the VM's output"));
+    let passed: usize = result
+        .split("; ")
+        .find_map(|p| {
+            p.strip_prefix("test result: ok. ")
+                .and_then(|n| n.strip_suffix(" passed"))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not ok: {result}"));
+    assert!(passed > 0, "no test ran in the VM: {result}");
+    assert!(result.contains("; 0 failed;"), "{result}");
+    for name in &expected {
+        assert!(
+            log.lines().any(|l| l == format!("test {name} ... ok")),
+            "{name} passed in the VM"
+        );
+    }
+    if !expected.is_empty() {
+        assert_eq!(passed, expected.len(), "{result}");
+    }
+    // The tests removed their cgroups.
+    let after = read("cgroups-after");
+    let left: Vec<&str> = after.lines().filter(|l| l.starts_with("skiff-test-")).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+    println!(
+        "cgroup v2 VM ({accel:?}, {}): {passed} tests passed, {:?} from boot to power-off",
+        kernel.name, booted.took
+    );
 }
 
 /// Generates, for every runtime, a module with one test per case (`builtin::echo_…`,

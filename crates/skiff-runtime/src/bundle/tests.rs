@@ -361,6 +361,49 @@ fn cgroup_values_like_the_kubelet() {
 }
 
 #[test]
+fn cpu_weight_from_shares() {
+    // The ends of both ranges and the defaults meet; 250m (256 shares) as current runtimes
+    // give it.
+    let cases = [
+        (0, 1),
+        (2, 1),
+        (256, 35),
+        (1024, 100),
+        (262_144, 10_000),
+        (1 << 30, 10_000),
+    ];
+    for (shares, weight) in cases {
+        assert_eq!(cpu_weight(shares), weight, "{shares} shares");
+    }
+    let weights: Vec<u64> = (2..=262_144).step_by(97).map(cpu_weight).collect();
+    assert!(weights.windows(2).all(|w| w[0] <= w[1]), "monotonic");
+}
+
+#[test]
+fn cgroup_v2_sets_the_cpu_weight() {
+    let mut case = Case::new(resources(&[("cpu", "250m")], &[]));
+    let unified = |s: &Spec| {
+        s.linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .and_then(|r| r.unified().clone())
+    };
+    assert_eq!(unified(&case.spec()), None, "cgroup v1: shares alone");
+    case.pod.cgroup_v2 = true;
+    let s = case.spec();
+    assert_eq!(
+        unified(&s),
+        Some(HashMap::from([("cpu.weight".to_string(), "35".to_string())]))
+    );
+    let cpu = s
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .and_then(|r| r.cpu().clone());
+    assert_eq!(cpu.and_then(|c| c.shares()), Some(256), "shares stay, for v1 readers");
+}
+
+#[test]
 fn resources_reach_the_spec() {
     let mut case = Case::new(resources(&[("cpu", "100m")], &[("cpu", "1"), ("memory", "32Mi")]));
     case.pod.pids_limit = Some(512);
