@@ -24,7 +24,10 @@ fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
     if target == "x86_64-unknown-linux-gnu" && !other_linker && std::env::var_os("SKIFF_NO_CODE_ORDER").is_none() {
         let list = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("hot-code.txt");
-        println!("cargo:rustc-link-arg-bin=skiff=-Wl,--symbol-ordering-file={}", list.display());
+        println!(
+            "cargo:rustc-link-arg-bin=skiff=-Wl,--symbol-ordering-file={}",
+            list.display()
+        );
         println!("cargo:rustc-link-arg-bin=skiff=-Wl,--no-warn-symbol-ordering");
     }
 }
