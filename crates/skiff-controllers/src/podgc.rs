@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -83,20 +83,35 @@ fn schedule(client: &Client, pending: &Arc<Mutex<HashSet<String>>>, node: String
     });
 }
 
-/// Every pod checked against the nodes now in `store`.
-async fn sweep(client: &Client, store: &Store<Node>) -> Result<BTreeSet<String>, kube::Error> {
-    let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await?;
+/// Every pod checked against the nodes now in `store`, a page of pods at a time (a cluster's
+/// every pod at once is hundreds of megabytes of objects at 50,000 pods).
+async fn sweep(client: &Client, store: &Store<PartialObjectMeta<Node>>) -> Result<BTreeSet<String>, kube::Error> {
     let nodes: HashSet<String> = store.state().iter().map(|n| n.name_any()).collect();
-    Ok(missing_nodes(&pods.items, &nodes))
+    let api = Api::<Pod>::all(client.clone());
+    let mut missing = BTreeSet::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        missing.extend(missing_nodes(&page.items, &nodes));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => params = params.continue_token(&next),
+            None => return Ok(missing),
+        }
+    }
 }
 
 /// Collect the pods of deleted nodes until the process ends.
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let (store, writer) = reflector::store::<Node>();
+    // Node names are all it needs: a metadata-only watch, not a second copy of every Node.
+    let (store, writer) = reflector::store::<PartialObjectMeta<Node>>();
     let (tx, mut deleted) = tokio::sync::mpsc::unbounded_channel::<String>();
     let feed = reflector::reflector(
         writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
+        watcher(
+            Api::<PartialObjectMeta<Node>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )
     .for_each(move |ev| {
         if let Ok(watcher::Event::Delete(n)) = ev {
