@@ -101,6 +101,8 @@ impl HostPort {
 /// A pod with what scheduling needs computed once.
 #[derive(Clone, Debug)]
 pub struct PodInfo {
+    /// The whole pod while it waits to be placed; once placed ([`PodInfo::settled`]) one
+    /// empty pod shared by all, since the filters and scores read only the fields below.
     pub pod: Arc<Pod>,
     pub key: String,
     pub namespace: String,
@@ -108,7 +110,14 @@ pub struct PodInfo {
     /// Requests with kube-scheduler's defaults for containers that state none (scoring only).
     pub nonzero: (i128, i128),
     pub host_ports: Vec<HostPort>,
+    labels: Labels,
+    affinity: Option<Box<k8s_openapi::api::core::v1::Affinity>>,
+    tolerations: Vec<Toleration>,
+    deleting: bool,
 }
+
+/// What a placed pod's `pod` is: see [`PodInfo::pod`].
+static PLACED: std::sync::LazyLock<Arc<Pod>> = std::sync::LazyLock::new(|| Arc::new(Pod::default()));
 
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
@@ -142,7 +151,12 @@ impl PodInfo {
             requests.add(&Resources::from_list(spec.overhead.as_ref()));
         }
         requests.pods = 1;
+        let spec = pod.spec.as_ref();
         PodInfo {
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            affinity: spec.and_then(|s| s.affinity.clone()).map(Box::new),
+            tolerations: spec.and_then(|s| s.tolerations.clone()).unwrap_or_default(),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
             pod,
             key,
             namespace,
@@ -153,43 +167,21 @@ impl PodInfo {
     }
 
     /// The pod as the cache keeps it once it is on a node: only what filters and scores read
-    /// of pods already placed (identity, labels, affinity, tolerations, phase); its requests and
-    /// host ports are already summed. Containers, volumes and the rest are dropped, which is
-    /// most of a pod's memory.
+    /// of pods already placed (identity, labels, affinity, tolerations, whether it is being
+    /// deleted), kept in fields of its own; its requests and host ports are already summed.
+    /// The `Pod` itself goes: its struct alone is about 2 KB (most of it `PodSpec`'s fields,
+    /// even when they are all empty), the scheduler's largest cost per placed pod.
     pub fn settled(mut self) -> PodInfo {
-        let p = &self.pod;
-        let m = &p.metadata;
-        let slim = Pod {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: m.name.clone(),
-                namespace: m.namespace.clone(),
-                uid: m.uid.clone(),
-                labels: m.labels.clone(),
-                deletion_timestamp: m.deletion_timestamp.clone(),
-                ..Default::default()
-            },
-            spec: p.spec.as_ref().map(|s| k8s_openapi::api::core::v1::PodSpec {
-                affinity: s.affinity.clone(),
-                node_name: s.node_name.clone(),
-                tolerations: s.tolerations.clone(),
-                scheduler_name: s.scheduler_name.clone(),
-                ..Default::default()
-            }),
-            status: p.status.as_ref().map(|s| k8s_openapi::api::core::v1::PodStatus {
-                phase: s.phase.clone(),
-                ..Default::default()
-            }),
-        };
-        self.pod = Arc::new(slim);
+        self.pod = PLACED.clone();
         self
     }
 
     pub fn labels(&self) -> &Labels {
-        self.pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
+        &self.labels
     }
 
     fn affinity(&self) -> Option<&k8s_openapi::api::core::v1::Affinity> {
-        self.pod.spec.as_ref().and_then(|s| s.affinity.as_ref())
+        self.affinity.as_deref()
     }
 
     fn required_affinity(&self) -> &[PodAffinityTerm] {
@@ -230,15 +222,11 @@ impl PodInfo {
     }
 
     fn terminating(&self) -> bool {
-        self.pod.metadata.deletion_timestamp.is_some()
+        self.deleting
     }
 
     fn tolerations(&self) -> &[Toleration] {
-        self.pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.tolerations.as_deref())
-            .unwrap_or_default()
+        &self.tolerations
     }
 }
 

@@ -316,10 +316,7 @@ fn pods_run_as_containers_on_the_pod_network() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let server = SkiffServer::start_with_agent(dir, &flags);
     let new = Kubectl::new("1.33", &server);
-    wait_for(60, "the node Ready again", || {
-        let row = new.ok(&["get", "node", "test-node", "--no-headers"]);
-        row.contains(" Ready ").then_some(row)
-    });
+    wait_for(60, "the node Ready again", || ready_node(&new, "test-node"));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         jsonpath(&new, "web", "{.status.containerStatuses[0].restartCount}"),
@@ -397,6 +394,14 @@ fn pod_cgroups(uid: &str) -> Vec<std::path::PathBuf> {
         }
     }
     found
+}
+
+/// `kubectl get node NAME`'s row once the node is Ready (`None` before, also while the node
+/// is not registered yet).
+fn ready_node(k: &Kubectl, name: &str) -> Option<String> {
+    let out = k.run(&["get", "node", name, "--no-headers"]);
+    let row = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success() && row.contains(" Ready ")).then_some(row)
 }
 
 /// How long `kubectl delete pod NAME` takes.
@@ -696,10 +701,8 @@ fn a_separately_joined_agent_runs_pods() {
         .spawn()
         .expect("skiff agent");
     let k = Kubectl::new("1.33", &server);
-    wait_for(60, "the joined node Ready", || {
-        let row = k.ok(&["get", "node", "joined", "--no-headers"]);
-        row.contains(" Ready ").then_some(row)
-    });
+    // The agent registers its Node after its tunnel is up: until then the node is not found.
+    wait_for(60, "the joined node Ready", || ready_node(&k, "joined"));
     run_web(&k);
     k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
     let ip: std::net::Ipv4Addr = jsonpath(&k, "web", "{.status.podIP}").parse().expect("pod IP");
@@ -1301,10 +1304,7 @@ fn cluster_dns_answers_pods_and_outlives_the_server() {
     let (server, _agent_dir, run_dir) = start_node_with(&registries, &["--cluster-dns-upstream", &upstream]);
     let old = Kubectl::new("1.27", &server);
     let new = Kubectl::new("1.33", &server);
-    wait_for(60, "the node Ready", || {
-        let row = new.ok(&["get", "node", "test-node", "--no-headers"]);
-        row.contains(" Ready ").then_some(row)
-    });
+    wait_for(60, "the node Ready", || ready_node(&new, "test-node"));
     // The cluster DNS service is there for tools that look for it.
     let dns_ip = wait_for(30, "the kube-dns service", || {
         let out = new.run(&[
