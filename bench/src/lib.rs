@@ -68,6 +68,81 @@ pub fn start_on(skiff: &Path, bind: &str, extra: &[&str]) -> Result<Server> {
     })
 }
 
+/// `skiff agent` joining `server` as node `node` at `ip`, with data and run dirs under `dir`
+/// (`<dir>/agent-data-<node>`, `<dir>/run-<node>`), no registries.yaml, logging warnings;
+/// run in the network namespace at `netns` (through `nsenter`) if one is given. Callers add
+/// what differs and spawn it.
+pub fn agent_command(
+    skiff: &Path,
+    server: &Server,
+    dir: &Path,
+    node: &str,
+    ip: &str,
+    netns: Option<&Path>,
+) -> Result<Command> {
+    let kc = std::fs::read_to_string(&server.kubeconfig)?;
+    let url = kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .context("server URL in the kubeconfig")?
+        .to_string();
+    let token = std::fs::read_to_string(server.data_dir().join("token"))?;
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).arg("--").arg(skiff);
+            c
+        }
+        None => Command::new(skiff),
+    };
+    c.args(["agent", "--server", &url, "--token", token.trim(), "--ca-file"])
+        .arg(server.data_dir().join("tls/ca.crt"))
+        .arg("--data-dir")
+        .arg(dir.join(format!("agent-data-{node}")))
+        .arg("--run-dir")
+        .arg(dir.join(format!("run-{node}")))
+        .args([
+            "--node-name",
+            node,
+            "--node-ip",
+            ip,
+            "--private-registry",
+            "/nonexistent",
+        ])
+        .env("SKIFF_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    Ok(c)
+}
+
+/// Waits until at least `want` Nodes are Ready, polling every `every`; fails after `timeout`.
+pub async fn wait_nodes_ready(client: &kube::Client, want: usize, every: Duration, timeout: Duration) -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let t = Instant::now();
+    loop {
+        let ready = nodes
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        if ready >= want {
+            return Ok(());
+        }
+        if t.elapsed() > timeout {
+            anyhow::bail!("only {ready} of {want} nodes Ready after {timeout:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// A kube-rs client with the server's admin kubeconfig.
 pub async fn client(s: &Server) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig)?;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use skiff_bench::{client, proc_status_kib, start};
 use skiff_runtime::testing::{self, layer, Compression, ManifestKind};
@@ -159,7 +159,8 @@ async fn inner(a: Args) -> Result<()> {
         bail!("bringing up loopback failed (iproute2)");
     }
     let work = tempfile::tempdir()?;
-    let agent_data = work.path().join("agent-data");
+    // skiff_bench::agent_command's data dir for the node.
+    let agent_data = work.path().join("agent-data-bench-node");
     // The agent keeps images in <data-dir>/agent.
     let store_dir = agent_data.join("agent");
     std::fs::create_dir_all(&store_dir)?;
@@ -169,55 +170,18 @@ async fn inner(a: Args) -> Result<()> {
     let record = skiff_runtime::import_archive(&store, &archive, &Platform::host())?.remove(0);
 
     let server = start(&a.skiff, &[])?;
-    let kc = std::fs::read_to_string(&server.kubeconfig)?;
-    let url = kc
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .context("server URL in the kubeconfig")?
-        .to_string();
-    let token = std::fs::read_to_string(server.data_dir().join("token"))?;
-    let mut agent = Command::new(&a.skiff)
-        .args(["agent", "--server", &url, "--token", token.trim(), "--ca-file"])
-        .arg(server.data_dir().join("tls/ca.crt"))
-        .arg("--data-dir")
-        .arg(&agent_data)
-        .arg("--run-dir")
-        .arg(work.path().join("run"))
-        .args([
-            "--node-name",
-            "bench-node",
-            "--node-ip",
-            "127.0.0.1",
-            "--private-registry",
-            "/nonexistent",
-        ])
+    let mut agent = skiff_bench::agent_command(&a.skiff, &server, work.path(), "bench-node", "127.0.0.1", None)?
         .env(
             "SKIFF_LOG",
             std::env::var("SKIFF_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
         .context("starting skiff agent")?;
     let agent_pid = agent.id();
     let agent_started = Instant::now();
     let c = client(&server).await?;
-    let nodes: Api<Node> = Api::all(c.clone());
     let t_node = Instant::now();
-    loop {
-        let ready = nodes.get_opt("bench-node").await?.is_some_and(|n| {
-            n.status
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
-        if ready {
-            break;
-        }
-        if t_node.elapsed() > Duration::from_secs(60) {
-            bail!("the agent's node never became Ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    skiff_bench::wait_nodes_ready(&c, 1, Duration::from_millis(50), Duration::from_secs(60)).await?;
     println!(
         "agent joined and its node Ready in {:.2} s",
         t_node.elapsed().as_secs_f64()

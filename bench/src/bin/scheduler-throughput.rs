@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams, WatchEvent};
 use serde::Deserialize;
 use skiff_bench::{client, proc_cpu_seconds, proc_status_kib, start};
@@ -147,28 +147,7 @@ async fn main() -> Result<()> {
     let pid = server.child.id();
     let c = client(&server).await?;
     let t_reg = Instant::now();
-    let nodes: Api<Node> = Api::all(c.clone());
-    loop {
-        let ready = nodes
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
-        if ready >= a.nodes {
-            break;
-        }
-        if t_reg.elapsed() > Duration::from_secs(600) {
-            bail!("only {ready} of {} nodes registered", a.nodes);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    skiff_bench::wait_nodes_ready(&c, a.nodes, Duration::from_millis(500), Duration::from_secs(600)).await?;
     println!(
         "{} simulated nodes registered and Ready in {:.1} s; server RSS {} MiB",
         a.nodes,

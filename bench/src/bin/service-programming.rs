@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use skiff_bench::{client, start};
@@ -179,35 +179,9 @@ async fn inner(a: Args) -> Result<()> {
     } else {
         start(&a.skiff, &[])?
     };
-    let kc = std::fs::read_to_string(&server.kubeconfig)?;
-    let url = kc
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .context("server URL in the kubeconfig")?
-        .to_string();
-    let token = std::fs::read_to_string(server.data_dir().join("token"))?;
-    let mut agent = Command::new(&a.skiff)
-        .args(["agent", "--server", &url, "--token", token.trim(), "--ca-file"])
-        .arg(server.data_dir().join("tls/ca.crt"))
-        .arg("--data-dir")
-        .arg(work.path().join("agent-data"))
-        .arg("--run-dir")
-        .arg(work.path().join("run"))
-        .args([
-            "--node-name",
-            "bench-node",
-            "--node-ip",
-            if multi { "192.168.77.1" } else { "127.0.0.1" },
-        ])
-        .args([
-            "--private-registry",
-            "/nonexistent",
-            "--cluster-dns-upstream",
-            "127.0.0.1:1",
-        ])
-        .env("SKIFF_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+    let ip = if multi { "192.168.77.1" } else { "127.0.0.1" };
+    let mut agent = skiff_bench::agent_command(&a.skiff, &server, work.path(), "bench-node", ip, None)?
+        .args(["--cluster-dns-upstream", "127.0.0.1:1"])
         .spawn()
         .context("starting the agent")?;
     // More nodes: a namespace each on the bridge, the backend address, a joined agent.
@@ -235,54 +209,21 @@ async fn inner(a: Args) -> Result<()> {
         }
         let l = ns.run(|| TcpListener::bind((BACKEND, 8080)))??;
         std::thread::spawn(move || for _ in l.incoming() {});
-        let agent = Command::new("nsenter")
-            .arg(format!("--net={path}"))
-            .arg("--")
-            .arg(&a.skiff)
-            .args(["agent", "--server", &url, "--token", token.trim(), "--ca-file"])
-            .arg(server.data_dir().join("tls/ca.crt"))
-            .arg("--data-dir")
-            .arg(work.path().join(format!("agent-data-{i}")))
-            .arg("--run-dir")
-            .arg(work.path().join(format!("run-{i}")))
-            .args(["--node-name", &format!("bench-node-{i}"), "--node-ip", &ip])
-            .args([
-                "--private-registry",
-                "/nonexistent",
-                "--cluster-dns-upstream",
-                "127.0.0.1:1",
-            ])
-            .env("SKIFF_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting an agent")?;
+        let agent = skiff_bench::agent_command(
+            &a.skiff,
+            &server,
+            work.path(),
+            &format!("bench-node-{i}"),
+            &ip,
+            Some(ns.path()),
+        )?
+        .args(["--cluster-dns-upstream", "127.0.0.1:1"])
+        .spawn()
+        .context("starting an agent")?;
         peers.push(Peer { ns, agent });
     }
     let client = client(&server).await?;
-    let nodes: Api<Node> = Api::all(client.clone());
-    let t = Instant::now();
-    loop {
-        let ready = nodes
-            .list(&Default::default())
-            .await?
-            .items
-            .iter()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
-        if ready == a.nodes {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            bail!("the node did not become Ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    skiff_bench::wait_nodes_ready(&client, a.nodes, Duration::from_millis(100), Duration::from_secs(60)).await?;
 
     // The services, 16 creates at a time.
     let services: Api<Service> = Api::namespaced(client.clone(), "default");

@@ -70,7 +70,7 @@ pub struct NodeNetwork {
 
 /// Open a netlink connection in `ns` (the caller's namespace when `None`). The socket belongs
 /// to the namespace it was opened in, so the connection keeps working there from any thread.
-async fn connect(ns: Option<&Netns>) -> Result<Handle, NetError> {
+pub(crate) async fn connect(ns: Option<&Netns>) -> Result<Handle, NetError> {
     let open = || -> std::io::Result<_> { rtnetlink::new_connection() };
     let (conn, handle, _) = match ns {
         None => open(),

@@ -86,12 +86,7 @@ impl Overlay {
     /// Makes (or keeps) the overlay device of the node at `node_ip` with pod CIDR `pod_cidr`,
     /// in the caller's network namespace. A device made for another address is made again.
     pub async fn ensure(node_ip: Ipv4Addr, pod_cidr: Ipv4Net) -> Result<Overlay, NetError> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetError::Io {
-            op: "open netlink socket",
-            path: Default::default(),
-            source,
-        })?;
-        tokio::spawn(conn);
+        let handle = crate::node::connect(None).await?;
         let mac = vtep_mac(node_ip).to_vec();
         if let Some((index, have)) = link_of(&handle, DEVICE).await? {
             if have != mac {

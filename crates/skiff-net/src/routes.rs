@@ -151,13 +151,9 @@ fn ours(m: &RouteMessage) -> Option<PeerRoute> {
 impl PeerRoutes {
     /// Opens a netlink connection in the caller's network namespace.
     pub async fn connect() -> Result<PeerRoutes, NetError> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetError::Io {
-            op: "open netlink socket",
-            path: Default::default(),
-            source,
-        })?;
-        tokio::spawn(conn);
-        Ok(PeerRoutes { handle })
+        Ok(PeerRoutes {
+            handle: crate::node::connect(None).await?,
+        })
     }
 
     /// Skiff's routes in the main table now (also those an earlier run made).

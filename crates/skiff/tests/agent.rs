@@ -415,12 +415,7 @@ fn timed_delete(k: &Kubectl, pod: &str) -> Duration {
 /// node whose server data dir is `data_dir`, as the quickstart does.
 fn import_example_images(data_dir: &Path) {
     let archive = data_dir.join("example-images.tar");
-    let built = Command::new("bash")
-        .arg(support::repo_file("scripts/example-image.sh"))
-        .arg(&archive)
-        .status()
-        .expect("bash");
-    assert!(built.success(), "scripts/example-image.sh");
+    support::run_script("scripts/example-image.sh", &archive);
     let imported = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["image", "--data-dir"])
         .arg(data_dir)

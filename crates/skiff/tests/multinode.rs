@@ -100,6 +100,19 @@ fn wget_in(k: &Kubectl, pod: &str, url: &str) -> Result<String, String> {
 }
 
 /// The addresses in the service's EndpointSlices that are ready.
+/// The echo Deployment and its ClusterIP Service applied (with `old`), rolled out (seen by
+/// `new`): its ready pods once there is one on each of the three nodes.
+fn deploy_echo(old: &Kubectl, new: &Kubectl) -> BTreeMap<String, (String, String)> {
+    old.ok_stdin(&["apply", "-f", "-"], &echo_deployment());
+    old.ok_stdin(&["apply", "-f", "-"], SERVICE);
+    new.ok(&["rollout", "status", "deployment/echo", "--timeout=120s"]);
+    wait_for(60, "3 ready echo pods, one per node", || {
+        let p = ready_echo_pods(new);
+        let nodes: BTreeSet<&String> = p.values().map(|(n, _)| n).collect();
+        (p.len() == 3 && nodes.len() == 3).then_some(p)
+    })
+}
+
 fn ready_endpoints(k: &Kubectl) -> BTreeSet<String> {
     jsonpath(
         k,
@@ -147,14 +160,7 @@ fn three_nodes_route_pods_and_services_through_scaling_and_rollouts() {
     }
 
     // The echo Deployment, one pod per node, behind a ClusterIP.
-    old.ok_stdin(&["apply", "-f", "-"], &echo_deployment());
-    old.ok_stdin(&["apply", "-f", "-"], SERVICE);
-    new.ok(&["rollout", "status", "deployment/echo", "--timeout=120s"]);
-    let pods = wait_for(60, "3 ready echo pods, one per node", || {
-        let p = ready_echo_pods(&new);
-        let nodes: BTreeSet<&String> = p.values().map(|(n, _)| n).collect();
-        (p.len() == 3 && nodes.len() == 3).then_some(p)
-    });
+    let pods = deploy_echo(&old, &new);
     for (name, (node, ip)) in &pods {
         let net: ipnet::Ipv4Net = cidrs[node].parse().expect("cidr");
         assert!(
@@ -445,14 +451,7 @@ fn a_node_on_another_network_is_reached_over_vxlan() {
     let fdb = cluster.hosts[0].ok("bridge", &["fdb", "show", "dev", "skiff.vxlan"]);
     assert!(fdb.contains("0e:5f:c0:a8:50:0a dst 192.168.80.10"), "{fdb}");
 
-    old.ok_stdin(&["apply", "-f", "-"], &echo_deployment());
-    old.ok_stdin(&["apply", "-f", "-"], SERVICE);
-    new.ok(&["rollout", "status", "deployment/echo", "--timeout=120s"]);
-    let pods = wait_for(60, "3 ready echo pods, one per node", || {
-        let p = ready_echo_pods(&new);
-        let nodes: BTreeSet<&String> = p.values().map(|(n, _)| n).collect();
-        (p.len() == 3 && nodes.len() == 3).then_some(p)
-    });
+    let pods = deploy_echo(&old, &new);
     let (far_pod, (_, far_ip)) = pods.iter().find(|(_, (n, _))| n == "node-2").expect("a pod on node-2");
     new.ok_stdin(&["apply", "-f", "-"], &pod_on("probe", "node-0", &["sleep", "3600"]));
     new.ok(&["wait", "--for=condition=Ready", "pod/probe", "--timeout=60s"]);

@@ -54,7 +54,8 @@ fn zones() -> Cache {
 
 fn place(c: &mut Cache, p: PodInfo) -> Result<String, String> {
     let d = schedule(c, &p, &Objects::default())?;
-    c.assume(p, &d.node);
+    // As the scheduler keeps a placed pod: what later pods' checks read of it must survive.
+    c.assume(p.settled(), &d.node);
     Ok(d.node)
 }
 
@@ -128,6 +129,38 @@ fn taints_unschedulable_and_readiness() {
     assert!(place(&mut c, pod("web", json!({}), wrong_value)).is_err());
     let everything = json!({"tolerations": [{"operator": "Exists"}]});
     assert!(place(&mut c, pod("any", json!({}), everything)).is_ok());
+}
+
+/// What the filters know of a node (ready, cordoned, tainted) follows its updates.
+#[test]
+fn node_updates_reach_the_filters() {
+    let mut c = cache(vec![node("n", json!({}), json!({}))]);
+    assert_eq!(place(&mut c, pod("first", json!({}), json!({}))).unwrap(), "n");
+    c.set_node(node("n", json!({}), json!({"spec": {"unschedulable": true}})));
+    assert_eq!(
+        place(&mut c, pod("cordoned", json!({}), json!({}))).unwrap_err(),
+        "0/1 nodes are available: 1 node(s) were unschedulable."
+    );
+    c.set_node(node(
+        "n",
+        json!({}),
+        json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+    ));
+    assert_eq!(
+        place(&mut c, pod("down", json!({}), json!({}))).unwrap_err(),
+        "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+    );
+    c.set_node(node(
+        "n",
+        json!({}),
+        json!({"spec": {"taints": [{"key": "k", "effect": "NoExecute"}]}}),
+    ));
+    assert_eq!(
+        place(&mut c, pod("tainted", json!({}), json!({}))).unwrap_err(),
+        "0/1 nodes are available: 1 node(s) had untolerated taint {k: }."
+    );
+    c.set_node(node("n", json!({}), json!({})));
+    assert_eq!(place(&mut c, pod("back", json!({}), json!({}))).unwrap(), "n");
 }
 
 #[test]

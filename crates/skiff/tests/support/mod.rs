@@ -264,3 +264,14 @@ impl Kubectl {
 pub fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
 }
+
+/// Runs the repository's bash script `rel` (e.g. `scripts/nginx-image.sh`) with `out` as its
+/// argument; fails the test if it fails.
+pub fn run_script(rel: &str, out: &Path) {
+    let ok = std::process::Command::new("bash")
+        .arg(repo_file(rel))
+        .arg(out)
+        .status()
+        .expect("bash");
+    assert!(ok.success(), "{rel}");
+}

@@ -161,12 +161,7 @@ pub fn build_nginx_image() -> std::path::PathBuf {
     let dir = path.parent().expect("parent");
     std::fs::create_dir_all(dir).expect("image cache dir");
     let tmp = dir.join(format!("building-{}.tar", std::process::id()));
-    let built = Command::new("bash")
-        .arg(super::repo_file("scripts/nginx-image.sh"))
-        .arg(&tmp)
-        .status()
-        .expect("bash");
-    assert!(built.success(), "scripts/nginx-image.sh");
+    super::run_script("scripts/nginx-image.sh", &tmp);
     std::fs::rename(&tmp, &path).expect("keep the nginx image");
     path
 }
