@@ -45,9 +45,16 @@ pub fn start_on(skiff: &Path, bind: &str, extra: &[&str]) -> Result<Server> {
         .args(["--https-listen-port", "0", "--data-dir"])
         .arg(dir.path())
         .args(extra)
-        .env("SKIFF_LOG", "warn")
+        // `SKIFF_BENCH_SERVER_LOG=<filter>` shows the server's log (on stderr) when studying a run.
+        .env(
+            "SKIFF_LOG",
+            std::env::var("SKIFF_BENCH_SERVER_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("SKIFF_BENCH_SERVER_LOG") {
+            Some(_) => Stdio::inherit(),
+            None => Stdio::null(),
+        })
         .spawn()
         .context("starting skiff")?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();

@@ -5,10 +5,12 @@
 //! server's memory with all of it in place.
 //!
 //! Usage: `scheduler-throughput --skiff target/release/skiff [--nodes 5000] [--pods 50000]
-//! [--deployments 50]`
+//! [--deployments 50] [--timeline 1]`; `--timeline 1` prints how many pods exist, are bound and
+//! are Running every second.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +26,7 @@ struct Args {
     nodes: usize,
     pods: usize,
     deployments: usize,
+    timeline: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -32,6 +35,7 @@ fn parse_args() -> Result<Args> {
         nodes: 5000,
         pods: 50_000,
         deployments: 50,
+        timeline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -41,6 +45,7 @@ fn parse_args() -> Result<Args> {
             "--nodes" => a.nodes = v.parse()?,
             "--pods" => a.pods = v.parse()?,
             "--deployments" => a.deployments = v.parse()?,
+            "--timeline" => a.timeline = v != "0",
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -161,8 +166,27 @@ async fn main() -> Result<()> {
     // If the server ends the watch (a watcher that falls too far behind gets 410), relist and
     // watch again; pods first seen in a relist count from that moment, so a relist can only make
     // the figures worse, never better.
+    let progress: std::sync::Arc<[AtomicUsize; 3]> = Default::default();
+    if a.timeline {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let [s, b, r] = &*progress;
+                println!(
+                    "{:5.1} s: {} created, {} bound, {} Running",
+                    t0.elapsed().as_secs_f64(),
+                    s.load(Relaxed),
+                    b.load(Relaxed),
+                    r.load(Relaxed)
+                );
+            }
+        });
+    }
     let counter = {
         let c = c.clone();
+        let progress = progress.clone();
         tokio::spawn(async move {
             let t0 = Instant::now();
             let mut seen = HashSet::new();
@@ -172,6 +196,10 @@ async fn main() -> Result<()> {
             let mut relists = 0u32;
             let mut note = |p: MiniPod| {
                 let key = (p.metadata.namespace, p.metadata.name);
+                let [s, b, r] = &*progress;
+                s.store(seen.len(), Relaxed);
+                b.store(bound.len(), Relaxed);
+                r.store(running.len(), Relaxed);
                 if seen.insert(key.clone()) && seen.len() == total {
                     all_created = Some(t0.elapsed());
                 }
@@ -273,5 +301,12 @@ async fn main() -> Result<()> {
         rss / 1024,
         hwm / 1024
     );
+    // Once the burst is over: queues drained, nothing but lease renewals going on.
+    let mut settled = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        settled.push(proc_status_kib(pid, "VmRSS:") / 1024);
+    }
+    println!("server RSS 10, 20 and 30 s after all pods were Running: {settled:?} MiB");
     Ok(())
 }
