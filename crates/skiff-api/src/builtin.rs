@@ -33,23 +33,38 @@ impl std::fmt::Debug for Hooks {
 }
 
 fn normalize<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, DecodeError> {
-    let typed: T = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let path = if path == "." { String::new() } else { path };
-        DecodeError {
-            message: if path.is_empty() {
-                inner
-            } else {
-                format!("{path}: {inner}")
-            },
-            path,
-        }
-    })?;
+    // Decoded straight from the borrowed value (no copy of the whole tree first); the path of a
+    // bad field is looked for only when there is one, as tracking it costs on every field.
+    let typed: T = match T::deserialize(v) {
+        Ok(t) => t,
+        Err(plain) => return Err(decode_error::<T>(v, plain)),
+    };
     serde_json::to_value(typed).map_err(|e| DecodeError {
         path: String::new(),
         message: e.to_string(),
     })
+}
+
+/// The error of a failed decode, with the path of the field at fault.
+#[cold]
+fn decode_error<T: DeserializeOwned>(v: &Value, plain: serde_json::Error) -> DecodeError {
+    let Err(e) = serde_path_to_error::deserialize::<_, T>(v) else {
+        return DecodeError {
+            path: String::new(),
+            message: plain.to_string(),
+        };
+    };
+    let path = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    let path = if path == "." { String::new() } else { path };
+    DecodeError {
+        message: if path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        },
+        path,
+    }
 }
 
 macro_rules! hooks_table {
