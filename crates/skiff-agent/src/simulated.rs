@@ -51,6 +51,33 @@ fn micro_now() -> String {
 
 const MANAGER: &str = "skiff-simulated-node";
 
+/// What moving a bound pod along needs from it: small, as thousands may wait for their turn.
+struct Step {
+    name: String,
+    ns: String,
+    node: String,
+    deleting: bool,
+    phase: String,
+    runs_to_completion: bool,
+    /// Name and image of each container.
+    containers: Vec<(String, Option<String>)>,
+}
+
+impl Step {
+    fn of(pod: Pod) -> Option<Step> {
+        let spec = pod.spec?;
+        Some(Step {
+            node: spec.node_name?,
+            name: pod.metadata.name.unwrap_or_default(),
+            ns: pod.metadata.namespace.unwrap_or_default(),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            phase: pod.status.and_then(|s| s.phase).unwrap_or_default(),
+            runs_to_completion: matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure")),
+            containers: spec.containers.into_iter().map(|c| (c.name, c.image)).collect(),
+        })
+    }
+}
+
 use crate::AbortOnDrop;
 
 impl SimulatedNodes {
@@ -127,15 +154,18 @@ impl SimulatedNodes {
     }
 
     /// Move one pod along: bound and pending → running (or finished); terminating → gone.
-    async fn step(client: Client, pod: Pod, pod_ip: String) -> anyhow::Result<()> {
-        let pod = &pod;
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-            return Ok(());
-        };
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    async fn step(client: Client, pod: Step, pod_ip: String) -> anyhow::Result<()> {
+        let Step {
+            name,
+            ns,
+            node,
+            deleting,
+            phase,
+            runs_to_completion,
+            containers,
+        } = pod;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        if pod.metadata.deletion_timestamp.is_some() {
+        if deleting {
             // The "containers" stop at once; confirm the deletion.
             let _ = pods
                 .delete(
@@ -148,25 +178,21 @@ impl SimulatedNodes {
                 .await;
             return Ok(());
         }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
         if phase != "Pending" && !phase.is_empty() {
             return Ok(());
         }
-        let spec = pod.spec.as_ref().expect("checked above");
-        let runs_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
         let node_index: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
         let ts = now();
-        let statuses: Vec<serde_json::Value> = spec
-            .containers
+        let statuses: Vec<serde_json::Value> = containers
             .iter()
-            .map(|c| {
+            .map(|(c, image)| {
                 let state = if runs_to_completion {
-                    json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": ts, "finishedAt": ts, "containerID": format!("simulated://{ns}/{name}/{}", c.name)}})
+                    json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": ts, "finishedAt": ts, "containerID": format!("simulated://{ns}/{name}/{c}")}})
                 } else {
                     json!({"running": {"startedAt": ts}})
                 };
-                json!({"name": c.name, "image": c.image, "imageID": format!("simulated://{}", c.image.clone().unwrap_or_default()),
-                       "containerID": format!("simulated://{ns}/{name}/{}", c.name), "ready": !runs_to_completion,
+                json!({"name": c, "image": image, "imageID": format!("simulated://{}", image.clone().unwrap_or_default()),
+                       "containerID": format!("simulated://{ns}/{name}/{c}"), "ready": !runs_to_completion,
                        "started": !runs_to_completion, "restartCount": 0, "state": state})
             })
             .collect();
@@ -211,7 +237,10 @@ impl SimulatedNodes {
         let stream = watcher(pods, watcher::Config::default().fields("spec.nodeName!=")).default_backoff();
         let mut stream = Box::pin(stream);
         let mut ip_seq = BTreeMap::new();
-        // Pods move along concurrently, a bounded number at a time.
+        // Pods move along concurrently, a bounded number at a time. The watch is read on at
+        // once whatever the steps wait for: a watcher that stops reading falls behind the
+        // server's feed, and its watch ends and starts again from the store's history, which
+        // costs the server far more than the queued steps (a few strings each) cost here.
         let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
         loop {
             tokio::select! {
@@ -233,13 +262,14 @@ impl SimulatedNodes {
                             let seq = ip_seq.entry(node).or_insert(1u32);
                             *seq += 1;
                             let pod_ip = format!("10.42.{}.{}", node_index % 256, 1 + (*seq % 250));
-                            let permit = limit.clone().acquire_owned().await;
+                            let Some(step) = Step::of(p) else { continue };
+                            let limit = limit.clone();
                             let client = self.client.clone();
                             tokio::spawn(async move {
-                                let _permit = permit;
-                                let name = p.metadata.name.clone();
-                                if let Err(e) = Self::step(client, p, pod_ip).await {
-                                    tracing::debug!(pod = ?name, error = %e, "simulated pod step failed");
+                                let _permit = limit.acquire_owned().await;
+                                let name = step.name.clone();
+                                if let Err(e) = Self::step(client, step, pod_ip).await {
+                                    tracing::debug!(pod = %name, error = %e, "simulated pod step failed");
                                 }
                             });
                         }

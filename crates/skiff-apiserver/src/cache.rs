@@ -471,8 +471,9 @@ impl Cache {
     /// For a watch from a revision older than the window of events the cache keeps: the live
     /// feed and the cache's revision at that point. The events in between come from the store's
     /// history (kept until compaction), read in pages by [`Cache::history_page`]. A watcher that
-    /// fell behind resumes where it was instead of re-listing everything (upstream answers 410
-    /// here; at scale a 410 makes every lagging client re-list, which makes more lag).
+    /// missed a few revisions (a server restart empties the window) resumes where it was
+    /// instead of re-listing everything; one that missed more than `Config::watch_replay_max`
+    /// gets 410 and re-lists, as upstream: a long replay costs more than a list.
     pub fn live_from_here(&self) -> (broadcast::Receiver<Arc<CacheEvent>>, Revision) {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         (st.tx.subscribe(), st.rev)

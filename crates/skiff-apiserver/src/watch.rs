@@ -246,12 +246,13 @@ pub async fn watch(
         match cache.watch(&prefix, after) {
             Ok(cw) => (Vec::new(), cw.backlog, cw.live, after, None),
             Err(oldest)
-                if shared
-                    .objects
-                    .store
-                    .compacted_revision()
-                    .await
-                    .is_ok_and(|c| after >= c) =>
+                if cache.revision().saturating_sub(after) as u64 <= shared.watch_replay_max
+                    && shared
+                        .objects
+                        .store
+                        .compacted_revision()
+                        .await
+                        .is_ok_and(|c| after >= c) =>
             {
                 // Older than the window but still in the store's history: page through it.
                 let (live, upto) = cache.live_from_here();
@@ -266,6 +267,12 @@ pub async fn watch(
         }
     };
     let mut shutdown = shared.shutdown.clone();
+    // Who this watcher is, for the log when it falls behind.
+    let selectors = format!(
+        "{} {}",
+        q.get("labelSelector").unwrap_or(""),
+        q.get("fieldSelector").unwrap_or("")
+    );
     tokio::spawn(async move {
         let mut last_rev = start_rev;
         let deadline = tokio::time::sleep(timeout);
@@ -283,6 +290,7 @@ pub async fn watch(
             return;
         }
         if let Some((_, upto)) = from_store {
+            tracing::debug!(prefix = %w.prefix, %selectors, metadata_only = w.metadata_only, from = last_rev, to = upto, "watch reads the store's history");
             let store = w.shared.objects.store.clone();
             while last_rev < upto {
                 let to = (last_rev + HISTORY_PAGE).min(upto);
@@ -338,7 +346,11 @@ pub async fn watch(
                         }
                     }
                     // Too slow a reader: end the watch; the client resumes from its last revision.
-                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(prefix = %w.prefix, %selectors, metadata_only = w.metadata_only, last_rev, missed = n, "watcher fell behind the live feed; ending its watch");
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
         }

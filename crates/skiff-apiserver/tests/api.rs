@@ -19,12 +19,17 @@ struct TestServer {
 }
 
 async fn start_with(watch_cache_events: usize) -> TestServer {
+    start_with_limits(watch_cache_events, 10_000).await
+}
+
+async fn start_with_limits(watch_cache_events: usize, watch_replay_max: u64) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let store =
         skiff_store::SqliteStore::open(skiff_store::SqliteOptions::new(dir.path().join("state.db"))).expect("store");
     let mut cfg = skiff_apiserver::Config::new(dir.path());
     cfg.port = 0;
     cfg.watch_cache_events = watch_cache_events;
+    cfg.watch_replay_max = watch_replay_max;
     let server = skiff_apiserver::start(cfg, Arc::new(store)).await.expect("start");
     let kc = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -375,6 +380,53 @@ async fn watch_from_before_the_window_resumes_from_history_until_compacted() {
         Ok(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 410),
         other => panic!("expected 410, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_too_far_behind_to_replay_gets_410() {
+    // A window of 4 events; at most 5 revisions are replayed from the store's history.
+    let t = start_with_limits(4, 5).await;
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let mut rvs = Vec::new();
+    for i in 0..10 {
+        let c = cms
+            .create(&PostParams::default(), &cm(&format!("r{i}"), &[]))
+            .await
+            .expect("create");
+        rvs.push(c.metadata.resource_version.expect("rv"));
+    }
+    // Nine revisions behind: 410 Gone, the client re-lists (as upstream answers any watch from
+    // before its cache's window).
+    let mut w = cms
+        .watch(&WatchParams::default(), &rvs[0])
+        .await
+        .expect("watch")
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("in time")
+        .expect("event")
+    {
+        Ok(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    // Five behind (one before the window): replayed, in order.
+    let mut w = cms
+        .watch(&WatchParams::default(), &rvs[4])
+        .await
+        .expect("watch")
+        .boxed();
+    for i in 5..10 {
+        match tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("in time")
+            .expect("event")
+        {
+            Ok(WatchEvent::Added(c)) => assert_eq!(c.metadata.name.as_deref(), Some(format!("r{i}").as_str())),
+            other => panic!("expected ADDED r{i}, got {other:?}"),
+        }
     }
 }
 

@@ -253,7 +253,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     });
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())
-        .owns(pods, watcher::Config::default())
+        .owns(pods, crate::cached_list())
         .reconcile_all_on(node_changes)
         .run(reconcile, crate::retry_on_error, ctx)
         .for_each(crate::log_event)

@@ -224,7 +224,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx { client });
     // Any pod change may change any service in its namespace: re-check them all. Simple and
     // level-triggered; a service index by namespace is the next step at scale.
-    let pod_changes = watcher(pods, watcher::Config::default()).filter_map(|e| async move {
+    let pod_changes = watcher(pods, crate::cached_list()).filter_map(|e| async move {
         matches!(e, Ok(watcher::Event::Apply(_)) | Ok(watcher::Event::Delete(_))).then_some(())
     });
     Controller::new(svcs, watcher::Config::default())

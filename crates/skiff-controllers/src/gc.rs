@@ -33,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::GroupVersionKind;
 use kube::discovery::{verbs, ApiCapabilities, ApiResource, Discovery, Scope};
-use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::watcher::{watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
@@ -612,7 +612,7 @@ async fn watch_resource(client: Client, key: String, resource: Arc<Tracked>, sha
     let api: Api<LeanMeta<DynamicObject>> = Api::all_with(client, &resource.ar);
     // Metadata only: the collector needs nothing else, and whole objects cost the API server
     // and this process a parse of every change of every kind.
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api, crate::cached_list()).default_backoff().boxed();
     let mut buffer: HashMap<String, Arc<Node>> = HashMap::new();
     while let Some(event) = stream.next().await {
         let changed = match event {

@@ -332,7 +332,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx { client });
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())
-        .owns(pods, watcher::Config::default())
+        .owns(pods, crate::cached_list())
         .run(reconcile, crate::retry_on_error, ctx)
         .for_each(crate::log_event)
         .await;
