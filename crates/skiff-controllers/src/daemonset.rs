@@ -240,11 +240,13 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
     )))
 }
 
-pub async fn run(client: Client) -> anyhow::Result<()> {
+/// Run the controller; `pods` are the pods that changed. Owners and node changes are seen
+/// from metadata alone (any change moves resourceVersion); whole objects are read per reconcile.
+pub async fn run(
+    client: Client,
+    pods: impl futures::Stream<Item = Arc<LeanMeta<Pod>>> + Send + 'static,
+) -> anyhow::Result<()> {
     let api: Api<DaemonSet> = Api::all(client.clone());
-    // Owners and node changes are seen from metadata alone (any change moves resourceVersion);
-    // whole objects are read per reconcile.
-    let pods: Api<LeanMeta<Pod>> = Api::all(client.clone());
     let nodes: Api<LeanMeta<Node>> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     // A node joining, leaving or changing labels/taints affects every DaemonSet.
@@ -253,7 +255,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     });
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())
-        .owns(pods, crate::cached_list())
+        .owns_shared_stream(pods)
         .reconcile_all_on(node_changes)
         .run(reconcile, crate::retry_on_error, ctx)
         .for_each(crate::log_event)

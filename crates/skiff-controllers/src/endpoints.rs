@@ -17,7 +17,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use skiff_client::LeanMeta;
 
 const MANAGER: &str = "endpoint-controller";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -217,16 +216,12 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-pub async fn run(client: Client) -> anyhow::Result<()> {
+/// Run the controller; `pod_changes` fires when a pod changed.
+pub async fn run(client: Client, pod_changes: impl futures::Stream<Item = ()> + Send + 'static) -> anyhow::Result<()> {
     let svcs: Api<Service> = Api::all(client.clone());
-    // A trigger only: metadata is enough to hear that a pod changed.
-    let pods: Api<LeanMeta<Pod>> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     // Any pod change may change any service in its namespace: re-check them all. Simple and
     // level-triggered; a service index by namespace is the next step at scale.
-    let pod_changes = watcher(pods, crate::cached_list()).filter_map(|e| async move {
-        matches!(e, Ok(watcher::Event::Apply(_)) | Ok(watcher::Event::Delete(_))).then_some(())
-    });
     Controller::new(svcs, watcher::Config::default())
         .with_config(crate::controller_config())
         .reconcile_all_on(pod_changes)

@@ -325,14 +325,17 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     }))
 }
 
-pub async fn run(client: Client) -> anyhow::Result<()> {
+/// Run the controller; `pods` are the pods that changed (owners are found from metadata alone;
+/// whole pods are read per reconcile).
+pub async fn run(
+    client: Client,
+    pods: impl futures::Stream<Item = Arc<LeanMeta<Pod>>> + Send + 'static,
+) -> anyhow::Result<()> {
     let api: Api<Job> = Api::all(client.clone());
-    // Owners are found from metadata alone; whole pods are read per reconcile.
-    let pods: Api<LeanMeta<Pod>> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client });
     Controller::new(api, watcher::Config::default())
         .with_config(crate::controller_config())
-        .owns(pods, crate::cached_list())
+        .owns_shared_stream(pods)
         .run(reconcile, crate::retry_on_error, ctx)
         .for_each(crate::log_event)
         .await;

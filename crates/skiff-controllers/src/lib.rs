@@ -19,6 +19,7 @@ pub mod mirroring;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcache;
+mod podfeed;
 pub mod podgc;
 pub mod replicaset;
 pub mod root_ca;
@@ -87,22 +88,80 @@ pub struct Options {
 
 /// Run every controller until one fails.
 pub async fn run(client: kube::Client, opts: Options) -> anyhow::Result<()> {
-    tokio::try_join!(
-        replicaset::run(client.clone()),
-        deployment::run(client.clone()),
-        statefulset::run(client.clone()),
-        daemonset::run(client.clone()),
-        job::run(client.clone()),
-        cronjob::run(client.clone()),
-        endpoints::run(client.clone()),
-        mirroring::run(client.clone()),
-        serviceaccount::run(client.clone()),
-        root_ca::run(client.clone(), opts.root_ca_pem),
-        gc::run(client.clone()),
-        nodelifecycle::run(client.clone(), opts.node_lifecycle),
-        nodeipam::run(client.clone(), nodeipam::default_cluster_cidr(), 24),
-        podgc::run(client.clone()),
-        volumes::run(client, opts.volume_root),
-    )?;
+    // One pod watch for the controllers that only need to hear that a pod changed; they
+    // subscribe before it starts.
+    let feed = std::sync::Arc::new(podfeed::PodFeed::default());
+    let (job_pods, set_pods, daemon_pods) = (feed.pods(), feed.pods(), feed.pods());
+    let endpoint_triggers = {
+        use futures::StreamExt;
+        // A re-list changes nothing by itself; only changes re-check the services.
+        feed.subscribe()
+            .filter_map(|c| std::future::ready((!c.listed).then_some(())))
+    };
+    let pod_feed = {
+        let (feed, client) = (feed.clone(), client.clone());
+        async move {
+            feed.run(client).await;
+            Ok::<(), anyhow::Error>(())
+        }
+    };
+    // Each controller is a task of its own: polled together in one task they shared one
+    // cooperative budget and one core, and under load the busy ones (the ReplicaSet
+    // controller's creates) starved the rest, whose watches then fell far behind.
+    let tasks = vec![
+        ("pod feed", tokio::spawn(pod_feed)),
+        ("replicaset", tokio::spawn(replicaset::run(client.clone()))),
+        ("deployment", tokio::spawn(deployment::run(client.clone()))),
+        ("statefulset", tokio::spawn(statefulset::run(client.clone(), set_pods))),
+        ("daemonset", tokio::spawn(daemonset::run(client.clone(), daemon_pods))),
+        ("job", tokio::spawn(job::run(client.clone(), job_pods))),
+        ("cronjob", tokio::spawn(cronjob::run(client.clone()))),
+        (
+            "endpoints",
+            tokio::spawn(endpoints::run(client.clone(), endpoint_triggers)),
+        ),
+        ("mirroring", tokio::spawn(mirroring::run(client.clone()))),
+        ("serviceaccount", tokio::spawn(serviceaccount::run(client.clone()))),
+        ("root_ca", tokio::spawn(root_ca::run(client.clone(), opts.root_ca_pem))),
+        ("gc", tokio::spawn(gc::run(client.clone()))),
+        (
+            "nodelifecycle",
+            tokio::spawn(nodelifecycle::run(client.clone(), opts.node_lifecycle)),
+        ),
+        (
+            "nodeipam",
+            tokio::spawn(nodeipam::run(client.clone(), nodeipam::default_cluster_cidr(), 24)),
+        ),
+        ("podgc", tokio::spawn(podgc::run(client.clone()))),
+        ("volumes", tokio::spawn(volumes::run(client, opts.volume_root))),
+    ];
+    let (names, handles): (Vec<&str>, Vec<_>) = tasks.into_iter().unzip();
+    let _abort = AbortAll(handles.iter().map(|h| h.abort_handle()).collect());
+    let mut pending: Vec<_> = handles
+        .into_iter()
+        .zip(names)
+        .map(|(h, n)| Box::pin(async move { (n, h.await) }))
+        .collect();
+    // Until one fails (as `try_join!`): the others stop with it.
+    while !pending.is_empty() {
+        let ((name, res), _, rest) = futures::future::select_all(pending).await;
+        pending = rest;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.context(format!("the {name} controller"))),
+            Err(e) => anyhow::bail!("the {name} controller ended: {e}"),
+        }
+    }
     Ok(())
+}
+
+/// Aborts the controllers' tasks when the controller manager ends.
+struct AbortAll(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortAll {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
 }
