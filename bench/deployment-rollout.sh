@@ -12,7 +12,9 @@ kdir="$(dirname "$(readlink -f "$(command -v kubectl)")")"
 k="$kdir/kubectl.1.33"
 dir="$(mktemp -d)"
 port=$((20000 + RANDOM % 10000))
-"$bin" server --data-dir "$dir" --https-listen-port "$port" --bind-address 127.0.0.1 --simulated-nodes "$nodes" >/dev/null 2>&1 &
+# Simulated nodes only: no local agent, which would make real interfaces, routes and mounts on
+# this machine and take pods it cannot run (the images are not real).
+"$bin" server --disable-agent --data-dir "$dir" --https-listen-port "$port" --bind-address 127.0.0.1 --simulated-nodes "$nodes" >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 export KUBECONFIG="$dir/kubeconfig.yaml"
