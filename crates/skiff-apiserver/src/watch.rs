@@ -267,12 +267,6 @@ pub async fn watch(
         }
     };
     let mut shutdown = shared.shutdown.clone();
-    // Who this watcher is, for the log when it falls behind.
-    let selectors = format!(
-        "{} {}",
-        q.get("labelSelector").unwrap_or(""),
-        q.get("fieldSelector").unwrap_or("")
-    );
     tokio::spawn(async move {
         let mut last_rev = start_rev;
         let deadline = tokio::time::sleep(timeout);
@@ -290,7 +284,7 @@ pub async fn watch(
             return;
         }
         if let Some((_, upto)) = from_store {
-            tracing::debug!(prefix = %w.prefix, %selectors, metadata_only = w.metadata_only, from = last_rev, to = upto, "watch reads the store's history");
+            tracing::debug!(prefix = %w.prefix, label_selector = w.q.get("labelSelector").unwrap_or(""), field_selector = w.q.get("fieldSelector").unwrap_or(""), metadata_only = w.metadata_only, from = last_rev, to = upto, "watch reads the store's history");
             let store = w.shared.objects.store.clone();
             while last_rev < upto {
                 let to = (last_rev + HISTORY_PAGE).min(upto);
@@ -347,7 +341,7 @@ pub async fn watch(
                     }
                     // Too slow a reader: end the watch; the client resumes from its last revision.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(prefix = %w.prefix, %selectors, metadata_only = w.metadata_only, last_rev, missed = n, "watcher fell behind the live feed; ending its watch");
+                        tracing::debug!(prefix = %w.prefix, label_selector = w.q.get("labelSelector").unwrap_or(""), field_selector = w.q.get("fieldSelector").unwrap_or(""), metadata_only = w.metadata_only, last_rev, missed = n, "watcher fell behind the live feed; ending its watch");
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

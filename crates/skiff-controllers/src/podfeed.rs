@@ -61,6 +61,21 @@ impl PodFeed {
         self.subscribe().map(|c| c.pod)
     }
 
+    /// Hand a change to every subscriber. A subscriber that is gone (its controller ended) is
+    /// dropped.
+    fn publish(&self, change: Change) {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| {
+            s.queued.fetch_add(1, Ordering::Relaxed);
+            s.tx.send(change.clone()).is_ok()
+        });
+    }
+
+    /// How many changes each subscriber has yet to take.
+    fn queued(&self) -> Vec<usize> {
+        let subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subs.iter().map(|s| s.queued.load(Ordering::Relaxed)).collect()
+    }
+
     /// Watch the pods and hand every change to every subscriber, until the client fails.
     pub async fn run(self: Arc<Self>, client: Client) {
         let api: Api<LeanMeta<Pod>> = Api::all(client);
@@ -76,21 +91,65 @@ impl PodFeed {
                     continue;
                 }
             };
-            let change = Change {
+            self.publish(Change {
                 pod: Arc::new(pod),
                 listed,
-            };
-            // A subscriber that is gone (its controller ended) is dropped.
-            let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-            subs.retain(|s| {
-                s.queued.fetch_add(1, Ordering::Relaxed);
-                s.tx.send(change.clone()).is_ok()
             });
             seen += 1;
             if seen.is_multiple_of(10_000) {
-                let queued: Vec<usize> = subs.iter().map(|s| s.queued.load(Ordering::Relaxed)).collect();
-                tracing::debug!(changes = seen, ?queued, "pod feed");
+                tracing::debug!(changes = seen, queued = ?self.queued(), "pod feed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(name: &str, listed: bool) -> Change {
+        let pod: LeanMeta<Pod> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": name, "namespace": "default"}
+        }))
+        .expect("metadata");
+        Change {
+            pod: Arc::new(pod),
+            listed,
+        }
+    }
+
+    fn names(changes: &[Change]) -> Vec<(String, bool)> {
+        changes
+            .iter()
+            .map(|c| (c.pod.metadata.name.clone().unwrap_or_default(), c.listed))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_change_in_order() {
+        let feed = PodFeed::default();
+        let (a, b) = (feed.subscribe(), feed.subscribe());
+        feed.publish(change("p0", true));
+        feed.publish(change("p1", false));
+        assert_eq!(feed.queued(), vec![2, 2]);
+        let a: Vec<Change> = a.take(2).collect().await;
+        assert_eq!(names(&a), vec![("p0".to_string(), true), ("p1".to_string(), false)]);
+        // One subscriber taking its changes does not take the other's.
+        assert_eq!(feed.queued(), vec![0, 2]);
+        let b: Vec<Change> = b.take(2).collect().await;
+        assert_eq!(names(&b), names(&a));
+        assert_eq!(feed.queued(), vec![0, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_is_gone_is_dropped() {
+        let feed = PodFeed::default();
+        let kept = feed.subscribe();
+        drop(feed.subscribe());
+        feed.publish(change("p0", false));
+        assert_eq!(feed.queued(), vec![1], "the dropped subscriber is gone");
+        let got: Vec<Change> = kept.take(1).collect().await;
+        assert_eq!(names(&got), vec![("p0".to_string(), false)]);
     }
 }
