@@ -104,6 +104,81 @@ fn leaves(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
     }
 }
 
+/// The FieldsV1 trie of every leaf of `v` (the leaves [`leaves`] finds), built directly: the
+/// same value as `to_fields_v1` of those leaves, without a path per leaf. A create records
+/// the whole object this way.
+fn leaves_trie(v: &Value, depth: usize, out: &mut Map<String, Value>) {
+    if let Value::Object(m) = v {
+        for (k, child) in m {
+            child_trie(k, child, depth, out);
+        }
+    }
+}
+
+/// The trie of one field `k` of an object, into `out` (the object's node).
+fn child_trie(k: &str, child: &Value, depth: usize, out: &mut Map<String, Value>) {
+    let slot = out.entry(format!("f:{k}")).or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(node) = slot else { return };
+    match child {
+        Value::Array(items) if !items.is_empty() => {
+            // As in `leaves`: a root-level `ports` (an EndpointSlice's) is atomic.
+            let keys = if depth == 0 && k == "ports" {
+                None
+            } else {
+                list_keys(k, items)
+            };
+            if let Some(keys) = keys {
+                for it in items {
+                    let el = node
+                        .entry(key_segment(it, &keys))
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(el) = el {
+                        el.insert(".".into(), Value::Object(Map::new()));
+                        leaves_trie(it, depth + 2, el);
+                    }
+                }
+            } else if is_set(k) {
+                for it in items {
+                    node.insert(format!("v:{it}"), Value::Object(Map::new()));
+                }
+            }
+        }
+        _ => leaves_trie(child, depth + 1, node),
+    }
+}
+
+/// The FieldsV1 trie of the fields of `obj` that `part` covers and managers can own: the
+/// same value as `to_fields_v1(&owned_leaves(obj, part))`.
+fn owned_trie(obj: &Value, part: Part) -> Value {
+    let mut root = Map::new();
+    if let Some(m) = obj.as_object() {
+        for (k, v) in owned_top(m, part) {
+            match (k.as_str(), v) {
+                ("metadata", Value::Object(meta)) => {
+                    let slot = root.entry("f:metadata").or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(node) = slot {
+                        for (mk, mv) in meta.iter().filter(|(mk, _)| !SERVER_METADATA.contains(&mk.as_str())) {
+                            child_trie(mk, mv, 1, node);
+                        }
+                    }
+                }
+                _ => child_trie(k, v, 0, &mut root),
+            }
+        }
+    }
+    let mut trie = Value::Object(root);
+    sort_trie(&mut trie);
+    trie
+}
+
+/// Children in sorted order at every level, as a trie built from sorted paths has them.
+fn sort_trie(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.sort_keys();
+        m.values_mut().for_each(sort_trie);
+    }
+}
+
 /// Metadata that the server maintains: no manager owns it.
 const SERVER_METADATA: [&str; 11] = [
     "uid",
@@ -390,6 +465,23 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
     if old.is_none() && explicit.is_some() {
         return;
     }
+    let Some(old) = old else {
+        // A create: the manager owns every ownable field there is.
+        let trie = owned_trie(new, part);
+        let list = if trie.as_object().is_some_and(|t| !t.is_empty()) {
+            let mut e = json!({"manager": manager, "operation": "Update", "apiVersion": api_version, "time": crate::objects::now(), "fieldsType": "FieldsV1", "fieldsV1": trie});
+            let sub = subresource_name(part);
+            if !sub.is_empty() {
+                e["subresource"] = json!(sub);
+            }
+            vec![e]
+        } else {
+            Vec::new()
+        };
+        set_managed_fields(new, list);
+        return;
+    };
+    let old = Some(old);
     let (old_leaves, new_leaves, equal) = match old {
         Some(o) => differing_leaves(o, new, part),
         None => (BTreeSet::new(), owned_leaves(new, part), Vec::new()),
@@ -421,9 +513,18 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
     let gone: Vec<&FieldPath> = old_leaves.iter().filter(|p| !new_leaves.contains(*p)).collect();
     // Entries are rewritten only where they change; the others are kept as they are, unparsed
     // (a pod's creation entry holds its whole spec, and status writes never touch it).
-    let recorded: Vec<Value> = old
-        .and_then(|o| o["metadata"]["managedFields"].as_array().cloned())
-        .unwrap_or_default();
+    // The body's managed fields are the stored ones (checked above): take them rather than
+    // copy the stored ones (a pod's creation entry holds its whole spec).
+    let taken = new
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("managedFields"));
+    let recorded: Vec<Value> = match taken {
+        Some(Value::Array(a)) => a,
+        _ => old
+            .and_then(|o| o["metadata"]["managedFields"].as_array().cloned())
+            .unwrap_or_default(),
+    };
     let time = crate::objects::now();
     let mut out: Vec<Value> = Vec::with_capacity(recorded.len() + 1);
     let mut own_updated = false;
@@ -825,6 +926,33 @@ mod tests {
             record_update(&mut fast, Some(&with_status), "editor", "v1", part);
             record_update_reference(&mut reference, &with_status, "editor", part);
             assert_eq!(without_times(&fast), without_times(&reference), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_direct_trie_is_the_trie_of_the_leaves() {
+        let objs = [
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"b": "2", "a": "1"},
+                             "finalizers": ["x/y", "a/b"], "ownerReferences": [{"uid": "o", "name": "rs"}]},
+                "spec": {"containers": [{"name": "c", "image": "i:1", "ports": [{"containerPort": 80}, {"containerPort": 53, "protocol": "UDP"}],
+                                         "env": [{"name": "E", "value": "v"}], "args": ["a", "b"], "resources": {}}],
+                         "volumes": [{"name": "v", "emptyDir": {}}], "nodeSelector": {}, "tolerations": [],
+                         "topologySpreadConstraints": [{"topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "maxSkew": 1}]},
+                "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}}),
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "e"},
+                "ports": [{"port": 80}], "endpoints": [{"addresses": ["10.0.0.1"]}]}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "only-server-metadata", "uid": "u"}}),
+            json!({"metadata": {"name": "x"}, "data": {}}),
+        ];
+        for obj in objs {
+            for part in [Part::Main, Part::Status, Part::Both] {
+                let direct = owned_trie(&obj, part);
+                let from_leaves = to_fields_v1(&owned_leaves(&obj, part));
+                assert_eq!(direct, from_leaves, "{part:?} of {obj}");
+                // The same order too, as the JSON shows it.
+                assert_eq!(direct.to_string(), from_leaves.to_string(), "{part:?} of {obj}");
+            }
         }
     }
 
