@@ -415,9 +415,13 @@ async fn resource(
     }
 }
 
-fn outcome(out: Outcome, created: StatusCode) -> Response {
+pub fn outcome(out: Outcome, created: StatusCode) -> Response {
     let code = if out.created { created } else { StatusCode::OK };
-    with_warnings(json_response(code, &out.obj), &out.warnings)
+    let r = match out.raw {
+        Some(raw) => raw_json(code, raw),
+        None => json_response(code, &out.obj),
+    };
+    with_warnings(r, &out.warnings)
 }
 
 fn delete_opts(q: &Query, content_type: Option<&str>, body: &[u8]) -> ApiResult<DeleteOpts> {

@@ -52,6 +52,9 @@ pub struct Outcome {
     pub obj: Value,
     pub created: bool,
     pub warnings: Vec<String>,
+    /// `obj` serialized, when the watch cache already holds exactly it (the response is then
+    /// those bytes, not a second serialization of the object).
+    pub raw: Option<Bytes>,
 }
 
 /// Which part of an object a write may change.
@@ -205,6 +208,17 @@ impl Objects {
         } else {
             stored
         }
+    }
+
+    /// The watch cache's bytes of `stored` (just written at `rev` under `key`), when they are
+    /// what the client gets: no conversion, and the cache holds that very revision.
+    fn cached_bytes(&self, rt: &ResourceType, key: &str, stored: &Value, rev: Revision) -> Option<Bytes> {
+        if builtin::storage_api_version(&rt.group, &rt.kind).is_some()
+            || stored["apiVersion"].as_str() != Some(&rt.api_version())
+        {
+            return None;
+        }
+        self.cache.get(key).filter(|c| c.rev == rev).map(|c| c.bytes.clone())
     }
 
     /// Whether the client's version differs from the stored one (shared-storage kinds).
@@ -452,6 +466,7 @@ impl Objects {
                 obj: self.present(rt, &obj),
                 created: true,
                 warnings,
+                raw: None,
             });
         }
         let is_service = rt.group.is_empty() && rt.kind == "Service";
@@ -475,8 +490,10 @@ impl Objects {
                 Ok(kv) => {
                     self.settle(kv.mod_revision).await;
                     let stored = Self::with_rev(obj, kv.mod_revision);
+                    let raw = self.cached_bytes(rt, &key, &stored, kv.mod_revision);
                     return Ok(Outcome {
                         obj: self.present_owned(rt, stored),
+                        raw,
                         created: true,
                         warnings,
                     });
@@ -692,6 +709,7 @@ impl Objects {
                     obj: self.present_owned(rt, cur_obj),
                     created: false,
                     warnings,
+                    raw: None,
                 });
             }
             if opts.dry_run {
@@ -699,6 +717,7 @@ impl Objects {
                     obj: self.present(rt, &Self::with_rev(new, cur.rev)),
                     created: false,
                     warnings,
+                    raw: None,
                 });
             }
             let is_service = rt.group.is_empty() && rt.kind == "Service";
@@ -725,10 +744,13 @@ impl Objects {
             match result {
                 Ok(rev) => {
                     self.settle(rev).await;
+                    let stored = Self::with_rev(new, rev);
+                    let raw = self.cached_bytes(rt, &key, &stored, rev);
                     return Ok(Outcome {
-                        obj: self.present_owned(rt, Self::with_rev(new, rev)),
+                        obj: self.present_owned(rt, stored),
                         created: false,
                         warnings,
+                        raw,
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {

@@ -11,7 +11,7 @@ use skiff_api::{FieldError, ResourceType};
 
 use crate::error::{ApiError, ApiResult};
 use crate::fields;
-use crate::handlers::{decode_body, json_response};
+use crate::handlers::decode_body;
 use crate::objects::{Part, WriteOpts};
 use crate::request::{body_type, BodyType, Query};
 use crate::server::Shared;
@@ -149,13 +149,5 @@ pub async fn patch(
             })
             .await?
     };
-    let code = if out.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(crate::handlers::with_warnings(
-        json_response(code, &out.obj),
-        &out.warnings,
-    ))
+    Ok(crate::handlers::outcome(out, StatusCode::CREATED))
 }

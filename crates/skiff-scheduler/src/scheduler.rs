@@ -172,6 +172,10 @@ where
 
 /// Record an event; best effort, as in kube-scheduler.
 fn event(events: &mpsc::Sender<Event>, pod: &Pod, ty: &str, reason: &str, message: String) {
+    // A full queue drops the event (as kube-scheduler's broadcaster does): do not build it.
+    if events.capacity() == 0 {
+        return;
+    }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ev = json!({
         "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": pod.namespace()},
