@@ -153,7 +153,7 @@ fn cached_by_value(kv: &KeyValue, rev: Revision) -> Result<Arc<CachedObject>, se
 /// `metadata`, and only the metadata and indexed fields are decoded. Every write and every
 /// watch resumed from history goes through here; a full parse and re-serialisation of a pod
 /// was most of their cost. Hand-written because no crate splices into JSON text.
-mod raw {
+pub(crate) mod raw {
     use std::borrow::Cow;
 
     use bytes::Bytes;
@@ -226,6 +226,67 @@ mod raw {
         } else {
             Some(t.to_string())
         }
+    }
+
+    /// The stored form of a cached object (`bytes`, with `resourceVersion` `rev` spliced in)
+    /// after `edit` changes some of its top-level members. Only the members named in `parts`
+    /// are parsed and given to `edit` (absent ones are not in the map; what `edit` removes goes,
+    /// what it adds is appended); the others, metadata among them, are copied as text, and the
+    /// revision is cut out again. `None` when the text is not as the cache writes it.
+    pub fn edit_parts<E>(
+        bytes: &[u8],
+        rev: Revision,
+        parts: &[&str],
+        edit: impl FnOnce(&mut serde_json::Map<String, Value>) -> Result<(), E>,
+    ) -> Option<Result<Vec<u8>, E>> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let top = Entries::parse(text)?;
+        let mut map = serde_json::Map::new();
+        for (k, v) in &top.0 {
+            if parts.contains(k) {
+                map.insert((*k).to_string(), serde_json::from_str(v.get()).ok()?);
+            }
+        }
+        if let Err(e) = edit(&mut map) {
+            return Some(Err(e));
+        }
+        let mut out = Vec::with_capacity(bytes.len() + 64);
+        out.push(b'{');
+        let mut first = true;
+        let mut member = |out: &mut Vec<u8>, k: &str, v: &[u8]| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, k).expect("writing to a Vec");
+            out.push(b':');
+            out.extend_from_slice(v);
+        };
+        for (k, v) in &top.0 {
+            if parts.contains(k) {
+                if let Some(val) = map.remove(*k) {
+                    member(&mut out, k, &serde_json::to_vec(&val).ok()?);
+                }
+            } else if *k == "metadata" {
+                let m = v.get();
+                let rv = format!("\"resourceVersion\":\"{rev}\"}}");
+                let cut = if let Some(head) = m.strip_suffix(&format!(",{rv}")) {
+                    format!("{head}}}")
+                } else if m == format!("{{{rv}") {
+                    "{}".to_string()
+                } else {
+                    return None;
+                };
+                member(&mut out, k, cut.as_bytes());
+            } else {
+                member(&mut out, k, v.get().as_bytes());
+            }
+        }
+        for (k, v) in map {
+            member(&mut out, &k, &serde_json::to_vec(&v).ok()?);
+        }
+        out.push(b'}');
+        Some(Ok(out))
     }
 
     pub(super) fn cached(kv: &KeyValue, rev: Revision) -> Option<CachedObject> {
@@ -571,6 +632,45 @@ mod tests {
             let slow = cached_by_value(&kv, 41).expect("full parse");
             same(&fast, &slow);
         }
+    }
+
+    #[test]
+    fn editing_parts_keeps_the_rest_as_text() {
+        let stored = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "n", "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Pending"}});
+        let entry = cached(&kv(&stored), 9).expect("cached");
+        let edited = raw::edit_parts(&entry.bytes, 9, &["spec", "status"], |m| {
+            m["spec"]["nodeName"] = json!("n1");
+            m.remove("status");
+            m.insert("extra".into(), json!(1));
+            Ok::<_, ()>(())
+        })
+        .expect("as the cache writes it")
+        .expect("edited");
+        let v: Value = serde_json::from_slice(&edited).expect("valid JSON");
+        let mut want = stored.clone();
+        want["spec"]["nodeName"] = json!("n1");
+        want.as_object_mut().expect("map").remove("status");
+        want["extra"] = json!(1);
+        // The revision is cut out again: what is stored never carries one.
+        assert_eq!(v, want);
+        assert!(raw::cached(&kv(&v), 10).is_some());
+        // An empty metadata but for the revision, and an error from the edit.
+        let bare = cached(&kv(&json!({"metadata": {}, "spec": {}})), 3).expect("cached");
+        let out = raw::edit_parts(&bare.bytes, 3, &["spec"], |_| Ok::<_, ()>(()))
+            .expect("ok")
+            .expect("ok");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).expect("json"),
+            json!({"metadata": {}, "spec": {}})
+        );
+        assert_eq!(
+            raw::edit_parts(&bare.bytes, 3, &["spec"], |_| Err("no")),
+            Some(Err("no"))
+        );
+        // Text the cache did not write (another revision) is refused.
+        assert!(raw::edit_parts(&bare.bytes, 4, &["spec"], |_| Ok::<_, ()>(())).is_none());
     }
 
     #[test]

@@ -767,30 +767,48 @@ impl Objects {
         Err(ApiError::conflict(rt, name))
     }
 
-    /// A change the server makes itself (a pod's binding): `f` edits the stored state in place.
-    /// Nothing is decoded, defaulted or validated and managed fields stay as they are: what `f`
-    /// writes is valid by construction, as upstream's binding storage writes the pod directly.
-    /// Lost races are retried. Returns the revision written.
+    /// A change the server makes itself (a pod's binding): `f` edits the top-level members
+    /// named in `parts` in place (it sees the cached object for checks). Nothing is decoded,
+    /// defaulted or validated and managed fields stay as they are: what `f` writes is valid by
+    /// construction, as upstream's binding storage writes the pod directly. Only those members
+    /// are parsed; the rest of the stored text (metadata, the largest part) is copied. Lost
+    /// races are retried. Returns the revision written.
     pub async fn update_in_place<F>(
         &self,
         rt: &ResourceType,
         ns: Option<&str>,
         name: &str,
         dry_run: bool,
+        parts: &[&str],
         f: F,
     ) -> ApiResult<Revision>
     where
-        F: Fn(&mut Value) -> ApiResult<()>,
+        F: Fn(&CachedObject, &mut Map<String, Value>) -> ApiResult<()>,
     {
         let key = rt.key(ns, name);
         for _ in 0..16 {
             let cur = self.cache.get(&key).ok_or_else(|| ApiError::not_found(rt, name))?;
-            let mut obj = cur.value();
-            f(&mut obj)?;
+            let bytes = match crate::cache::raw::edit_parts(&cur.bytes, cur.rev, parts, |m| f(&cur, m)) {
+                Some(edited) => Bytes::from(edited?),
+                None => {
+                    // Text the cache did not write itself: the whole object, parsed.
+                    let mut obj = cur.value();
+                    let Some(top) = obj.as_object_mut() else {
+                        return Err(ApiError::internal(format!("stored object {key} is not a JSON object")));
+                    };
+                    let mut m: Map<String, Value> = parts
+                        .iter()
+                        .filter_map(|p| top.remove(*p).map(|v| (p.to_string(), v)))
+                        .collect();
+                    f(&cur, &mut m)?;
+                    top.extend(m);
+                    Self::encode(&obj)?
+                }
+            };
             if dry_run {
                 return Ok(cur.rev);
             }
-            match self.store.update(&key, Self::encode(&obj)?, cur.rev).await {
+            match self.store.update(&key, bytes, cur.rev).await {
                 Ok(kv) => {
                     self.settle(kv.mod_revision).await;
                     return Ok(kv.mod_revision);

@@ -134,8 +134,8 @@ pub async fn bind(
     // nodeName and the PodScheduled condition in one write.
     shared
         .objects
-        .update_in_place(rt, ns, name, opts.dry_run, |pod| {
-            let existing = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        .update_in_place(rt, ns, name, opts.dry_run, &["spec", "status"], |cur, pod| {
+            let existing = cur.field("spec.nodeName");
             if !existing.is_empty() {
                 return Err(ApiError::new(
                     409,
@@ -143,20 +143,28 @@ pub async fn bind(
                     format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""),
                 ));
             }
-            if !pod["metadata"]["deletionTimestamp"].is_null() {
+            if cur.deleting {
                 return Err(ApiError::new(
                     409,
                     "Conflict",
                     format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
                 ));
             }
-            pod["spec"]["nodeName"] = json!(node);
-            let mut conds: Vec<Value> = match pod["status"]["conditions"].take() {
+            let spec = pod.entry("spec").or_insert_with(|| json!({}));
+            if !spec.is_object() {
+                *spec = json!({});
+            }
+            spec["nodeName"] = json!(node);
+            let status = pod.entry("status").or_insert_with(|| json!({}));
+            if !status.is_object() {
+                *status = json!({});
+            }
+            let mut conds: Vec<Value> = match status["conditions"].take() {
                 Value::Array(c) => c.into_iter().filter(|c| c["type"] != "PodScheduled").collect(),
                 _ => Vec::new(),
             };
             conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": ts}));
-            pod["status"]["conditions"] = json!(conds);
+            status["conditions"] = Value::Array(conds);
             Ok(())
         })
         .await?;
