@@ -539,6 +539,13 @@ impl GarbageCollector {
             confirmed.insert(key, status);
         }
         let actions = plan(&graph, &confirmed);
+        tracing::debug!(
+            objects = graph.nodes.len(),
+            missing_owners = confirmed.len(),
+            actions = actions.len(),
+            complete = graph.complete,
+            "garbage collection plan"
+        );
         outstanding |= !actions.is_empty();
         outstanding |= !graph.complete && graph.nodes.values().any(|n| n.deleting);
         for a in actions {
@@ -716,27 +723,35 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
             next_discovery = Instant::now() + DISCOVERY_INTERVAL;
         }
         let pass_started = Instant::now();
-        let needed = gc.shared.pending.swap(false, Ordering::SeqCst) || full || outstanding;
+        let pending = gc.shared.pending.swap(false, Ordering::SeqCst);
+        let was_outstanding = outstanding;
         outstanding = if gc.discovery.is_none() {
             true
-        } else if needed {
+        } else if pending || full || outstanding {
             gc.pass().instrument(tracing::debug_span!("gc_pass")).await
         } else {
             false
         };
         let took = pass_started.elapsed();
+        tracing::debug!(
+            ?took,
+            pending,
+            full,
+            was_outstanding,
+            outstanding,
+            "garbage collection pass"
+        );
         let wait = if outstanding { RETRY_INTERVAL } else { RESYNC_INTERVAL };
         let deadline = (Instant::now() + wait).min(next_discovery);
         // A pass is O(objects): under constant churn of many objects, rest at least nine
         // times as long as the last pass took, so the collector stays near a tenth of a core.
         let rest = DEBOUNCE.max(took * 9);
-        full = tokio::select! {
-            _ = gc.shared.changed.notified() => {
-                tokio::time::sleep(rest).await;
-                false
-            }
-            _ = tokio::time::sleep_until(deadline) => true,
-        };
+        tokio::select! {
+            _ = gc.shared.changed.notified() => tokio::time::sleep(rest).await,
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        // The periodic pass is due even when changes keep waking the loop first.
+        full = Instant::now() >= deadline;
     }
 }
 
