@@ -392,11 +392,29 @@ fn entry_from(e: &Value) -> Entry {
 }
 
 fn entry_to_value(e: &Entry) -> Value {
-    let mut v = json!({"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version, "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(&e.fields)});
-    if !e.subresource.is_empty() {
-        v["subresource"] = json!(e.subresource);
+    entry_value(
+        &e.manager,
+        &e.operation,
+        &e.api_version,
+        &e.time,
+        &e.subresource,
+        to_fields_v1(&e.fields),
+    )
+}
+
+/// A managedFields entry. The trie is moved in: `json!` would copy it through the serializer.
+fn entry_value(manager: &str, operation: &str, api_version: &str, time: &str, subresource: &str, trie: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("manager".into(), Value::String(manager.into()));
+    m.insert("operation".into(), Value::String(operation.into()));
+    m.insert("apiVersion".into(), Value::String(api_version.into()));
+    m.insert("time".into(), Value::String(time.into()));
+    m.insert("fieldsType".into(), Value::String("FieldsV1".into()));
+    m.insert("fieldsV1".into(), trie);
+    if !subresource.is_empty() {
+        m.insert("subresource".into(), Value::String(subresource.into()));
     }
-    v
+    Value::Object(m)
 }
 
 fn read_entries(obj: &Value) -> Vec<Entry> {
@@ -469,12 +487,15 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
         // A create: the manager owns every ownable field there is.
         let trie = owned_trie(new, part);
         let list = if trie.as_object().is_some_and(|t| !t.is_empty()) {
-            let mut e = json!({"manager": manager, "operation": "Update", "apiVersion": api_version, "time": crate::objects::now(), "fieldsType": "FieldsV1", "fieldsV1": trie});
-            let sub = subresource_name(part);
-            if !sub.is_empty() {
-                e["subresource"] = json!(sub);
-            }
-            vec![e]
+            let now = crate::objects::now();
+            vec![entry_value(
+                manager,
+                "Update",
+                api_version,
+                &now,
+                subresource_name(part),
+                trie,
+            )]
         } else {
             Vec::new()
         };

@@ -938,11 +938,14 @@ fn score(pod: &PodInfo, nodes: &[&NodeInfo], pre: &PreFilter, cache: &Cache, obj
     let mut total = vec![0i64; nodes.len()];
     // NodeResourcesFit (least allocated) and NodeResourcesBalancedAllocation, weight 1 each.
     for (i, n) in nodes.iter().enumerate() {
+        // i128 → f64 is a library call; the amounts fit in i64, whose conversion is one
+        // instruction (this runs for hundreds of nodes per pod).
+        let float = |x: i128| i64::try_from(x).map_or(x as f64, |v| v as f64);
         let frac = |used: i128, want: i128, alloc: i128| {
             if alloc <= 0 {
                 1.0
             } else {
-                ((used + want) as f64 / alloc as f64).min(1.0)
+                (float(used + want) / float(alloc)).min(1.0)
             }
         };
         let c = frac(n.nonzero_requested.0, pod.nonzero.0, n.allocatable.cpu);
