@@ -4,7 +4,7 @@
 //! Objects are kept both parsed (for selectors, tables, patches) and serialized with their
 //! `resourceVersion` set (so lists and watch events are byte copies).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -87,43 +87,9 @@ struct State {
     rev: Revision,
     /// Watches from revisions before this cannot be served.
     oldest: Revision,
-    /// The live feeds, one per watched key prefix: a change is sent only to the feeds whose
-    /// prefix its key has, so a watcher wakes for its own resource's changes, not for every
-    /// change of every kind (with one feed for all, each pod write woke some eighty watchers,
-    /// nearly all to drop it). Cleared on every re-list, which ends every watch on the old
-    /// feeds: their clients resume (or re-list on 410), so nothing during the gap is lost.
-    feeds: Feeds,
-}
-
-/// The live feeds by prefix. Locked inside the state's lock (read or write), so that a
-/// watcher that subscribes under the state's lock sees no gap.
-#[derive(Default)]
-struct Feeds(std::sync::Mutex<HashMap<String, broadcast::Sender<Arc<CacheEvent>>>>);
-
-impl Feeds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Arc<CacheEvent>>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn subscribe(&self, prefix: &str, capacity: usize) -> broadcast::Receiver<Arc<CacheEvent>> {
-        self.lock()
-            .entry(prefix.to_string())
-            .or_insert_with(|| broadcast::channel(capacity).0)
-            .subscribe()
-    }
-
-    /// Send `ev` to every feed whose prefix its key has; drop feeds nobody reads any more.
-    fn send(&self, ev: &Arc<CacheEvent>) {
-        self.lock().retain(|prefix, tx| {
-            if tx.receiver_count() == 0 {
-                return false;
-            }
-            if ev.obj.key.starts_with(prefix.as_str()) {
-                let _ = tx.send(ev.clone());
-            }
-            true
-        });
-    }
+    /// The live feed. Replaced on every re-list, which ends every watch on the old feed: their
+    /// clients resume (or re-list on 410), so nothing that happened during the gap is lost.
+    tx: broadcast::Sender<Arc<CacheEvent>>,
 }
 
 pub struct Cache {
@@ -397,6 +363,7 @@ impl Cache {
         // window or the store's history. Slots a watcher has read cost nothing; unread ones
         // keep their events alive, so this bounds the memory one slow watcher can hold.
         let feed_capacity = (capacity * 3).max(1024);
+        let (tx, _) = broadcast::channel(feed_capacity);
         let (rev_tx, _) = watch::channel(0);
         let cache = Arc::new(Cache {
             state: RwLock::new(State {
@@ -404,7 +371,7 @@ impl Cache {
                 events: VecDeque::new(),
                 rev: 0,
                 oldest: 0,
-                feeds: Feeds::default(),
+                tx,
             }),
             feed_capacity,
             rev_tx,
@@ -433,7 +400,7 @@ impl Cache {
         st.events.clear();
         st.rev = list.revision;
         st.oldest = list.revision;
-        st.feeds = Feeds::default();
+        st.tx = broadcast::channel(self.feed_capacity).0;
         drop(st);
         self.rev_tx.send_replace(list.revision);
         Ok(list.revision)
@@ -506,7 +473,7 @@ impl Cache {
         }
         st.rev = rev;
         // Sent under the lock so a watcher that registers under the lock sees no gap.
-        st.feeds.send(&event);
+        let _ = st.tx.send(event);
         drop(st);
         self.rev_tx.send_replace(rev);
     }
@@ -558,7 +525,7 @@ impl Cache {
             .filter(|e| e.rev > after && e.obj.key.starts_with(prefix))
             .cloned()
             .collect();
-        let live = st.feeds.subscribe(prefix, self.feed_capacity);
+        let live = st.tx.subscribe();
         Ok(CacheWatch { backlog, live })
     }
 
@@ -568,9 +535,9 @@ impl Cache {
     /// missed a few revisions (a server restart empties the window) resumes where it was
     /// instead of re-listing everything; one that missed more than `Config::watch_replay_max`
     /// gets 410 and re-lists, as upstream: a long replay costs more than a list.
-    pub fn live_from_here(&self, prefix: &str) -> (broadcast::Receiver<Arc<CacheEvent>>, Revision) {
+    pub fn live_from_here(&self) -> (broadcast::Receiver<Arc<CacheEvent>>, Revision) {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        (st.feeds.subscribe(prefix, self.feed_capacity), st.rev)
+        (st.tx.subscribe(), st.rev)
     }
 
     /// The store's changes under `prefix` in `(after, upto]`, as cache events.
@@ -614,7 +581,7 @@ impl Cache {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v.clone())
             .collect();
-        (items, st.rev, st.feeds.subscribe(prefix, self.feed_capacity))
+        (items, st.rev, st.tx.subscribe())
     }
 }
 
@@ -665,38 +632,6 @@ mod tests {
             let slow = cached_by_value(&kv, 41).expect("full parse");
             same(&fast, &slow);
         }
-    }
-
-    #[test]
-    fn a_change_reaches_only_the_feeds_of_its_prefix() {
-        let feeds = Feeds::default();
-        let mut pods = feeds.subscribe("/registry/pods/", 16);
-        let mut in_ns = feeds.subscribe("/registry/pods/a/", 16);
-        let mut maps = feeds.subscribe("/registry/configmaps/", 16);
-        let gone = feeds.subscribe("/registry/secrets/", 16);
-        drop(gone);
-        let event = |key: &str, rev| {
-            let mut k = kv(&json!({"metadata": {"name": "x"}}));
-            k.key = key.into();
-            Arc::new(CacheEvent {
-                kind: WatchEventType::Added,
-                rev,
-                obj: cached(&k, rev).expect("cached"),
-                prev: None,
-                meta_cut: std::sync::OnceLock::new(),
-            })
-        };
-        feeds.send(&event("/registry/pods/a/x", 1));
-        feeds.send(&event("/registry/pods/b/x", 2));
-        feeds.send(&event("/registry/configmaps/a/x", 3));
-        let revs = |rx: &mut broadcast::Receiver<Arc<CacheEvent>>| {
-            std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.rev)).collect::<Vec<_>>()
-        };
-        assert_eq!(revs(&mut pods), vec![1, 2]);
-        assert_eq!(revs(&mut in_ns), vec![1]);
-        assert_eq!(revs(&mut maps), vec![3]);
-        // A feed nobody reads is dropped.
-        assert!(!feeds.lock().contains_key("/registry/secrets/"));
     }
 
     #[test]

@@ -255,7 +255,7 @@ pub async fn watch(
                         .is_ok_and(|c| after >= c) =>
             {
                 // Older than the window but still in the store's history: page through it.
-                let (live, upto) = cache.live_from_here(&prefix);
+                let (live, upto) = cache.live_from_here();
                 (Vec::new(), Vec::new(), live, after, Some((oldest, upto)))
             }
             Err(oldest) => {
