@@ -206,7 +206,15 @@ async fn an_unreachable_upstream_is_a_servfail_not_a_hang() {
             .expect("a");
         let s = shared.clone();
         tokio::spawn(async move { skiff_dns::serve(s, vec![dead], &[addr]).await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Ready when it answers a cluster name (a fixed wait was too short on a loaded
+        // machine); those never go to the upstream.
+        for _ in 0..250 {
+            let probe = query("api.shop.svc.cluster.local.", RecordType::A);
+            if exchange(&[addr], &probe, false).await.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Dns { addr, shared }
     };
     let started = std::time::Instant::now();
