@@ -80,8 +80,7 @@ impl Step {
 }
 
 /// A pod as a simulated node reads it off its watch: what [`Step`] needs, the rest of the
-/// object skipped unread (a whole typed `PodSpec` per event was a few percent of the server's
-/// CPU at 50,000 pods).
+/// object skipped unread (not a whole typed `PodSpec` for every event of every bound pod).
 #[derive(Clone, Debug, Deserialize)]
 struct SimPod {
     #[serde(deserialize_with = "skiff_client::lean::meta")]

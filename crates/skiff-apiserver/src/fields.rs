@@ -502,23 +502,17 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
         set_managed_fields(new, list);
         return;
     };
-    let old = Some(old);
-    let (old_leaves, new_leaves, equal) = match old {
-        Some(o) => differing_leaves(o, new, part),
-        None => (BTreeSet::new(), owned_leaves(new, part), Vec::new()),
-    };
+    let (old_leaves, new_leaves, equal) = differing_leaves(old, new, part);
     let changed: BTreeSet<FieldPath> = new_leaves
         .iter()
         // An element's "." only says it exists: it changes when the element is added, not when
         // something inside it does.
-        .filter(|p| {
-            !old_leaves.contains(*p) || (!is_existence(p) && old.and_then(|o| value_at(o, p)) != value_at(new, p))
-        })
+        .filter(|p| !old_leaves.contains(*p) || (!is_existence(p) && value_at(old, p) != value_at(new, p)))
         .cloned()
         .collect();
     if changed.is_empty() && old_leaves.is_subset(&new_leaves) {
         // Nobody gains or loses a field: the record stands as it is.
-        let recorded = old.and_then(|o| o["metadata"].get("managedFields"));
+        let recorded = old["metadata"].get("managedFields");
         if new["metadata"].get("managedFields") != recorded {
             if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
                 match recorded {
@@ -542,9 +536,7 @@ pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_ve
         .and_then(|m| m.remove("managedFields"));
     let recorded: Vec<Value> = match taken {
         Some(Value::Array(a)) => a,
-        _ => old
-            .and_then(|o| o["metadata"]["managedFields"].as_array().cloned())
-            .unwrap_or_default(),
+        _ => old["metadata"]["managedFields"].as_array().cloned().unwrap_or_default(),
     };
     let time = crate::objects::now();
     let mut out: Vec<Value> = Vec::with_capacity(recorded.len() + 1);

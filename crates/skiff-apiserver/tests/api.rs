@@ -855,7 +855,7 @@ async fn binding_assigns_a_node_once() {
         json!({"metadata": {"name": "b"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
     )
     .expect("pod");
-    pods.create(&PostParams::default(), &p).await.expect("create");
+    let created = pods.create(&PostParams::default(), &p).await.expect("create");
     let bind = |node: &str| {
         let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"}, "target": {"kind": "Node", "name": node}})).expect("json");
         http::Request::post("/api/v1/namespaces/default/pods/b/binding")
@@ -874,10 +874,71 @@ async fn binding_assigns_a_node_once() {
         .find(|c| c.type_ == "PodScheduled")
         .expect("PodScheduled");
     assert_eq!(cond.status, "True");
+    // The rest of the pod is as it was: metadata (managed fields among them) but for the
+    // revision, and the spec but for the node.
+    let mut meta = bound.metadata.clone();
+    assert_ne!(meta.resource_version, created.metadata.resource_version);
+    meta.resource_version = created.metadata.resource_version.clone();
+    assert_eq!(meta, created.metadata);
+    assert!(meta.managed_fields.is_some_and(|m| !m.is_empty()));
+    let mut spec = pods.get("b").await.expect("get").spec.expect("spec");
+    spec.node_name = None;
+    assert_eq!(Some(spec), created.spec);
     match t.client.request_text(bind("n2")).await {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
         other => panic!("a second binding must conflict, got {other:?}"),
     }
+}
+
+/// What a create, an update, a patch and a status patch answer is the object as stored, with
+/// its new resourceVersion: what a GET right after returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_responses_are_the_stored_object() {
+    let t = start().await;
+    let maps: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let created = maps
+        .create(&PostParams::default(), &cm("w", &[("a", "1")]))
+        .await
+        .expect("create");
+    assert_eq!(created, maps.get("w").await.expect("get"));
+    let mut changed = created.clone();
+    changed.data = Some([("a".to_string(), "2".to_string())].into());
+    let replaced = maps
+        .replace("w", &PostParams::default(), &changed)
+        .await
+        .expect("replace");
+    assert_ne!(replaced.metadata.resource_version, created.metadata.resource_version);
+    assert_eq!(replaced, maps.get("w").await.expect("get"));
+    let patched = maps
+        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"data": {"b": "3"}})))
+        .await
+        .expect("patch");
+    assert_eq!(
+        patched.data.as_ref().and_then(|d| d.get("b")).map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(patched, maps.get("w").await.expect("get"));
+
+    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .expect("pod");
+    let created = pods.create(&PostParams::default(), &p).await.expect("create");
+    assert_eq!(created, pods.get("w").await.expect("get"));
+    let running = pods
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .expect("status");
+    assert_eq!(
+        running.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
+    assert_eq!(running, pods.get("w").await.expect("get"));
 }
 
 /// Metadata informers (`Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`) get

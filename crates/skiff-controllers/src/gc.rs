@@ -724,23 +724,25 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         }
         let pass_started = Instant::now();
         let pending = gc.shared.pending.swap(false, Ordering::SeqCst);
-        let was_outstanding = outstanding;
         outstanding = if gc.discovery.is_none() {
             true
         } else if pending || full || outstanding {
-            gc.pass().instrument(tracing::debug_span!("gc_pass")).await
+            let was_outstanding = outstanding;
+            let outstanding = gc.pass().instrument(tracing::debug_span!("gc_pass")).await;
+            let took = pass_started.elapsed();
+            tracing::debug!(
+                ?took,
+                pending,
+                full,
+                was_outstanding,
+                outstanding,
+                "garbage collection pass"
+            );
+            outstanding
         } else {
             false
         };
         let took = pass_started.elapsed();
-        tracing::debug!(
-            ?took,
-            pending,
-            full,
-            was_outstanding,
-            outstanding,
-            "garbage collection pass"
-        );
         let wait = if outstanding { RETRY_INTERVAL } else { RESYNC_INTERVAL };
         let deadline = (Instant::now() + wait).min(next_discovery);
         // A pass is O(objects): under constant churn of many objects, rest at least nine
